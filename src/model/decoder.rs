@@ -1,0 +1,389 @@
+//! The generator's graph decoder (D-VAE, Zhang et al. 2019, as modified by MetaD2A), batched
+//! over many graphs per step.
+//!
+//! From a latent `z: [nz]`: `H0 = tanh(fc3(z))`, vertex 0 is START with `h_0 = GRU(e_START, H0)`.
+//! Then for `idx = 1 .. max_n-1`:
+//! 1. type: END when `idx = max_n-1`, else drawn from `softmax(add_vertex(h_last))` (or argmax),
+//!    where `h_last` is the state of the graph's most recently added vertex;
+//! 2. `h_idx = GRU(e_type, 0)`;
+//! 3. an END vertex is connected from every vertex without successors and the graph is finished;
+//!    otherwise, for `vi = idx-1 .. 0`, an edge `vi → idx` is added with probability
+//!    `σ(add_edge([h_vi ; h_idx]))` (argmax: `p > 0.5`), and after each added edge
+//!    `h_idx = GRU(e_type, Σ_{u ∈ pred(idx)} m_u)` with the gated messages `m_u`.
+//!
+//! Graphs that end early (END drawn before the last position) stay short; such graphs fail the
+//! validity rules later, as in the official code.
+//!
+//! What is fused relative to the reference: a vertex's message `m_u` and its half of the first
+//! `add_edge` layer (`W_a h_u + b`) are computed once when the vertex is final, not at every
+//! step; the state is recomputed only when an edge was actually added (when none is, the
+//! official recomputation yields the same state).
+
+use super::dims::GeneratorDims;
+use super::graph::{Dag, END_TYPE, START_TYPE};
+use crate::error::{Error, Result};
+use crate::nn::linalg::{argmax, relu_inplace, sigmoid, softmax_inplace};
+use crate::nn::{GatedMessage, GruCell, Linear};
+use crate::rng::Rng;
+use crate::weights::WeightStore;
+
+/// How each decision is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeMode {
+    /// The most likely type; an edge when its probability exceeds 0.5.
+    Argmax,
+    /// Types from the categorical distribution, edges from Bernoulli draws.
+    Sample,
+}
+
+#[derive(Debug)]
+pub struct GraphDecoder {
+    pub fc3: Linear,
+    pub grud: GruCell,
+    pub add_vertex: [Linear; 2],
+    pub add_edge: [Linear; 2],
+    pub message: GatedMessage,
+    pub nz: usize,
+    pub hs: usize,
+    pub nvt: usize,
+    pub max_n: usize,
+}
+
+impl GraphDecoder {
+    /// Loads `fc3`, `grud`, `add_vertex.{0,2}`, `add_edge.{0,2}`, `decoding_gate.0`,
+    /// `decoding_mapper.0`.
+    pub fn load(store: &WeightStore, d: &GeneratorDims) -> Result<Self> {
+        let hs = d.hs;
+        Ok(GraphDecoder {
+            fc3: Linear::load(store, "fc3", d.nz, hs, true)?,
+            grud: GruCell::load(store, "grud", d.nvt, hs)?,
+            add_vertex: [
+                Linear::load(store, "add_vertex.0", hs, 2 * hs, true)?,
+                Linear::load(store, "add_vertex.2", 2 * hs, d.nvt, true)?,
+            ],
+            add_edge: [
+                Linear::load(store, "add_edge.0", 2 * hs, 4 * hs, true)?,
+                Linear::load(store, "add_edge.2", 4 * hs, 1, true)?,
+            ],
+            message: GatedMessage::load(
+                store,
+                "decoding_gate.0",
+                "decoding_mapper.0",
+                hs,
+                d.max_n,
+            )?,
+            nz: d.nz,
+            hs,
+            nvt: d.nvt,
+            max_n: d.max_n,
+        })
+    }
+
+    /// Decodes one graph per latent row of `z` (`[n, nz]`). In [`DecodeMode::Sample`], graph
+    /// `i` draws from `rngs[i]` only, so results do not depend on how graphs are batched.
+    pub fn decode(&self, z: &[f32], mode: DecodeMode, rngs: &mut [Rng]) -> Result<Vec<Dag>> {
+        if z.is_empty() || z.len() % self.nz != 0 {
+            return Err(Error::invalid(format!(
+                "latent batch of {} values is not a positive multiple of nz = {}",
+                z.len(),
+                self.nz
+            )));
+        }
+        let n = z.len() / self.nz;
+        if mode == DecodeMode::Sample && rngs.len() != n {
+            return Err(Error::invalid(format!(
+                "stochastic decoding of {n} graphs needs {n} random streams, got {}",
+                rngs.len()
+            )));
+        }
+        let mut st = State::new(self, n);
+
+        // Vertex 0: START, its hidden input comes from the latent.
+        let mut h0 = self.fc3.forward(z, n);
+        h0.iter_mut().for_each(|x| *x = x.tanh());
+        let mut out = vec![0.0; n * self.hs];
+        self.grud
+            .step_onehot(&vec![START_TYPE; n], Some(&h0), &mut out, &mut st.scratch);
+        let all: Vec<usize> = (0..n).collect();
+        for g in 0..n {
+            st.types[g].push(START_TYPE);
+            st.preds[g].push(0);
+            st.h_mut(g, 0)
+                .copy_from_slice(&out[g * self.hs..(g + 1) * self.hs]);
+        }
+        self.finalize(&mut st, 0, &all);
+
+        for idx in 1..self.max_n {
+            let active: Vec<usize> = (0..n).filter(|&g| !st.finished[g]).collect();
+            if active.is_empty() {
+                break;
+            }
+            let new_types = self.choose_types(&mut st, idx, &active, mode, rngs);
+            for (&g, &t) in active.iter().zip(&new_types) {
+                st.types[g].push(t);
+                st.preds[g].push(0);
+            }
+            let mut hc = vec![0.0; active.len() * self.hs];
+            self.grud
+                .step_onehot(&new_types, None, &mut hc, &mut st.scratch);
+
+            let mut cont = Vec::new();
+            for (i, &g) in active.iter().enumerate() {
+                if new_types[i] == END_TYPE {
+                    // Connect every loose end (no successor yet) to the new END vertex.
+                    let mut has_succ = 0u64;
+                    for v in 0..idx {
+                        has_succ |= st.preds[g][v];
+                    }
+                    let loose = !has_succ & ((1u64 << idx) - 1);
+                    st.preds[g][idx] = loose;
+                    st.finished[g] = true;
+                    if loose != 0 {
+                        self.refresh(
+                            &mut st,
+                            &[g],
+                            idx,
+                            &[END_TYPE],
+                            &mut hc[i * self.hs..(i + 1) * self.hs],
+                        );
+                    }
+                } else {
+                    cont.push(i);
+                }
+            }
+            if !cont.is_empty() {
+                self.decide_edges(
+                    &mut st, idx, &active, &new_types, &cont, &mut hc, mode, rngs,
+                );
+            }
+            for (i, &g) in active.iter().enumerate() {
+                st.h_mut(g, idx)
+                    .copy_from_slice(&hc[i * self.hs..(i + 1) * self.hs]);
+            }
+            if idx + 1 < self.max_n {
+                let live: Vec<usize> = active
+                    .iter()
+                    .copied()
+                    .filter(|&g| !st.finished[g])
+                    .collect();
+                self.finalize(&mut st, idx, &live);
+            }
+        }
+        Ok((0..n)
+            .map(|g| Dag {
+                types: std::mem::take(&mut st.types[g]),
+                preds: std::mem::take(&mut st.preds[g]),
+            })
+            .collect())
+    }
+
+    /// Vertex types for position `idx` of the `active` graphs.
+    fn choose_types(
+        &self,
+        st: &mut State,
+        idx: usize,
+        active: &[usize],
+        mode: DecodeMode,
+        rngs: &mut [Rng],
+    ) -> Vec<u8> {
+        if idx == self.max_n - 1 {
+            return vec![END_TYPE; active.len()];
+        }
+        let hs = self.hs;
+        let mut hg = vec![0.0; active.len() * hs];
+        for (i, &g) in active.iter().enumerate() {
+            let last = st.types[g].len() - 1;
+            hg[i * hs..(i + 1) * hs].copy_from_slice(st.h(g, last));
+        }
+        let mut hidden = self.add_vertex[0].forward(&hg, active.len());
+        relu_inplace(&mut hidden);
+        let mut logits = self.add_vertex[1].forward(&hidden, active.len());
+        logits
+            .chunks_exact_mut(self.nvt)
+            .zip(active)
+            .map(|(row, &g)| match mode {
+                DecodeMode::Argmax => argmax(row) as u8,
+                DecodeMode::Sample => {
+                    softmax_inplace(row);
+                    sample_categorical(row, &mut rngs[g]) as u8
+                }
+            })
+            .collect()
+    }
+
+    /// Edge decisions `vi → idx` for `vi = idx-1 .. 0`, for the rows `cont` of `active`.
+    #[allow(clippy::too_many_arguments)]
+    fn decide_edges(
+        &self,
+        st: &mut State,
+        idx: usize,
+        active: &[usize],
+        new_types: &[u8],
+        cont: &[usize],
+        hc: &mut [f32],
+        mode: DecodeMode,
+        rngs: &mut [Rng],
+    ) {
+        let (hs, eh) = (self.hs, self.add_edge[0].out_dim);
+        let nc = cont.len();
+        let graphs: Vec<usize> = cont.iter().map(|&i| active[i]).collect();
+        let types: Vec<u8> = cont.iter().map(|&i| new_types[i]).collect();
+        let mut cur = vec![0.0; nc * hs];
+        for (r, &i) in cont.iter().enumerate() {
+            cur[r * hs..(r + 1) * hs].copy_from_slice(&hc[i * hs..(i + 1) * hs]);
+        }
+        let w2 = &self.add_edge[1].weight;
+        let b2 = self.add_edge[1].bias.as_ref().map_or(0.0, |b| b[0]);
+        let mut eb = vec![0.0; nc * eh];
+        let mut fresh = Vec::new();
+        for vi in (0..idx).rev() {
+            // The h_idx half of add_edge.0; the h_vi half (with bias) was cached at finalize.
+            self.add_edge[0].forward_cols_into(&cur, hs, nc, hs, hs, &mut eb, false);
+            let mut changed = Vec::new();
+            for (r, &g) in graphs.iter().enumerate() {
+                let ea = st.ea(g, vi);
+                let row = &eb[r * eh..(r + 1) * eh];
+                let mut logit = b2;
+                for j in 0..eh {
+                    logit += w2[j] * (row[j] + ea[j]).max(0.0);
+                }
+                let p = sigmoid(logit);
+                let add = match mode {
+                    DecodeMode::Argmax => p > 0.5,
+                    DecodeMode::Sample => rngs[g].next_f32() < p,
+                };
+                if add {
+                    st.preds[g][idx] |= 1 << vi;
+                    changed.push(r);
+                }
+            }
+            if !changed.is_empty() {
+                let cg: Vec<usize> = changed.iter().map(|&r| graphs[r]).collect();
+                let ct: Vec<u8> = changed.iter().map(|&r| types[r]).collect();
+                fresh.resize(changed.len() * hs, 0.0);
+                self.refresh(st, &cg, idx, &ct, &mut fresh);
+                for (k, &r) in changed.iter().enumerate() {
+                    cur[r * hs..(r + 1) * hs].copy_from_slice(&fresh[k * hs..(k + 1) * hs]);
+                }
+            }
+        }
+        for (r, &i) in cont.iter().enumerate() {
+            hc[i * hs..(i + 1) * hs].copy_from_slice(&cur[r * hs..(r + 1) * hs]);
+        }
+    }
+
+    /// `h_idx = GRU(e_type, Σ_{u ∈ pred(idx)} m_u)` for each graph of `graphs` (with its type in
+    /// `types`), written row by row into `out` (`[graphs.len(), hs]`).
+    fn refresh(&self, st: &mut State, graphs: &[usize], idx: usize, types: &[u8], out: &mut [f32]) {
+        let hs = self.hs;
+        let mut hsum = vec![0.0; graphs.len() * hs];
+        for (r, &g) in graphs.iter().enumerate() {
+            let preds = st.preds[g][idx];
+            let row = &mut hsum[r * hs..(r + 1) * hs];
+            for u in 0..idx {
+                if preds >> u & 1 == 1 {
+                    for (a, b) in row.iter_mut().zip(st.msg(g, u)) {
+                        *a += b;
+                    }
+                }
+            }
+        }
+        self.grud
+            .step_onehot(types, Some(&hsum), out, &mut st.scratch);
+    }
+
+    /// Caches the message and the `add_edge` half of vertex `v` of each graph in `rows`.
+    fn finalize(&self, st: &mut State, v: usize, rows: &[usize]) {
+        if rows.is_empty() {
+            return;
+        }
+        let (hs, eh) = (self.hs, self.add_edge[0].out_dim);
+        let nr = rows.len();
+        let mut hb = vec![0.0; nr * hs];
+        for (r, &g) in rows.iter().enumerate() {
+            hb[r * hs..(r + 1) * hs].copy_from_slice(st.h(g, v));
+        }
+        let mut m = vec![0.0; nr * hs];
+        let mut scratch = std::mem::take(&mut st.scratch);
+        self.message.messages(&hb, nr, v, &mut m, &mut scratch);
+        st.scratch = scratch;
+        let mut ea = vec![0.0; nr * eh];
+        self.add_edge[0].forward_cols_into(&hb, hs, nr, 0, hs, &mut ea, true);
+        for (r, &g) in rows.iter().enumerate() {
+            st.msg_mut(g, v).copy_from_slice(&m[r * hs..(r + 1) * hs]);
+            st.ea_mut(g, v).copy_from_slice(&ea[r * eh..(r + 1) * eh]);
+        }
+    }
+}
+
+/// Index drawn from a probability row (inverse CDF; a draw past the rounded total picks the
+/// last type with nonzero probability).
+fn sample_categorical(probs: &[f32], rng: &mut Rng) -> usize {
+    let total: f64 = probs.iter().map(|&p| p as f64).sum();
+    let u = rng.next_f64() * total;
+    let mut acc = 0.0f64;
+    for (i, &p) in probs.iter().enumerate() {
+        acc += p as f64;
+        if u < acc {
+            return i;
+        }
+    }
+    probs.iter().rposition(|&p| p > 0.0).unwrap_or(0)
+}
+
+/// Per-batch decoding state: types and predecessor masks per graph, and per-vertex caches.
+struct State {
+    types: Vec<Vec<u8>>,
+    preds: Vec<Vec<u64>>,
+    finished: Vec<bool>,
+    h: Vec<f32>,
+    msg: Vec<f32>,
+    ea: Vec<f32>,
+    scratch: Vec<f32>,
+    hs: usize,
+    eh: usize,
+    max_n: usize,
+}
+
+impl State {
+    fn new(d: &GraphDecoder, n: usize) -> Self {
+        let (hs, eh, mn) = (d.hs, d.add_edge[0].out_dim, d.max_n);
+        State {
+            types: vec![Vec::with_capacity(mn); n],
+            preds: vec![Vec::with_capacity(mn); n],
+            finished: vec![false; n],
+            h: vec![0.0; n * mn * hs],
+            msg: vec![0.0; n * mn * hs],
+            ea: vec![0.0; n * mn * eh],
+            scratch: Vec::new(),
+            hs,
+            eh,
+            max_n: mn,
+        }
+    }
+    fn at(&self, g: usize, v: usize, w: usize) -> std::ops::Range<usize> {
+        let o = (g * self.max_n + v) * w;
+        o..o + w
+    }
+    fn h(&self, g: usize, v: usize) -> &[f32] {
+        &self.h[self.at(g, v, self.hs)]
+    }
+    fn h_mut(&mut self, g: usize, v: usize) -> &mut [f32] {
+        let r = self.at(g, v, self.hs);
+        &mut self.h[r]
+    }
+    fn msg(&self, g: usize, v: usize) -> &[f32] {
+        &self.msg[self.at(g, v, self.hs)]
+    }
+    fn msg_mut(&mut self, g: usize, v: usize) -> &mut [f32] {
+        let r = self.at(g, v, self.hs);
+        &mut self.msg[r]
+    }
+    fn ea(&self, g: usize, v: usize) -> &[f32] {
+        &self.ea[self.at(g, v, self.eh)]
+    }
+    fn ea_mut(&mut self, g: usize, v: usize) -> &mut [f32] {
+        let r = self.at(g, v, self.eh);
+        &mut self.ea[r]
+    }
+}

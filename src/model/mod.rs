@@ -1,0 +1,19 @@
+//! The MetaD2A models, built from the blocks of [`crate::nn`]: the set encoder, the generator
+//! (latent heads and graph decoder), the graph encoder and the meta-performance predictor.
+
+pub mod decoder;
+pub mod dims;
+pub mod generator;
+pub mod graph;
+pub mod graph_encoder;
+pub mod inventory;
+pub mod predictor;
+pub mod set_encoder;
+
+pub use decoder::{DecodeMode, GraphDecoder};
+pub use dims::{GeneratorDims, PredictorDims, SetEncoderDims, HEADS};
+pub use generator::Generator;
+pub use graph::{Dag, END_TYPE, START_TYPE};
+pub use graph_encoder::GraphEncoder;
+pub use predictor::Predictor;
+pub use set_encoder::SetEncoder;

@@ -1,0 +1,78 @@
+//! A GRU cell step with one-hot inputs (PyTorch `GRUCell` semantics), fused: the input product
+//! is a column gather, the hidden product one matrix product for the whole batch, and the gate
+//! arithmetic one pass.
+//!
+//! `r = σ(W_ir x + b_ir + W_hr h + b_hr)`, `z = σ(W_iz x + b_iz + W_hz h + b_hz)`,
+//! `n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))`, `h' = (1 − z) ⊙ n + z ⊙ h`,
+//! with the weights packed in row order r | z | n: `weight_ih: [3H, nvt]`, `weight_hh: [3H, H]`.
+
+use super::linalg::{matmul_wt, sigmoid};
+use crate::error::Result;
+use crate::weights::{Param, WeightStore};
+
+#[derive(Debug)]
+pub struct GruCell {
+    /// `weight_ih` transposed and with `bias_ih` folded in: row t is `W_ih e_t + b_ih`, `[nvt, 3H]`.
+    input_rows: Vec<f32>,
+    pub weight_hh: Param,
+    pub bias_hh: Param,
+    pub hidden: usize,
+    pub input: usize,
+}
+
+impl GruCell {
+    /// Loads `{prefix}.weight_ih [3H, nvt]`, `.weight_hh [3H, H]`, `.bias_ih`, `.bias_hh [3H]`.
+    pub fn load(store: &WeightStore, prefix: &str, input: usize, hidden: usize) -> Result<Self> {
+        let h3 = 3 * hidden;
+        let w_ih = store.param(&format!("{prefix}.weight_ih"), &[h3, input])?;
+        let b_ih = store.param(&format!("{prefix}.bias_ih"), &[h3])?;
+        let weight_hh = store.param(&format!("{prefix}.weight_hh"), &[h3, hidden])?;
+        let bias_hh = store.param(&format!("{prefix}.bias_hh"), &[h3])?;
+        let mut input_rows = vec![0.0; input * h3];
+        for t in 0..input {
+            for o in 0..h3 {
+                input_rows[t * h3 + o] = w_ih[o * input + t] + b_ih[o];
+            }
+        }
+        Ok(GruCell {
+            input_rows,
+            weight_hh,
+            bias_hh,
+            hidden,
+            input,
+        })
+    }
+
+    /// One step for `rows` rows: `h_out[r] = GRU(onehot(types[r]), h_in[r])`, where `h_in` is
+    /// `None` for an all-zero hidden input. `scratch` is resized as needed.
+    pub fn step_onehot(
+        &self,
+        types: &[u8],
+        h_in: Option<&[f32]>,
+        h_out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        let rows = types.len();
+        let (hs, h3) = (self.hidden, 3 * self.hidden);
+        scratch.resize(rows * h3, 0.0);
+        let gh = &mut scratch[..rows * h3];
+        for r in gh.chunks_exact_mut(h3) {
+            r.copy_from_slice(&self.bias_hh);
+        }
+        if let Some(h) = h_in {
+            matmul_wt(gh, h, hs, &self.weight_hh, hs, rows, h3, hs, true);
+        }
+        for (r, &t) in types.iter().enumerate() {
+            let gi = &self.input_rows[t as usize * h3..(t as usize + 1) * h3];
+            let gh = &gh[r * h3..(r + 1) * h3];
+            let out = &mut h_out[r * hs..(r + 1) * hs];
+            for j in 0..hs {
+                let rg = sigmoid(gi[j] + gh[j]);
+                let zg = sigmoid(gi[hs + j] + gh[hs + j]);
+                let ng = (gi[2 * hs + j] + rg * gh[2 * hs + j]).tanh();
+                let hprev = h_in.map_or(0.0, |h| h[r * hs + j]);
+                out[j] = (1.0 - zg) * ng + zg * hprev;
+            }
+        }
+    }
+}

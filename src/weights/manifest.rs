@@ -1,0 +1,123 @@
+//! `manifest.json`: what a weights directory holds and where it came from.
+//!
+//! ```json
+//! {
+//!   "format": "metad2a-weights", "version": 1, "space": "nb201", "dtype": "f32",
+//!   "feature_extractor": "...",
+//!   "generator": { "file": "generator.safetensors", "sha256": "...", "bytes": 1225776,
+//!                  "dims": { ... }, "dropped": ["set_fc.0.weight", ...] },
+//!   "predictor": { ... },
+//!   "provenance": { "source": "...", "inputs": [{"path": "...", "sha256": "...", "bytes": 1}],
+//!                   "command": "...", "tool": "metad2a 0.1.0", "licence": "...", "data": "..." }
+//! }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::space::Space;
+
+pub const FORMAT: &str = "metad2a-weights";
+pub const VERSION: u32 = 1;
+pub const FILE_NAME: &str = "manifest.json";
+
+/// One model file of a weights directory.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ModelEntry {
+    pub file: String,
+    pub sha256: String,
+    pub bytes: u64,
+    /// The model sizes, as read from the weights.
+    pub dims: serde_json::Value,
+    /// Tensors of the source checkpoint that were not exported (unused at inference).
+    #[serde(default)]
+    pub dropped: Vec<String>,
+}
+
+/// A source file the weights were made from.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct InputFile {
+    pub path: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Provenance {
+    /// What the weights are (e.g. "official MetaD2A checkpoints, imported").
+    pub source: String,
+    pub inputs: Vec<InputFile>,
+    /// The command that produced the directory.
+    pub command: String,
+    /// The producing program and version.
+    pub tool: String,
+    pub licence: String,
+    /// The data the models were trained on, as far as known.
+    pub data: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    pub space: Space,
+    pub dtype: String,
+    /// Which features the set encoder expects (backbone, resolution), as far as known.
+    pub feature_extractor: String,
+    pub generator: ModelEntry,
+    pub predictor: ModelEntry,
+    pub provenance: Provenance,
+    /// Further files and facts (graph-embedding cache, accuracy normalisation, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl Manifest {
+    /// Reads and checks `dir/manifest.json`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(FILE_NAME);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses manifest text; `label` names it in errors.
+    pub fn parse(text: &str, label: &str) -> Result<Self> {
+        let bad = |reason: String| Error::Manifest {
+            file: label.to_string(),
+            reason,
+        };
+        let m: Manifest = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        if m.format != FORMAT {
+            return Err(bad(format!(
+                "format is {:?}, expected {FORMAT:?}",
+                m.format
+            )));
+        }
+        if m.version != VERSION {
+            return Err(bad(format!(
+                "version {} is not supported (this engine reads version {VERSION})",
+                m.version
+            )));
+        }
+        for e in [&m.generator, &m.predictor] {
+            if e.file.contains('/') || e.file.contains('\\') || e.file.starts_with('.') {
+                return Err(bad(format!(
+                    "model file {:?} must be a plain file name inside the directory",
+                    e.file
+                )));
+            }
+        }
+        Ok(m)
+    }
+
+    /// Writes `dir/manifest.json` (pretty-printed, through a temporary file and a rename).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).expect("manifest serialises");
+        crate::util::write_atomic(&dir.join(FILE_NAME), format!("{text}\n").as_bytes())
+    }
+}

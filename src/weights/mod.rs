@@ -1,0 +1,61 @@
+//! Weights: the memory-mapped safetensors store, the manifest that says where weights came
+//! from, and the importer of official PyTorch checkpoints (with its restricted pickle reader).
+
+pub mod import;
+pub mod manifest;
+pub mod pickle;
+pub mod store;
+pub mod torch;
+
+pub use manifest::Manifest;
+pub use store::{Param, StoredDtype, WeightStore};
+
+use sha2::{Digest, Sha256};
+
+/// Lower-case hex sha256 of a byte string.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Serialises named f32 tensors as a safetensors image, stored as f32 or f16.
+pub fn serialize(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    dtype: import::ExportDtype,
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> crate::Result<Vec<u8>> {
+    use safetensors::tensor::TensorView;
+    let (st_dtype, bytes): (safetensors::Dtype, Vec<Vec<u8>>) = match dtype {
+        import::ExportDtype::F32 => (
+            safetensors::Dtype::F32,
+            tensors
+                .iter()
+                .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+                .collect(),
+        ),
+        import::ExportDtype::F16 => (
+            safetensors::Dtype::F16,
+            tensors
+                .iter()
+                .map(|(_, _, v)| {
+                    v.iter()
+                        .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                        .collect()
+                })
+                .collect(),
+        ),
+    };
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s, _), b)| {
+            TensorView::new(st_dtype, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| crate::Error::invalid(format!("tensor {n}: {e}")))
+        })
+        .collect::<crate::Result<Vec<_>>>()?;
+    safetensors::serialize(views, metadata)
+        .map_err(|e| crate::Error::invalid(format!("cannot serialise safetensors: {e}")))
+}

@@ -1,0 +1,329 @@
+//! Memory-mapped safetensors weight store.
+//!
+//! The file is mapped once with memmap2 and parsed with `safetensors` (which validates the header
+//! and that every tensor's byte range lies inside the file). f32 tensors are then *borrowed* from
+//! the mapping with no copy (safetensors aligns data to 8 bytes; the alignment is checked anyway);
+//! f16 and bf16 tensors are widened to f32 once, at load.
+//!
+//! A model asks for each tensor by name and expected shape ([`WeightStore::param`]); a missing
+//! tensor, a wrong shape or an unsupported dtype is an error that names the tensor.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::Arc;
+
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{Error, Result};
+
+/// Bytes behind a store: a file mapping or an owned buffer (weights embedded in a program).
+enum Backing {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+    Static(&'static [u8]),
+}
+
+impl Backing {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Backing::Mapped(m) => m,
+            Backing::Owned(v) => v,
+            Backing::Static(s) => s,
+        }
+    }
+}
+
+/// Storage dtype of a tensor in a weights file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredDtype {
+    F32,
+    F16,
+    BF16,
+}
+
+impl fmt::Display for StoredDtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StoredDtype::F32 => "f32",
+            StoredDtype::F16 => "f16",
+            StoredDtype::BF16 => "bf16",
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    dtype: StoredDtype,
+    shape: Vec<usize>,
+    /// Absolute byte range of the data inside the backing buffer.
+    start: usize,
+    end: usize,
+}
+
+/// An opened safetensors file: an index of its tensors over the mapped bytes.
+pub struct WeightStore {
+    label: String,
+    backing: Arc<Backing>,
+    entries: BTreeMap<String, Entry>,
+    metadata: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for WeightStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeightStore")
+            .field("label", &self.label)
+            .field("tensors", &self.entries.len())
+            .finish()
+    }
+}
+
+impl WeightStore {
+    /// Maps `path` and indexes its tensors.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: the mapping is read-only. If another process truncates or rewrites the file
+        // while it is mapped, reads may see the new bytes or fault (SIGBUS); callers that need to
+        // detect a changed file check the manifest's sha256 (see `weights::manifest`).
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        Self::from_backing(path.display().to_string(), Backing::Mapped(mmap))
+    }
+
+    /// Indexes a safetensors image held in memory (e.g. weights embedded in a firmware image).
+    pub fn from_bytes(label: impl Into<String>, bytes: Vec<u8>) -> Result<Self> {
+        Self::from_backing(label.into(), Backing::Owned(bytes))
+    }
+
+    /// Indexes a safetensors image with static lifetime (`include_bytes!`), without copying it.
+    pub fn from_static(label: impl Into<String>, bytes: &'static [u8]) -> Result<Self> {
+        Self::from_backing(label.into(), Backing::Static(bytes))
+    }
+
+    fn from_backing(label: String, backing: Backing) -> Result<Self> {
+        let bytes = backing.bytes();
+        let bad = |reason: String| Error::BadWeightsFile {
+            file: label.clone(),
+            reason,
+        };
+        if bytes.len() < 8 {
+            return Err(bad(format!(
+                "{} bytes is shorter than the 8-byte header length",
+                bytes.len()
+            )));
+        }
+        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+        let base = bytes.as_ptr() as usize;
+        let mut entries = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let dtype = match view.dtype() {
+                Dtype::F32 => StoredDtype::F32,
+                Dtype::F16 => StoredDtype::F16,
+                Dtype::BF16 => StoredDtype::BF16,
+                other => {
+                    return Err(Error::UnsupportedDtype {
+                        file: label.clone(),
+                        name,
+                        dtype: format!("{other:?}"),
+                    })
+                }
+            };
+            let data = view.data();
+            let start = data.as_ptr() as usize - base;
+            entries.insert(
+                name,
+                Entry {
+                    dtype,
+                    shape: view.shape().to_vec(),
+                    start,
+                    end: start + data.len(),
+                },
+            );
+        }
+        let metadata = meta
+            .metadata()
+            .as_ref()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        drop(st);
+        Ok(WeightStore {
+            label,
+            backing: Arc::new(backing),
+            entries,
+            metadata,
+        })
+    }
+
+    /// Where the store came from (a path or a caller-given label), for messages.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The safetensors `__metadata__` map.
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// Names of all tensors, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// Shape of a tensor, or a `MissingTensor` error.
+    pub fn shape(&self, name: &str) -> Result<&[usize]> {
+        self.entry(name).map(|e| e.shape.as_slice())
+    }
+
+    /// Storage dtype of a tensor.
+    pub fn dtype(&self, name: &str) -> Result<StoredDtype> {
+        self.entry(name).map(|e| e.dtype)
+    }
+
+    /// The dtype shared by every tensor, or `None` when they differ.
+    pub fn common_dtype(&self) -> Option<StoredDtype> {
+        let mut it = self.entries.values().map(|e| e.dtype);
+        let first = it.next()?;
+        it.all(|d| d == first).then_some(first)
+    }
+
+    fn entry(&self, name: &str) -> Result<&Entry> {
+        self.entries.get(name).ok_or_else(|| Error::MissingTensor {
+            file: self.label.clone(),
+            name: name.to_string(),
+        })
+    }
+
+    /// The raw stored bytes of a tensor (little-endian, in its stored dtype).
+    pub fn raw(&self, name: &str) -> Result<&[u8]> {
+        let e = self.entry(name)?;
+        Ok(&self.backing.bytes()[e.start..e.end])
+    }
+
+    /// Fetches a tensor as f32, checking its shape. f32 data is borrowed from the mapping.
+    pub fn param(&self, name: &str, expected: &[usize]) -> Result<Param> {
+        let e = self.entry(name)?;
+        if e.shape != expected {
+            return Err(Error::ShapeMismatch {
+                file: self.label.clone(),
+                name: name.to_string(),
+                expected: expected.to_vec(),
+                found: e.shape.clone(),
+            });
+        }
+        self.param_of(e)
+    }
+
+    /// Fetches a tensor as f32 whatever its shape (the shape is returned with it).
+    pub fn param_any(&self, name: &str) -> Result<Param> {
+        let e = self.entry(name)?;
+        self.param_of(e)
+    }
+
+    fn param_of(&self, e: &Entry) -> Result<Param> {
+        let bytes = &self.backing.bytes()[e.start..e.end];
+        let data = match e.dtype {
+            StoredDtype::F32 => {
+                if (bytes.as_ptr() as usize) % std::mem::align_of::<f32>() == 0
+                    && cfg!(target_endian = "little")
+                {
+                    ParamData::Mapped {
+                        backing: self.backing.clone(),
+                        start: e.start,
+                        len: bytes.len() / 4,
+                    }
+                } else {
+                    ParamData::Owned(
+                        bytes
+                            .chunks_exact(4)
+                            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                            .collect(),
+                    )
+                }
+            }
+            StoredDtype::F16 => ParamData::Owned(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+            ),
+            StoredDtype::BF16 => ParamData::Owned(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+            ),
+        };
+        Ok(Param {
+            data,
+            shape: e.shape.clone(),
+        })
+    }
+}
+
+enum ParamData {
+    /// f32 data borrowed from the backing buffer (kept alive by the `Arc`).
+    Mapped {
+        backing: Arc<Backing>,
+        start: usize,
+        len: usize,
+    },
+    Owned(Vec<f32>),
+}
+
+/// A contiguous, row-major f32 tensor: a view into the mapping or an owned buffer.
+pub struct Param {
+    data: ParamData,
+    shape: Vec<usize>,
+}
+
+impl Param {
+    /// An owned parameter (derived weights, tests).
+    pub fn owned(data: Vec<f32>, shape: Vec<usize>) -> Self {
+        debug_assert_eq!(data.len(), shape.iter().product::<usize>());
+        Param {
+            data: ParamData::Owned(data),
+            shape,
+        }
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// True when the data is read straight from the mapped file (no copy was made).
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.data, ParamData::Mapped { .. })
+    }
+}
+
+impl Deref for Param {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match &self.data {
+            ParamData::Mapped {
+                backing,
+                start,
+                len,
+            } => {
+                let bytes = &backing.bytes()[*start..*start + *len * 4];
+                // SAFETY: alignment and length were checked when the view was made, the bytes
+                // are immutable and outlive `self` through the Arc, and every bit pattern is a
+                // valid f32.
+                unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const f32, *len) }
+            }
+            ParamData::Owned(v) => v,
+        }
+    }
+}
+
+impl fmt::Debug for Param {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Param{:?}", self.shape)
+    }
+}

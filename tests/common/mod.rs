@@ -1,0 +1,95 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// `../shared`, where the fixtures live. When it is missing the test is skipped with a loud
+/// message, except under CI (`CI` or `METAD2A_REQUIRE_SHARED` set), where it fails.
+pub fn shared() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    if p.join("parity/nb201/expected.json").is_file() {
+        return Some(p);
+    }
+    if std::env::var_os("CI").is_some() || std::env::var_os("METAD2A_REQUIRE_SHARED").is_some() {
+        panic!(
+            "../shared (parity fixtures and data) is missing: {} does not exist",
+            p.display()
+        );
+    }
+    eprintln!(
+        "\n**************** SKIPPED: ../shared not found at {}; this test needs its fixtures ****************\n",
+        p.display()
+    );
+    None
+}
+
+/// Returns the shared directory or ends the test early (see [`shared`]).
+#[macro_export]
+macro_rules! need_shared {
+    () => {
+        match common::shared() {
+            Some(p) => p,
+            None => return,
+        }
+    };
+}
+
+/// A fresh, empty temporary directory for this test.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "metad2a-test-{}-{}-{tag}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// All tensors of a safetensors file, read with candle (independently of the engine's store),
+/// as f32 vectors with their shapes.
+pub fn read_tensors(path: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    candle_core::safetensors::load(path, &candle_core::Device::Cpu)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .into_iter()
+        .map(|(k, t)| {
+            let shape = t.dims().to_vec();
+            let v = t
+                .to_dtype(candle_core::DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            (k, (shape, v))
+        })
+        .collect()
+}
+
+/// Largest `|a - b| / max(1, |b|)`; panics on a length mismatch.
+pub fn max_rel_err(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len(), "length mismatch");
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+        .fold(0.0, f32::max)
+}
+
+/// Asserts `|a - b| <= tol * max(1, |b|)` elementwise, and that the reference is not all zeros.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) -> f32 {
+    assert!(
+        want.iter().any(|&x| x != 0.0),
+        "{what}: reference is all zeros"
+    );
+    let e = max_rel_err(got, want);
+    assert!(e <= tol, "{what}: max error {e:e} exceeds {tol:e}");
+    e
+}
+
+/// Deterministic pseudo-random values in [-scale, scale).
+pub fn random_vec(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut r = metad2a::rng::Rng::new(seed, 99);
+    (0..n).map(|_| (r.next_f32() * 2.0 - 1.0) * scale).collect()
+}
