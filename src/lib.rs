@@ -9,14 +9,27 @@
 //! [`weights`] (memory-mapped safetensors, manifest, checkpoint importer) →
 //! [`nn`] (set attention, GRU step, gated sums: fused kernels and composed references) →
 //! [`model`] (set encoder, generator, graph encoder, predictor) →
-//! [`space`] (NAS-Bench-201 cells) → front ends (the `metad2a` command).
+//! [`space`] (NAS-Bench-201 cells) → [`search`] (generation, ranking, budgets) → front ends
+//! (the `metad2a` command).
+//!
+//! ```no_run
+//! let engine = metad2a::Engine::load("weights/official-nb201")?;
+//! let data = metad2a::Dataset::load("features.safetensors")?;
+//! let report = engine.search(&data, &metad2a::SearchConfig::default())?;
+//! println!("best: {}", report.candidates[0].arch);
+//! # Ok::<(), metad2a::Error>(())
+//! ```
 
+pub mod dataset;
 pub mod error;
 pub mod model;
 pub mod nn;
 pub mod rng;
+pub mod search;
 pub mod space;
 pub mod util;
 pub mod weights;
 
+pub use dataset::Dataset;
 pub use error::{Error, Result};
+pub use search::{Engine, SearchConfig, SearchReport};

@@ -207,6 +207,7 @@ fn importer_errors_name_the_file_and_write_nothing() {
         out: out.clone(),
         dtype: ExportDtype::F32,
         keep_unused: false,
+        graph_cache: false,
         command: String::new(),
         data: String::new(),
         feature_extractor: String::new(),

@@ -67,6 +67,7 @@ impl Fixture {
             out: out.clone(),
             dtype,
             keep_unused,
+            graph_cache: false,
             command: "test".into(),
             data: "parity fixture".into(),
             feature_extractor: "fixture".into(),

@@ -1,18 +1,28 @@
 //! The `metad2a` command.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use metad2a::model::{Generator, Predictor};
+use metad2a::search::{Budget, Progress, SearchConfig, SearchReport};
+use metad2a::space::nb201_table::Nb201Table;
+use metad2a::space::Nb201Net;
 use metad2a::weights::import::{import_official, ExportDtype, ImportOptions};
 use metad2a::weights::WeightStore;
+use metad2a::{Dataset, Engine, Error};
 
 /// MetaD2A: pick a neural architecture for a new dataset from a sample of its features,
 /// with no training on that dataset.
+///
+/// Typical use: `metad2a search --features my-data.safetensors` prints the NAS-Bench-201 cells
+/// the meta-predictor ranks best for that data. A feature file holds `features` [N, D] and
+/// `labels` [N]; `metad2a features` makes one.
 #[derive(Parser)]
-#[command(name = "metad2a", version, about, long_about = None)]
+#[command(name = "metad2a", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,117 +30,431 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Convert official MetaD2A PyTorch checkpoints into a weights directory.
-    ///
-    /// Reads two `torch.save(model.state_dict())` files (zip or legacy format; nothing in them
-    /// is executed), writes DIR/generator.safetensors, DIR/predictor.safetensors and
-    /// DIR/manifest.json (sizes, sha256 of inputs and outputs, dropped tensors), then loads the
-    /// result back to check it.
-    ///
-    /// Example: metad2a import --generator ckpt_400.pt --predictor ckpt_max_corr.pt --out weights/official-nb201
-    Import {
-        /// Generator checkpoint (official: results/generator/model/ckpt_400.pt).
-        #[arg(long, value_name = "G.pt")]
-        generator: PathBuf,
-        /// Predictor checkpoint (official: results/predictor/model/ckpt_max_corr.pt).
-        #[arg(long, value_name = "P.pt")]
-        predictor: PathBuf,
-        /// Output directory (created if missing; existing files are replaced).
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
-        /// Storage dtype of the written weights: f32 (exact) or f16 (half the size).
-        #[arg(long, default_value = "f32", value_name = "f32|f16")]
-        dtype: String,
-        /// Keep tensors inference never reads (e.g. the generator's graph encoder), for training.
-        #[arg(long)]
-        keep_unused: bool,
-        /// What the checkpoints were trained on, recorded in the manifest.
-        #[arg(
-            long,
-            default_value = "ImageNet-1K 32x32 subsets (official MetaD2A meta-training)"
-        )]
-        data: String,
-        /// Which features the models expect, recorded in the manifest.
-        #[arg(
-            long,
-            default_value = "ResNet-18 (ImageNet) pooled features of 32x32 images, 512-d"
-        )]
-        feature_extractor: String,
-    },
-    /// Print the sizes read from a generator or predictor safetensors file.
-    Inspect {
-        /// A generator.safetensors or predictor.safetensors file.
-        file: PathBuf,
-    },
+    Search(SearchArgs),
+    Features(FeaturesArgs),
+    Import(ImportArgs),
+    Cache(CacheArgs),
+    Inspect(InspectArgs),
 }
 
-fn run(cli: Cli) -> metad2a::Result<()> {
-    match cli.command {
-        Command::Import {
-            generator,
-            predictor,
-            out,
-            dtype,
-            keep_unused,
-            data,
-            feature_extractor,
-        } => {
-            let opts = ImportOptions {
-                generator,
-                predictor,
-                out,
-                dtype: dtype.parse::<ExportDtype>()?,
-                keep_unused,
-                command: std::env::args().collect::<Vec<_>>().join(" "),
-                data,
-                feature_extractor,
-            };
-            let m = import_official(&opts)?;
-            println!(
-                "wrote {} ({} space, {})",
-                opts.out.display(),
-                m.space.name(),
-                m.dtype
-            );
-            for e in [&m.generator, &m.predictor] {
-                println!(
-                    "  {}: {} bytes, sha256 {}, {} unused tensors dropped",
-                    e.file,
-                    e.bytes,
-                    e.sha256,
-                    e.dropped.len()
-                );
-            }
-            Ok(())
+/// Generate candidate architectures for a dataset and rank them.
+///
+/// Draws batches of 100 set samples (20 feature rows per class), decodes one architecture per
+/// sample with the generator, keeps unique valid ones until --num-archs are collected, then ranks
+/// them by the meta-predictor's score averaged over --resamples set samples. With --exhaustive it
+/// skips generation and scores all 15,625 NB201 cells. The same seed gives the same result.
+///
+/// Example: metad2a search --weights weights/official-nb201 --features cifar10.safetensors --top-k 5
+#[derive(Args)]
+struct SearchArgs {
+    /// Feature file of the dataset: safetensors with `features` [N, D] (f32/f16) and `labels` [N].
+    #[arg(long, value_name = "FILE")]
+    features: PathBuf,
+    #[command(flatten)]
+    weights: WeightsArg,
+    /// Candidates to generate and rank.
+    #[arg(long, default_value_t = metad2a::search::DEFAULT_NUM_ARCHS)]
+    num_archs: usize,
+    /// Set samples each candidate's score is averaged over.
+    #[arg(long, default_value_t = metad2a::search::DEFAULT_RESAMPLES)]
+    resamples: usize,
+    /// Candidates to print (0: all ranked).
+    #[arg(long, default_value_t = 10)]
+    top_k: usize,
+    /// Random seed: the same seed gives the same candidates and ranking.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Score every NB201 cell instead of generating candidates.
+    #[arg(long)]
+    exhaustive: bool,
+    /// Keep only cells whose network needs at most this many MFLOPs (multiply-adds; standard
+    /// C=16, N=5 CIFAR network, 10 classes).
+    #[arg(long, value_name = "MFLOPS")]
+    max_flops: Option<f64>,
+    /// Keep only cells whose network has at most this many million parameters.
+    #[arg(long, value_name = "MPARAMS")]
+    max_params: Option<f64>,
+    /// Feature rows per class in a set sample.
+    #[arg(long, default_value_t = metad2a::search::DEFAULT_PER_CLASS)]
+    per_class: usize,
+    /// Draw set rows with replacement (lets classes with fewer rows than --per-class take part).
+    #[arg(long)]
+    with_replacement: bool,
+    /// Stop generating after this many decoded graphs [default: 100 x --num-archs, at least 20000].
+    #[arg(long)]
+    max_decoded: Option<usize>,
+    /// A NAS-Bench-201 table (NATS-Bench CSV layout) to add benchmark index and accuracies.
+    #[arg(long, value_name = "CSV")]
+    nb201: Option<PathBuf>,
+    /// Print the report as JSON (stable; see README).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct WeightsArg {
+    /// Weights directory (manifest.json + safetensors) [default: $METAD2A_WEIGHTS, else the
+    /// built-in weights/nb201-lite0].
+    #[arg(long, value_name = "DIR")]
+    weights: Option<PathBuf>,
+}
+
+impl WeightsArg {
+    fn dir(&self) -> metad2a::Result<PathBuf> {
+        if let Some(d) = &self.weights {
+            return Ok(d.clone());
         }
-        Command::Inspect { file } => {
-            let store = WeightStore::open(&file)?;
-            let dtype = store
-                .common_dtype()
-                .map_or("mixed".to_string(), |d| d.to_string());
-            println!(
-                "{}: {} tensors, {dtype}",
-                file.display(),
-                store.names().count()
-            );
-            if store.contains("grud.weight_ih") {
-                let g = Generator::load(&store)?;
-                println!("generator: {:#?}", g.dims);
-            } else if store.contains("pred_fc.0.weight") {
-                let p = Predictor::load(&store)?;
-                println!("predictor: {:#?}", p.dims);
-            } else {
-                println!(
-                    "neither a MetaD2A generator nor a predictor (no grud.* or pred_fc.* tensors)"
-                );
-            }
-            Ok(())
+        if let Some(d) = std::env::var_os("METAD2A_WEIGHTS") {
+            return Ok(PathBuf::from(d));
+        }
+        let builtin = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/nb201-lite0");
+        if builtin.join("manifest.json").is_file() {
+            return Ok(builtin);
+        }
+        Err(Error::invalid(
+            "no weights given and no built-in weights found: pass --weights DIR (e.g. a directory made by `metad2a import`)",
+        ))
+    }
+}
+
+/// Write a feature file (the input of `search`) from a feature matrix.
+///
+/// --tensor FILE:NAME takes a [C*K, D] tensor of a safetensors file whose rows are
+/// class-contiguous (K rows of class 0, then K of class 1, ...), with K given by
+/// --rows-per-class.
+///
+/// Example: metad2a features --tensor inputs.safetensors:x.c10 --rows-per-class 20 --out c10.safetensors
+#[derive(Args)]
+struct FeaturesArgs {
+    /// Source matrix, as FILE:TENSOR.
+    #[arg(long, value_name = "FILE:TENSOR")]
+    tensor: String,
+    /// Rows of each class in the source matrix.
+    #[arg(long)]
+    rows_per_class: usize,
+    /// Output feature file.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Store features as f16 (half the size).
+    #[arg(long)]
+    f16: bool,
+}
+
+/// Convert official MetaD2A PyTorch checkpoints into a weights directory.
+///
+/// Reads two `torch.save(model.state_dict())` files (zip or legacy format; nothing in them is
+/// executed), writes DIR/generator.safetensors, DIR/predictor.safetensors, the graph-embedding
+/// cache and DIR/manifest.json (sizes, sha256 of inputs and outputs, dropped tensors), after
+/// loading the result back to check it.
+///
+/// Example: metad2a import --generator ckpt_400.pt --predictor ckpt_max_corr.pt --out weights/official-nb201
+#[derive(Args)]
+struct ImportArgs {
+    /// Generator checkpoint (official: results/generator/model/ckpt_400.pt).
+    #[arg(long, value_name = "G.pt")]
+    generator: PathBuf,
+    /// Predictor checkpoint (official: results/predictor/model/ckpt_max_corr.pt).
+    #[arg(long, value_name = "P.pt")]
+    predictor: PathBuf,
+    /// Output directory (created if missing; existing files are replaced).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Storage dtype of the written weights: f32 (exact) or f16 (half the size).
+    #[arg(long, default_value = "f32", value_name = "f32|f16")]
+    dtype: String,
+    /// Keep tensors inference never reads (e.g. the generator's graph encoder), for training.
+    #[arg(long)]
+    keep_unused: bool,
+    /// Skip the graph-embedding cache (searches then embed candidates on the fly, slower).
+    #[arg(long)]
+    no_graph_cache: bool,
+    /// What the checkpoints were trained on, recorded in the manifest.
+    #[arg(
+        long,
+        default_value = "ImageNet-1K 32x32 subsets (official MetaD2A meta-training)"
+    )]
+    data: String,
+    /// Which features the models expect, recorded in the manifest.
+    #[arg(
+        long,
+        default_value = "ResNet-18 (ImageNet) pooled features of 32x32 images, 512-d"
+    )]
+    feature_extractor: String,
+}
+
+/// (Re)compute the graph-embedding cache of a weights directory.
+#[derive(Args)]
+struct CacheArgs {
+    #[command(flatten)]
+    weights: WeightsArg,
+}
+
+/// Print the sizes read from a generator or predictor safetensors file.
+#[derive(Args)]
+struct InspectArgs {
+    /// A generator.safetensors or predictor.safetensors file.
+    file: PathBuf,
+}
+
+/// A progress line on stderr, shown only on a terminal and only once work takes over a second.
+struct ProgressLine {
+    start: Instant,
+    shown: bool,
+    tty: bool,
+}
+
+impl ProgressLine {
+    fn new() -> Self {
+        ProgressLine {
+            start: Instant::now(),
+            shown: false,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+    fn update(&mut self, msg: &str) {
+        if self.tty && self.start.elapsed().as_secs_f64() > 1.0 {
+            eprint!("\r\x1b[2K{msg}");
+            self.shown = true;
+        }
+    }
+    fn finish(&mut self) {
+        if self.shown {
+            eprint!("\r\x1b[2K");
         }
     }
 }
 
+fn search(a: SearchArgs) -> metad2a::Result<()> {
+    let dir = a.weights.dir()?;
+    let engine = Engine::load(&dir)?;
+    let data = Dataset::load(&a.features)?;
+    let table = a.nb201.as_ref().map(Nb201Table::load).transpose()?;
+    let mega = |x: Option<f64>, what: &str| -> metad2a::Result<Option<u64>> {
+        match x {
+            Some(v) if !(v.is_finite() && v > 0.0) => {
+                Err(Error::invalid(format!("{what} must be a positive number")))
+            }
+            Some(v) => Ok(Some((v * 1e6).round() as u64)),
+            None => Ok(None),
+        }
+    };
+    let cfg = SearchConfig {
+        seed: a.seed,
+        num_archs: a.num_archs,
+        resamples: a.resamples,
+        top_k: a.top_k,
+        per_class: a.per_class,
+        with_replacement: a.with_replacement,
+        max_decoded: a.max_decoded,
+        exhaustive: a.exhaustive,
+        budget: Budget {
+            max_flops: mega(a.max_flops, "--max-flops")?,
+            max_params: mega(a.max_params, "--max-params")?,
+            net: Nb201Net::default(),
+        },
+    };
+    let mut line = ProgressLine::new();
+    let mut report = engine.search_with_progress(&data, &cfg, &mut |p| match p {
+        Progress::Generating {
+            unique,
+            target,
+            decoded,
+        } => line.update(&format!(
+            "generating: {unique}/{target} candidates, {decoded} graphs decoded"
+        )),
+        Progress::Ranking { candidates } => {
+            line.update(&format!("ranking {candidates} candidates"))
+        }
+    })?;
+    line.finish();
+    if let Some(t) = &table {
+        report.annotate(t);
+    }
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serialises")
+        );
+    } else {
+        print_report(&report, &engine, &dir, &data, cfg.resamples);
+    }
+    Ok(())
+}
+
+fn print_report(r: &SearchReport, engine: &Engine, dir: &Path, data: &Dataset, resamples: usize) {
+    let c = &r.counts;
+    println!(
+        "weights {} ({}), data: {} classes, {} rows of {} features",
+        dir.display(),
+        r.space,
+        data.num_classes(),
+        data.num_rows(),
+        data.dim
+    );
+    if r.mode == "exhaustive" {
+        println!(
+            "scored all {} cells within budget, averaged over {resamples} set samples",
+            c.ranked
+        );
+    } else {
+        println!(
+            "{} candidates from {} decoded graphs ({} valid, {} unique{}), ranked over {resamples} set samples",
+            c.ranked,
+            c.decoded,
+            c.valid,
+            c.unique,
+            if c.over_budget > 0 { format!(", {} over budget", c.over_budget) } else { String::new() }
+        );
+        if c.capped {
+            println!("note: stopped at the cap on decoded graphs before collecting the requested number (raise --max-decoded)");
+        }
+    }
+    if !engine.has_graph_cache() {
+        println!("note: no graph-embedding cache in the weights directory; `metad2a cache` makes ranking faster");
+    }
+    let bench = r.candidates.iter().any(|x| x.nb201.is_some());
+    print!(
+        "{:>4}  {:>10}  {:>7}  {:>7}  ",
+        "rank", "score", "MFLOPs", "Mparams"
+    );
+    if bench {
+        print!(
+            "{:>6}  {:>6}  {:>6}  {:>6}  ",
+            "index", "C10", "C100", "IN16"
+        );
+    }
+    println!("architecture");
+    for x in &r.candidates {
+        print!(
+            "{:>4}  {:>10.6}  {:>7.2}  {:>7.3}  ",
+            x.rank,
+            x.score,
+            x.flops as f64 / 1e6,
+            x.params as f64 / 1e6
+        );
+        if bench {
+            match &x.nb201 {
+                Some(e) => print!(
+                    "{:>6}  {:>6.2}  {:>6.2}  {:>6.2}  ",
+                    e.index, e.cifar10, e.cifar100, e.imagenet16_120
+                ),
+                None => print!("{:>6}  {:>6}  {:>6}  {:>6}  ", "-", "-", "-", "-"),
+            }
+        }
+        println!("{}", x.arch);
+    }
+    let t = &r.timings;
+    println!(
+        "time: {:.1} ms (sets {:.1}, decode {:.1}, rank {:.1})",
+        t.total_ms, t.sets_ms, t.decode_ms, t.rank_ms
+    );
+}
+
+fn features(a: FeaturesArgs) -> metad2a::Result<()> {
+    let (file, name) = a
+        .tensor
+        .rsplit_once(':')
+        .ok_or_else(|| Error::invalid("--tensor takes FILE:TENSOR"))?;
+    let store = WeightStore::open(file)?;
+    let p = store.param_any(name)?;
+    let (n, d) = match p.shape() {
+        [n, d] => (*n, *d),
+        s => {
+            return Err(Error::invalid(format!(
+                "{file}:{name} has shape {s:?}; [N, D] expected"
+            )))
+        }
+    };
+    let data = Dataset::from_contiguous(p.to_vec(), d, a.rows_per_class)?;
+    data.save(&a.out, a.f16)?;
+    println!(
+        "wrote {}: {n} rows of {d} features, {} classes",
+        a.out.display(),
+        data.num_classes()
+    );
+    Ok(())
+}
+
+fn import(a: ImportArgs) -> metad2a::Result<()> {
+    let opts = ImportOptions {
+        generator: a.generator,
+        predictor: a.predictor,
+        out: a.out,
+        dtype: a.dtype.parse::<ExportDtype>()?,
+        keep_unused: a.keep_unused,
+        graph_cache: !a.no_graph_cache,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        data: a.data,
+        feature_extractor: a.feature_extractor,
+    };
+    let m = import_official(&opts)?;
+    println!(
+        "wrote {} ({} space, {})",
+        opts.out.display(),
+        m.space.name(),
+        m.dtype
+    );
+    for e in [&m.generator, &m.predictor] {
+        println!(
+            "  {}: {} bytes, sha256 {}, {} unused tensors dropped",
+            e.file,
+            e.bytes,
+            e.sha256,
+            e.dropped.len()
+        );
+    }
+    if opts.graph_cache {
+        println!(
+            "  {}: embeddings of all 15625 cells",
+            metad2a::search::graph_cache::FILE_NAME
+        );
+    }
+    Ok(())
+}
+
+fn cache(a: CacheArgs) -> metad2a::Result<()> {
+    let dir = a.weights.dir()?;
+    let mut line = ProgressLine::new();
+    Engine::build_graph_cache(&dir, &mut |done, total| {
+        line.update(&format!("embedding cells: {done}/{total}"))
+    })?;
+    line.finish();
+    println!(
+        "wrote {}",
+        dir.join(metad2a::search::graph_cache::FILE_NAME).display()
+    );
+    Ok(())
+}
+
+fn inspect(a: InspectArgs) -> metad2a::Result<()> {
+    let store = WeightStore::open(&a.file)?;
+    let dtype = store
+        .common_dtype()
+        .map_or("mixed".to_string(), |d| d.to_string());
+    println!(
+        "{}: {} tensors, {dtype}",
+        a.file.display(),
+        store.names().count()
+    );
+    if store.contains("grud.weight_ih") {
+        println!("generator: {:#?}", Generator::load(&store)?.dims);
+    } else if store.contains("pred_fc.0.weight") {
+        println!("predictor: {:#?}", Predictor::load(&store)?.dims);
+    } else {
+        println!("neither a MetaD2A generator nor a predictor (no grud.* or pred_fc.* tensors)");
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let result = match Cli::parse().command {
+        Command::Search(a) => search(a),
+        Command::Features(a) => features(a),
+        Command::Import(a) => import(a),
+        Command::Cache(a) => cache(a),
+        Command::Inspect(a) => inspect(a),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -22,7 +22,7 @@
 use super::dims::GeneratorDims;
 use super::graph::{Dag, END_TYPE, START_TYPE};
 use crate::error::{Error, Result};
-use crate::nn::linalg::{argmax, relu_inplace, sigmoid, softmax_inplace};
+use crate::nn::linalg::{argmax, dot_relu, relu_inplace, sigmoid, softmax_inplace, tanh_inplace};
 use crate::nn::{GatedMessage, GruCell, Linear};
 use crate::rng::Rng;
 use crate::weights::WeightStore;
@@ -100,7 +100,7 @@ impl GraphDecoder {
 
         // Vertex 0: START, its hidden input comes from the latent.
         let mut h0 = self.fc3.forward(z, n);
-        h0.iter_mut().for_each(|x| *x = x.tanh());
+        tanh_inplace(&mut h0);
         let mut out = vec![0.0; n * self.hs];
         self.grud
             .step_onehot(&vec![START_TYPE; n], Some(&h0), &mut out, &mut st.scratch);
@@ -241,12 +241,7 @@ impl GraphDecoder {
             self.add_edge[0].forward_cols_into(&cur, hs, nc, hs, hs, &mut eb, false);
             let mut changed = Vec::new();
             for (r, &g) in graphs.iter().enumerate() {
-                let ea = st.ea(g, vi);
-                let row = &eb[r * eh..(r + 1) * eh];
-                let mut logit = b2;
-                for j in 0..eh {
-                    logit += w2[j] * (row[j] + ea[j]).max(0.0);
-                }
+                let logit = b2 + dot_relu(&eb[r * eh..(r + 1) * eh], st.ea(g, vi), w2);
                 let p = sigmoid(logit);
                 let add = match mode {
                     DecodeMode::Argmax => p > 0.5,

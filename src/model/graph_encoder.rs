@@ -9,6 +9,9 @@
 //! All graphs of a batch advance together, one vertex index per step, so each step is one
 //! matrix product per weight for the whole batch.
 
+// Index loops over lanes and vertex numbers read more clearly than iterator chains here.
+#![allow(clippy::needless_range_loop)]
+
 use super::graph::Dag;
 use crate::error::{Error, Result};
 use crate::nn::{GatedMessage, GruCell, Linear};
@@ -85,22 +88,27 @@ impl GraphEncoder {
         for g in graphs {
             self.check(g)?;
         }
-        let (n, hs, mn) = (graphs.len(), self.hs, self.max_n);
+        let (n, hs) = (graphs.len(), self.hs);
+        // Final states: forward at each graph's last vertex, backward at vertex 0.
         let fwd = self.propagate(graphs, false);
         let bwd = self.propagate(graphs, true);
         let mut cat = vec![0.0; n * 2 * hs];
-        for (i, g) in graphs.iter().enumerate() {
-            let last = g.len() - 1;
-            cat[i * 2 * hs..i * 2 * hs + hs]
-                .copy_from_slice(&fwd[(i * mn + last) * hs..(i * mn + last + 1) * hs]);
-            cat[i * 2 * hs + hs..(i + 1) * 2 * hs]
-                .copy_from_slice(&bwd[i * mn * hs..(i * mn + 1) * hs]);
+        for i in 0..n {
+            cat[i * 2 * hs..i * 2 * hs + hs].copy_from_slice(&fwd[i * hs..(i + 1) * hs]);
+            cat[i * 2 * hs + hs..(i + 1) * 2 * hs].copy_from_slice(&bwd[i * hs..(i + 1) * hs]);
         }
         Ok(self.hg_unify.forward(&cat, n))
     }
 
-    /// Vertex states of one direction, `[n, max_n, hs]` (unused slots stay zero).
+    /// One direction of propagation; returns each graph's final state (`[n, hs]`): the forward
+    /// state of its last vertex, or the backward state of vertex 0.
+    ///
+    /// A vertex state is a function of the vertex's index, its type and its neighbours' states,
+    /// so equal inputs are computed once: graphs that share a prefix (forward) or a suffix
+    /// (backward) share that work. For the whole NB201 space this is about 35k state updates
+    /// per direction instead of 125k.
     fn propagate(&self, graphs: &[Dag], reverse: bool) -> Vec<f32> {
+        use std::collections::HashMap;
         let (n, hs, mn) = (graphs.len(), self.hs, self.max_n);
         let (gru, message) = if reverse {
             (&self.backward_gru, &self.backward_message)
@@ -121,8 +129,10 @@ impl GraphEncoder {
                     .collect()
             })
             .collect();
-        let mut states = vec![0.0f32; n * mn * hs];
-        let mut msgs = vec![0.0f32; n * mn * hs];
+        // ids[g][v]: the distinct state of vertex v of graph g; msgs[id]: its message.
+        let mut ids = vec![[u32::MAX; super::graph::MAX_VERTICES]; n];
+        let mut msgs: Vec<f32> = Vec::new();
+        let mut out = vec![0.0f32; n * hs];
         let (mut scratch, mut scratch2) = (Vec::new(), Vec::new());
         let order: Vec<usize> = if reverse {
             (0..mn).rev().collect()
@@ -130,36 +140,64 @@ impl GraphEncoder {
             (0..mn).collect()
         };
         for v in order {
-            let rows: Vec<usize> = (0..n).filter(|&g| graphs[g].len() > v).collect();
-            if rows.is_empty() {
+            let mut keys: HashMap<Vec<u32>, u32> = HashMap::new();
+            // Distinct inputs at this vertex: (type, [(neighbour, neighbour state)...]).
+            let mut fresh: Vec<(u8, Vec<u32>)> = Vec::new();
+            let mut members: Vec<Vec<usize>> = Vec::new();
+            let base = (msgs.len() / hs) as u32;
+            for (g, dag) in graphs.iter().enumerate() {
+                if dag.len() <= v {
+                    continue;
+                }
+                let mut key = vec![dag.types[v] as u32];
+                let mask = neighbours[g][v];
+                let mut nb = Vec::new();
+                for u in 0..dag.len() {
+                    if mask >> u & 1 == 1 {
+                        key.push(u as u32);
+                        key.push(ids[g][u]);
+                        nb.push(ids[g][u]);
+                    }
+                }
+                let next = base + fresh.len() as u32;
+                let id = *keys.entry(key).or_insert_with(|| {
+                    fresh.push((dag.types[v], nb));
+                    members.push(Vec::new());
+                    next
+                });
+                members[(id - base) as usize].push(g);
+                ids[g][v] = id;
+            }
+            if fresh.is_empty() {
                 continue;
             }
-            let nr = rows.len();
-            let mut hin = vec![0.0f32; nr * hs];
+            let k = fresh.len();
+            let mut hin = vec![0.0f32; k * hs];
             let mut any = false;
-            for (r, &g) in rows.iter().enumerate() {
-                let mask = neighbours[g][v];
-                for u in 0..graphs[g].len() {
-                    if mask >> u & 1 == 1 {
-                        any = true;
-                        let m = &msgs[(g * mn + u) * hs..(g * mn + u + 1) * hs];
-                        for (a, b) in hin[r * hs..(r + 1) * hs].iter_mut().zip(m) {
-                            *a += b;
-                        }
+            for (r, (_, nb)) in fresh.iter().enumerate() {
+                for &id in nb {
+                    any = true;
+                    let m = &msgs[id as usize * hs..(id as usize + 1) * hs];
+                    for (a, b) in hin[r * hs..(r + 1) * hs].iter_mut().zip(m) {
+                        *a += b;
                     }
                 }
             }
-            let types: Vec<u8> = rows.iter().map(|&g| graphs[g].types[v]).collect();
-            let mut hv = vec![0.0f32; nr * hs];
+            let types: Vec<u8> = fresh.iter().map(|(t, _)| *t).collect();
+            let mut hv = vec![0.0f32; k * hs];
             gru.step_onehot(&types, any.then_some(&hin[..]), &mut hv, &mut scratch);
-            let mut mv = vec![0.0f32; nr * hs];
-            message.messages(&hv, nr, v, &mut mv, &mut scratch2);
-            for (r, &g) in rows.iter().enumerate() {
-                let at = (g * mn + v) * hs;
-                states[at..at + hs].copy_from_slice(&hv[r * hs..(r + 1) * hs]);
-                msgs[at..at + hs].copy_from_slice(&mv[r * hs..(r + 1) * hs]);
+            let at = msgs.len();
+            msgs.resize(at + k * hs, 0.0);
+            message.messages(&hv, k, v, &mut msgs[at..], &mut scratch2);
+            for (r, gs) in members.iter().enumerate() {
+                for &g in gs {
+                    let last = if reverse { 0 } else { graphs[g].len() - 1 };
+                    if v == last {
+                        out[g * hs..(g + 1) * hs].copy_from_slice(&hv[r * hs..(r + 1) * hs]);
+                    }
+                }
             }
         }
-        states
+        out
     }
 }

@@ -80,27 +80,55 @@ impl Predictor {
                 g.len()
             )));
         }
+        Ok(self.mean_scores(&self.head_graph_part(g), &self.head_dataset_part(d)))
+    }
+
+    /// The graph half of the head's first layer, bias included: `A = G W₁[:, d_D..]ᵀ + b₁`,
+    /// `[n, P]` for graph embeddings `G: [n, nz]`. It depends only on the weights and the
+    /// graph, so callers may keep it.
+    pub fn head_graph_part(&self, g: &[f32]) -> Vec<f32> {
+        let (dd, nz, p) = (self.dims.set.out_dim, self.dims.nz, self.dims.head_hidden);
         let n = g.len() / nz;
+        let mut a = vec![0.0; n * p];
+        self.head[0].forward_cols_into(g, nz, n, dd, nz, &mut a, true);
+        a
+    }
+
+    /// The dataset half of the head's first layer: `c = D W₁[:, ..d_D]ᵀ`, `[R, P]` for dataset
+    /// embeddings `D: [R, d_D]`.
+    pub fn head_dataset_part(&self, d: &[f32]) -> Vec<f32> {
+        let (dd, p) = (self.dims.set.out_dim, self.dims.head_hidden);
+        let r = d.len() / dd;
+        let mut c = vec![0.0; r * p];
+        self.head[0].forward_cols_into(d, dd, r, 0, dd, &mut c, false);
+        c
+    }
+
+    /// For each graph row `a` of `A` (`[n, P]`), the mean over the dataset rows `c_r` of `C`
+    /// (`[R, P]`) of `pred_fc.2(tanh(a + c_r))`: the score averaged over `R` dataset samples.
+    pub fn mean_scores(&self, a: &[f32], c: &[f32]) -> Vec<f32> {
+        use rayon::prelude::*;
         let p = self.dims.head_hidden;
-        // The dataset half of the first layer is the same for every graph: computed once.
-        let mut base = vec![0.0; p];
-        self.head[0].forward_cols_into(d, dd, 1, 0, dd, &mut base, true);
-        let mut hidden = vec![0.0; n * p];
-        for row in hidden.chunks_exact_mut(p) {
-            row.copy_from_slice(&base);
-        }
-        crate::nn::linalg::matmul_wt(
-            &mut hidden,
-            g,
-            nz,
-            &self.head[0].weight[dd..],
-            dd + nz,
-            n,
-            p,
-            nz,
-            true,
-        );
-        hidden.iter_mut().for_each(|x| *x = x.tanh());
-        Ok(self.head[1].forward(&hidden, n))
+        let r = c.len() / p;
+        let w2 = &self.head[1].weight[..p];
+        let b2 = self.head[1].bias.as_ref().map_or(0.0, |b| b[0]);
+        let score = |row: &[f32]| {
+            let total: f32 = c
+                .chunks_exact(p)
+                .map(|cr| crate::nn::linalg::dot_tanh(row, cr, w2))
+                .sum();
+            total / r as f32 + b2
+        };
+        // Fixed chunks: the result does not depend on the number of threads.
+        const CHUNK: usize = 256;
+        let mut out = vec![0.0; a.len() / p];
+        out.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK * p))
+            .for_each(|(o, rows)| {
+                for (x, row) in o.iter_mut().zip(rows.chunks_exact(p)) {
+                    *x = score(row);
+                }
+            });
+        out
     }
 }

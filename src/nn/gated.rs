@@ -6,6 +6,7 @@
 use super::linalg::sigmoid;
 use super::linear::Linear;
 use crate::error::Result;
+use crate::simd_fn;
 use crate::weights::WeightStore;
 
 #[derive(Debug)]
@@ -52,13 +53,30 @@ impl GatedMessage {
         self.gate.forward_cols_into(h, hs, rows, 0, hs, g, true);
         self.mapper
             .forward_cols_into(h, hs, rows, 0, hs, out, false);
+        let gw: Vec<f32> = (0..hs)
+            .map(|j| self.gate.weight[j * ld + hs + vid])
+            .collect();
+        let mw: Vec<f32> = (0..hs)
+            .map(|j| self.mapper.weight[j * ld + hs + vid])
+            .collect();
         for r in 0..rows {
-            let (g, o) = (&g[r * hs..(r + 1) * hs], &mut out[r * hs..(r + 1) * hs]);
-            for j in 0..hs {
-                let gw = self.gate.weight[j * ld + hs + vid];
-                let mw = self.mapper.weight[j * ld + hs + vid];
-                o[j] = sigmoid(g[j] + gw) * (o[j] + mw);
-            }
+            combine(
+                &g[r * hs..(r + 1) * hs],
+                &gw,
+                &mw,
+                &mut out[r * hs..(r + 1) * hs],
+            );
+        }
+    }
+}
+
+simd_fn! {
+    /// `o = σ(g + gw) ⊙ (o + mw)`.
+    fn combine(g: &[f32], gw: &[f32], mw: &[f32], o: &mut [f32]) {
+        let n = o.len();
+        let (g, gw, mw) = (&g[..n], &gw[..n], &mw[..n]);
+        for j in 0..n {
+            o[j] = sigmoid(g[j] + gw[j]) * (o[j] + mw[j]);
         }
     }
 }

@@ -6,8 +6,9 @@
 //! `n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))`, `h' = (1 − z) ⊙ n + z ⊙ h`,
 //! with the weights packed in row order r | z | n: `weight_ih: [3H, nvt]`, `weight_hh: [3H, H]`.
 
-use super::linalg::{matmul_wt, sigmoid};
+use super::linalg::{fast_tanh, matmul_wt, sigmoid};
 use crate::error::Result;
+use crate::simd_fn;
 use crate::weights::{Param, WeightStore};
 
 #[derive(Debug)]
@@ -66,13 +67,41 @@ impl GruCell {
             let gi = &self.input_rows[t as usize * h3..(t as usize + 1) * h3];
             let gh = &gh[r * h3..(r + 1) * h3];
             let out = &mut h_out[r * hs..(r + 1) * hs];
-            for j in 0..hs {
-                let rg = sigmoid(gi[j] + gh[j]);
-                let zg = sigmoid(gi[hs + j] + gh[hs + j]);
-                let ng = (gi[2 * hs + j] + rg * gh[2 * hs + j]).tanh();
-                let hprev = h_in.map_or(0.0, |h| h[r * hs + j]);
-                out[j] = (1.0 - zg) * ng + zg * hprev;
+            match h_in {
+                Some(h) => gates(gi, gh, &h[r * hs..(r + 1) * hs], out),
+                None => gates_zero_state(gi, gh, out),
             }
+        }
+    }
+}
+
+simd_fn! {
+    /// The gate arithmetic of one row: `gi = W_ih x + b_ih`, `gh = W_hh h + b_hh` (`[3H]` each).
+    fn gates(gi: &[f32], gh: &[f32], h: &[f32], out: &mut [f32]) {
+        let hs = out.len();
+        let (gir, giz, gin) = (&gi[..hs], &gi[hs..2 * hs], &gi[2 * hs..3 * hs]);
+        let (ghr, ghz, ghn) = (&gh[..hs], &gh[hs..2 * hs], &gh[2 * hs..3 * hs]);
+        let h = &h[..hs];
+        for j in 0..hs {
+            let r = sigmoid(gir[j] + ghr[j]);
+            let z = sigmoid(giz[j] + ghz[j]);
+            let n = fast_tanh(gin[j] + r * ghn[j]);
+            out[j] = (1.0 - z) * n + z * h[j];
+        }
+    }
+}
+
+simd_fn! {
+    /// As [`gates`] with a zero hidden state.
+    fn gates_zero_state(gi: &[f32], gh: &[f32], out: &mut [f32]) {
+        let hs = out.len();
+        let (gir, giz, gin) = (&gi[..hs], &gi[hs..2 * hs], &gi[2 * hs..3 * hs]);
+        let (ghr, ghz, ghn) = (&gh[..hs], &gh[hs..2 * hs], &gh[2 * hs..3 * hs]);
+        for j in 0..hs {
+            let r = sigmoid(gir[j] + ghr[j]);
+            let z = sigmoid(giz[j] + ghz[j]);
+            let n = fast_tanh(gin[j] + r * ghn[j]);
+            out[j] = (1.0 - z) * n;
         }
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! Batches of equal-size sets are stored as `[nsets * n, d]`, set-major.
 
-use super::linalg::relu_inplace;
+use super::linalg::{add_relu, exp_normal};
 use super::linear::Linear;
 use crate::error::{Error, Result};
 use crate::weights::{Param, WeightStore};
@@ -82,11 +82,8 @@ impl Mab {
 
     /// `O = O + ReLU(O W_oᵀ + b_o)` in place.
     fn output_ff(&self, o: &mut [f32], rows: usize) {
-        let mut ff = self.fc_o.forward(o, rows);
-        relu_inplace(&mut ff);
-        for (a, b) in o.iter_mut().zip(&ff) {
-            *a += b;
-        }
+        let ff = self.fc_o.forward(o, rows);
+        add_relu(o, &ff);
     }
 }
 
@@ -126,7 +123,7 @@ fn attention_heads(
                 }
                 let mut sum = 0.0;
                 for sc in scores.iter_mut() {
-                    *sc = (*sc - max).exp();
+                    *sc = exp_normal(*sc - max);
                     sum += *sc;
                 }
                 let inv = 1.0 / sum;

@@ -1,8 +1,11 @@
 //! Search spaces: how an architecture is a graph for the models, and back.
 
 pub mod nb201;
+pub mod nb201_cost;
+pub mod nb201_table;
 
 pub use nb201::Nb201Arch;
+pub use nb201_cost::{Cost, Nb201Net};
 
 use serde::{Deserialize, Serialize};
 

@@ -70,6 +70,8 @@ pub struct ImportOptions {
     pub dtype: ExportDtype,
     /// Keep the tensors inference does not read (for later training from these weights).
     pub keep_unused: bool,
+    /// Also compute the graph-embedding cache (all NB201 cells; a few seconds).
+    pub graph_cache: bool,
     /// The command line, recorded in the manifest.
     pub command: String,
     /// What the checkpoints were trained on, as far as known, recorded in the manifest.
@@ -202,6 +204,19 @@ pub fn import_official(opts: &ImportOptions) -> Result<Manifest> {
         },
         extra: Default::default(),
     };
+    let cache = opts.out.join(crate::search::graph_cache::FILE_NAME);
+    if opts.graph_cache && space == Space::Nb201 {
+        let emb = crate::search::graph_cache::GraphCache::compute(&predictor, &mut |_, _| {})?;
+        crate::search::graph_cache::GraphCache::write(
+            &cache,
+            &emb,
+            pd.nz,
+            &manifest.predictor.sha256,
+        )?;
+    } else if cache.exists() {
+        // A cache left from earlier weights would not match these.
+        std::fs::remove_file(&cache).map_err(|e| Error::io(&cache, e))?;
+    }
     manifest.write(&opts.out)?;
     Ok(manifest)
 }

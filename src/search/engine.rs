@@ -1,0 +1,442 @@
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use super::graph_cache::{self, GraphCache};
+use super::sets::{draw, SetEmbedder, SetSample};
+use super::{Candidate, Counts, Progress, SearchConfig, SearchReport, Timings, GENERATION_BATCH};
+use crate::dataset::Dataset;
+use crate::error::{Error, Result};
+use crate::model::{DecodeMode, Generator, Predictor};
+use crate::rng::Rng;
+use crate::space::nb201::{Nb201Arch, NUM_ARCHS};
+use crate::space::nb201_table::Nb201Table;
+use crate::space::Space;
+use crate::weights::{Manifest, WeightStore};
+
+/// Random streams of a search, each indexed by sample or graph number.
+const STREAM_GENERATION_SET: u64 = 1 << 40;
+const STREAM_DECODE: u64 = 2 << 40;
+const STREAM_RANKING_SET: u64 = 3 << 40;
+
+/// A loaded engine: the two models of a weights directory and its graph-embedding cache.
+/// Immutable after loading; share it between threads (`&Engine` or `Arc<Engine>`).
+pub struct Engine {
+    pub generator: Generator,
+    pub predictor: Predictor,
+    pub manifest: Option<Manifest>,
+    pub space: Space,
+    dir: Option<PathBuf>,
+    graph_cache: Option<GraphCache>,
+    /// `A = G W₁ᵀ + b₁` (graph half of the predictor head) for every NB201 cell, made on
+    /// first use by an exhaustive search.
+    all_heads: OnceLock<Vec<f32>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("dir", &self.dir)
+            .field("space", &self.space)
+            .field("graph_cache", &self.graph_cache.is_some())
+            .finish()
+    }
+}
+
+fn check_file_size(dir: &Path, file: &str, bytes: u64) -> Result<()> {
+    let path = dir.join(file);
+    let len = std::fs::metadata(&path)
+        .map_err(|e| Error::io(&path, e))?
+        .len();
+    if len != bytes {
+        return Err(Error::Manifest {
+            file: path.display().to_string(),
+            reason: format!(
+                "file has {len} bytes, the manifest says {bytes}: it was truncated or replaced"
+            ),
+        });
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Loads a weights directory: `manifest.json`, the two model files (memory-mapped, every
+    /// tensor checked) and, when present, the graph-embedding cache.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let manifest = Manifest::read(dir)?;
+        check_file_size(dir, &manifest.generator.file, manifest.generator.bytes)?;
+        check_file_size(dir, &manifest.predictor.file, manifest.predictor.bytes)?;
+        let generator = Generator::load(&WeightStore::open(dir.join(&manifest.generator.file))?)?;
+        let predictor = Predictor::load(&WeightStore::open(dir.join(&manifest.predictor.file))?)?;
+        let cache_path = dir.join(graph_cache::FILE_NAME);
+        let graph_cache = if cache_path.is_file() {
+            Some(GraphCache::open(
+                &cache_path,
+                predictor.dims.nz,
+                &manifest.predictor.sha256,
+            )?)
+        } else {
+            None
+        };
+        let mut e = Self::from_models(generator, predictor, graph_cache)?;
+        if e.space != manifest.space {
+            return Err(Error::Manifest {
+                file: dir
+                    .join(crate::weights::manifest::FILE_NAME)
+                    .display()
+                    .to_string(),
+                reason: format!(
+                    "says space {}, the weights are {}",
+                    manifest.space.name(),
+                    e.space.name()
+                ),
+            });
+        }
+        e.manifest = Some(manifest);
+        e.dir = Some(dir.to_path_buf());
+        Ok(e)
+    }
+
+    /// An engine from models loaded by the caller (e.g. from memory), with an optional cache.
+    pub fn from_models(
+        generator: Generator,
+        predictor: Predictor,
+        graph_cache: Option<GraphCache>,
+    ) -> Result<Self> {
+        let (g, p) = (&generator.dims, &predictor.dims);
+        if g.set.feat_dim != p.set.feat_dim || g.nvt != p.nvt || g.max_n != p.max_n {
+            return Err(Error::InconsistentModel {
+                file: "generator + predictor".into(),
+                reason: format!(
+                    "the generator reads {}-d features and makes {}-vertex graphs of {} types, the predictor {}-d, {}, {}",
+                    g.set.feat_dim, g.max_n, g.nvt, p.set.feat_dim, p.max_n, p.nvt
+                ),
+            });
+        }
+        let space =
+            Space::from_graph_sizes(g.nvt, g.max_n).ok_or_else(|| Error::InconsistentModel {
+                file: "generator".into(),
+                reason: format!(
+                    "{} vertex types and {} vertices match no known search space",
+                    g.nvt, g.max_n
+                ),
+            })?;
+        if space != Space::Nb201 {
+            return Err(Error::invalid(format!(
+                "search in the {} space is not supported by this engine yet",
+                space.name()
+            )));
+        }
+        Ok(Engine {
+            generator,
+            predictor,
+            manifest: None,
+            space,
+            dir: None,
+            graph_cache,
+            all_heads: OnceLock::new(),
+        })
+    }
+
+    /// Width of the feature rows the engine reads.
+    pub fn feature_dim(&self) -> usize {
+        self.generator.dims.set.feat_dim
+    }
+
+    pub fn has_graph_cache(&self) -> bool {
+        self.graph_cache.is_some()
+    }
+
+    /// Computes the graph-embedding cache and writes it into the weights directory.
+    pub fn build_graph_cache(dir: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<()> {
+        let manifest = Manifest::read(dir)?;
+        let predictor = Predictor::load(&WeightStore::open(dir.join(&manifest.predictor.file))?)?;
+        let emb = GraphCache::compute(&predictor, progress)?;
+        GraphCache::write(
+            &dir.join(graph_cache::FILE_NAME),
+            &emb,
+            predictor.dims.nz,
+            &manifest.predictor.sha256,
+        )?;
+        Ok(())
+    }
+
+    /// Graph embeddings of `archs`, from the cache when there is one.
+    pub fn graph_embeddings(&self, archs: &[Nb201Arch]) -> Result<Vec<f32>> {
+        match &self.graph_cache {
+            Some(c) => Ok(archs
+                .iter()
+                .flat_map(|a| c.get(a).iter().copied())
+                .collect()),
+            None => {
+                let graphs: Vec<_> = archs.iter().map(|a| a.to_graph()).collect();
+                self.predictor.graph_embedding(&graphs)
+            }
+        }
+    }
+
+    fn check_data(&self, data: &Dataset, cfg: &SearchConfig) -> Result<()> {
+        if data.dim != self.feature_dim() {
+            return Err(Error::invalid(format!(
+                "the features are {}-dimensional; these weights read {}-dimensional features ({})",
+                data.dim,
+                self.feature_dim(),
+                self.manifest
+                    .as_ref()
+                    .map_or("see the weights' manifest", |m| m
+                        .feature_extractor
+                        .as_str())
+            )));
+        }
+        if cfg.per_class == 0 || cfg.resamples == 0 || (!cfg.exhaustive && cfg.num_archs == 0) {
+            return Err(Error::invalid(
+                "per-class rows, resamples and the number of candidates must be at least 1",
+            ));
+        }
+        if !cfg.with_replacement {
+            data.check_per_class(cfg.per_class)?;
+        }
+        Ok(())
+    }
+
+    /// Runs a search (see [`SearchConfig`]).
+    pub fn search(&self, data: &Dataset, cfg: &SearchConfig) -> Result<SearchReport> {
+        self.search_with_progress(data, cfg, &mut |_| {})
+    }
+
+    /// Runs a search, reporting progress after each batch.
+    pub fn search_with_progress(
+        &self,
+        data: &Dataset,
+        cfg: &SearchConfig,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<SearchReport> {
+        self.check_data(data, cfg)?;
+        let start = Instant::now();
+        let mut t = Timings::default();
+        let mut counts = Counts::default();
+        let budget = &cfg.budget;
+        let within = |a: &Nb201Arch| {
+            let c = a.cost(&budget.net);
+            budget.max_flops.is_none_or(|f| c.flops <= f)
+                && budget.max_params.is_none_or(|p| c.params <= p)
+        };
+
+        let archs: Vec<Nb201Arch> = if cfg.exhaustive {
+            let all: Vec<Nb201Arch> = Nb201Arch::all().filter(|a| within(a)).collect();
+            counts.over_budget = NUM_ARCHS - all.len();
+            all
+        } else {
+            self.generate(data, cfg, &within, &mut counts, &mut t, progress)?
+        };
+        counts.ranked = archs.len();
+        progress(Progress::Ranking {
+            candidates: archs.len(),
+        });
+
+        let scores = self.rank(data, cfg, &archs, &mut t)?;
+        let mut order: Vec<usize> = (0..archs.len()).collect();
+        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+        let keep = if cfg.top_k == 0 {
+            order.len()
+        } else {
+            cfg.top_k.min(order.len())
+        };
+        let candidates = order[..keep]
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| {
+                let cost = archs[k].cost(&budget.net);
+                Candidate {
+                    rank: i + 1,
+                    arch: archs[k].to_string(),
+                    score: scores[k],
+                    flops: cost.flops,
+                    params: cost.params,
+                    nb201: None,
+                }
+            })
+            .collect();
+        t.total_ms = ms(start);
+        Ok(SearchReport {
+            space: self.space.name(),
+            mode: if cfg.exhaustive {
+                "exhaustive"
+            } else {
+                "generate"
+            },
+            seed: cfg.seed,
+            counts,
+            timings: t,
+            candidates,
+        })
+    }
+
+    /// Collects unique valid candidates within budget, in generation order.
+    fn generate(
+        &self,
+        data: &Dataset,
+        cfg: &SearchConfig,
+        within: &dyn Fn(&Nb201Arch) -> bool,
+        counts: &mut Counts,
+        t: &mut Timings,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Vec<Nb201Arch>> {
+        let mut sets = SetEmbedder::new(&self.generator.set_encoder, data, cfg.per_class);
+        let mut seen = HashSet::new();
+        let mut out = Vec::with_capacity(cfg.num_archs);
+        let cap = cfg.decode_cap();
+        let mut batch_start = 0usize;
+        'batches: while out.len() < cfg.num_archs {
+            if counts.decoded >= cap {
+                counts.capped = true;
+                break;
+            }
+            let n = GENERATION_BATCH.min(cap - counts.decoded);
+            let t0 = Instant::now();
+            let samples: Vec<SetSample> = (0..n)
+                .map(|i| {
+                    let mut rng =
+                        Rng::new(cfg.seed, STREAM_GENERATION_SET + (batch_start + i) as u64);
+                    draw(data, cfg.per_class, cfg.with_replacement, &mut rng)
+                })
+                .collect();
+            let v = sets.embed(&samples);
+            let (mu, _) = self.generator.heads(&v, n);
+            counts.set_samples += n;
+            t.sets_ms += ms(t0);
+            let t0 = Instant::now();
+            let mut rngs: Vec<Rng> = (0..n)
+                .map(|i| Rng::new(cfg.seed, STREAM_DECODE + (batch_start + i) as u64))
+                .collect();
+            let dags = self.decode_parallel(&mu, &mut rngs)?;
+            t.decode_ms += ms(t0);
+            batch_start += n;
+            for dag in &dags {
+                counts.decoded += 1;
+                let Some(a) = Nb201Arch::from_graph(dag) else {
+                    continue;
+                };
+                counts.valid += 1;
+                if !seen.insert(a) {
+                    continue;
+                }
+                counts.unique += 1;
+                if !within(&a) {
+                    counts.over_budget += 1;
+                    continue;
+                }
+                out.push(a);
+                if out.len() == cfg.num_archs {
+                    break 'batches;
+                }
+            }
+            progress(Progress::Generating {
+                unique: out.len(),
+                target: cfg.num_archs,
+                decoded: counts.decoded,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Decodes a batch in fixed halves on two threads (results do not depend on the split:
+    /// each graph has its own random stream and its own rows).
+    fn decode_parallel(&self, z: &[f32], rngs: &mut [Rng]) -> Result<Vec<crate::model::Dag>> {
+        let nz = self.generator.dims.nz;
+        let n = rngs.len();
+        if n < 16 {
+            return self.generator.decode(z, DecodeMode::Sample, rngs);
+        }
+        let half = n / 2;
+        let (ra, rb) = rngs.split_at_mut(half);
+        let (za, zb) = z.split_at(half * nz);
+        let dec = &self.generator;
+        let (a, b) = rayon::join(
+            || dec.decode(za, DecodeMode::Sample, ra),
+            || dec.decode(zb, DecodeMode::Sample, rb),
+        );
+        let mut a = a?;
+        a.extend(b?);
+        Ok(a)
+    }
+
+    /// Mean predictor score of each architecture over `cfg.resamples` shared set samples.
+    fn rank(
+        &self,
+        data: &Dataset,
+        cfg: &SearchConfig,
+        archs: &[Nb201Arch],
+        t: &mut Timings,
+    ) -> Result<Vec<f32>> {
+        let t0 = Instant::now();
+        let mut sets = SetEmbedder::new(&self.predictor.set_encoder, data, cfg.per_class);
+        let samples: Vec<SetSample> = (0..cfg.resamples)
+            .map(|r| {
+                let mut rng = Rng::new(cfg.seed, STREAM_RANKING_SET + r as u64);
+                draw(data, cfg.per_class, cfg.with_replacement, &mut rng)
+            })
+            .collect();
+        let d = sets.embed(&samples);
+        t.sets_ms += ms(t0);
+        let t0 = Instant::now();
+        let c = self.predictor.head_dataset_part(&d);
+        let scores = if cfg.exhaustive && self.graph_cache.is_some() {
+            let heads = self.all_heads();
+            let p = self.predictor.dims.head_hidden;
+            if archs.len() == NUM_ARCHS {
+                self.predictor.mean_scores(heads, &c)
+            } else {
+                let rows: Vec<f32> = archs
+                    .iter()
+                    .flat_map(|a| heads[a.code() * p..(a.code() + 1) * p].iter().copied())
+                    .collect();
+                self.predictor.mean_scores(&rows, &c)
+            }
+        } else {
+            let g = self.graph_embeddings(archs)?;
+            self.predictor
+                .mean_scores(&self.predictor.head_graph_part(&g), &c)
+        };
+        t.rank_ms += ms(t0);
+        Ok(scores)
+    }
+
+    /// The graph half of the predictor head for every cell (needs the graph cache).
+    fn all_heads(&self) -> &[f32] {
+        self.all_heads.get_or_init(|| {
+            let cache = self.graph_cache.as_ref().expect("checked by the caller");
+            self.predictor.head_graph_part(cache.all())
+        })
+    }
+
+    /// Predicted scores of given architectures, averaged over `resamples` set samples drawn
+    /// with `seed` (the same samples a search with that seed ranks with).
+    pub fn score(
+        &self,
+        data: &Dataset,
+        archs: &[Nb201Arch],
+        cfg: &SearchConfig,
+    ) -> Result<Vec<f32>> {
+        self.check_data(data, cfg)?;
+        let mut t = Timings::default();
+        self.rank(data, cfg, archs, &mut t)
+    }
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+impl SearchReport {
+    /// Adds NAS-Bench-201 benchmark facts to each candidate.
+    pub fn annotate(&mut self, table: &Nb201Table) {
+        for c in &mut self.candidates {
+            if let Ok(a) = c.arch.parse::<Nb201Arch>() {
+                c.nb201 = table.get(&a).copied();
+            }
+        }
+    }
+}

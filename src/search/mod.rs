@@ -1,0 +1,161 @@
+//! The dataset-to-architecture search: an [`Engine`] loaded once from a weights directory
+//! (immutable, shareable across threads) and a per-call [`Engine::search`] that generates
+//! candidates with the generator and ranks them with the meta-predictor.
+//!
+//! Generation follows the official meta-test: batches of 100 independent set samples (20 rows
+//! per class), `z = μ` of each, one stochastic decode per sample, keeping unique valid
+//! architectures in generation order until `num_archs` are collected or a cap on decoded graphs
+//! is reached. Ranking averages the predictor's score over `resamples` set samples. One
+//! difference from the official code: the `R` ranking samples are shared by all candidates
+//! (the official code draws 10 fresh samples per candidate), so the ranking compares candidates
+//! on the same data and costs `R` set encodings instead of `R` per candidate.
+
+mod engine;
+pub mod graph_cache;
+pub mod sets;
+
+pub use engine::Engine;
+
+use serde::Serialize;
+
+use crate::space::nb201_table::Nb201Entry;
+use crate::space::Nb201Net;
+
+/// Default number of candidates (the official CIFAR setting).
+pub const DEFAULT_NUM_ARCHS: usize = 500;
+/// Default number of set samples each candidate's score is averaged over.
+pub const DEFAULT_RESAMPLES: usize = 10;
+/// Set samples per generation batch (official).
+pub const GENERATION_BATCH: usize = 100;
+/// Rows per class in a set sample (official).
+pub const DEFAULT_PER_CLASS: usize = 20;
+
+/// Optional caps on the cost of the architectures considered.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Budget {
+    /// Most multiply-adds of the network (NAS-Bench-201 counting).
+    pub max_flops: Option<u64>,
+    pub max_params: Option<u64>,
+    /// The network the costs refer to.
+    #[serde(skip)]
+    pub net: Nb201Net,
+}
+
+/// What one search does.
+#[derive(Clone, Debug, Serialize)]
+pub struct SearchConfig {
+    pub seed: u64,
+    /// Candidates to generate and rank.
+    pub num_archs: usize,
+    /// Set samples each score is averaged over.
+    pub resamples: usize,
+    /// Candidates reported (0: all).
+    pub top_k: usize,
+    pub per_class: usize,
+    /// Draw set rows with replacement (for classes with fewer than `per_class` rows).
+    pub with_replacement: bool,
+    /// Stop generating after this many decoded graphs (default: 100 × `num_archs`, at least
+    /// 20,000).
+    pub max_decoded: Option<usize>,
+    /// Score every architecture of the space instead of generating candidates.
+    pub exhaustive: bool,
+    pub budget: Budget,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            seed: 0,
+            num_archs: DEFAULT_NUM_ARCHS,
+            resamples: DEFAULT_RESAMPLES,
+            top_k: 10,
+            per_class: DEFAULT_PER_CLASS,
+            with_replacement: false,
+            max_decoded: None,
+            exhaustive: false,
+            budget: Budget::default(),
+        }
+    }
+}
+
+impl SearchConfig {
+    /// The cap on decoded graphs in effect.
+    pub fn decode_cap(&self) -> usize {
+        self.max_decoded
+            .unwrap_or_else(|| (100 * self.num_archs).max(20_000))
+    }
+}
+
+/// One ranked architecture.
+#[derive(Clone, Debug, Serialize)]
+pub struct Candidate {
+    /// 1 = best predicted.
+    pub rank: usize,
+    /// NAS-Bench-201 string.
+    pub arch: String,
+    /// Predicted score (normalised accuracy of the meta-training data; higher is better).
+    pub score: f32,
+    /// Multiply-adds of the network of `SearchConfig::budget.net`.
+    pub flops: u64,
+    pub params: u64,
+    /// Benchmark facts, when a NAS-Bench-201 table was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nb201: Option<Nb201Entry>,
+}
+
+/// Counts of the generation stage.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Counts {
+    /// Graphs decoded.
+    pub decoded: usize,
+    /// Decoded graphs that are valid architectures.
+    pub valid: usize,
+    /// Distinct valid architectures seen.
+    pub unique: usize,
+    /// Distinct architectures left out by the budget.
+    pub over_budget: usize,
+    /// Candidates ranked.
+    pub ranked: usize,
+    /// True when generation stopped at the cap before collecting `num_archs`.
+    pub capped: bool,
+    /// Set samples drawn for generation.
+    pub set_samples: usize,
+}
+
+/// Wall-clock time of each stage, in milliseconds.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Timings {
+    /// Drawing and encoding set samples (generation and ranking).
+    pub sets_ms: f64,
+    /// Decoding graphs.
+    pub decode_ms: f64,
+    /// Graph embeddings and predictor scores.
+    pub rank_ms: f64,
+    pub total_ms: f64,
+}
+
+/// The result of a search.
+#[derive(Clone, Debug, Serialize)]
+pub struct SearchReport {
+    pub space: &'static str,
+    /// "generate" or "exhaustive".
+    pub mode: &'static str,
+    pub seed: u64,
+    pub counts: Counts,
+    pub timings: Timings,
+    /// Best first, at most `top_k`.
+    pub candidates: Vec<Candidate>,
+}
+
+/// Progress of a running search, for progress indicators.
+#[derive(Clone, Copy, Debug)]
+pub enum Progress {
+    /// Generating: unique candidates so far, of the target; graphs decoded.
+    Generating {
+        unique: usize,
+        target: usize,
+        decoded: usize,
+    },
+    /// Ranking candidates.
+    Ranking { candidates: usize },
+}

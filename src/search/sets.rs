@@ -1,0 +1,203 @@
+//! Drawing set samples from a dataset and encoding many of them cheaply.
+//!
+//! A set sample takes `per_class` rows of every class (without replacement unless asked). The
+//! set encoder is invariant to the order of rows inside a class, so a sample is recorded as the
+//! sorted row indices of each class, and two samples that draw the same rows for a class share
+//! that class's prototype (with exactly `per_class` rows in a class, every sample draws the same
+//! set). Work that does not depend on the sample, the first attention block's projections of
+//! each feature row, is done once per row.
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+
+use crate::dataset::Dataset;
+use crate::model::SetEncoder;
+use crate::rng::Rng;
+
+/// One set sample: for each class, the sorted indices of its drawn rows.
+pub type SetSample = Vec<Vec<u32>>;
+
+/// Draws a set sample: `per_class` rows of each class, uniformly without replacement (or with
+/// replacement when `replace`).
+pub fn draw(data: &Dataset, per_class: usize, replace: bool, rng: &mut Rng) -> SetSample {
+    data.class_rows
+        .iter()
+        .map(|rows| {
+            let n = rows.len();
+            let mut picked: Vec<u32> = Vec::with_capacity(per_class);
+            if replace {
+                for _ in 0..per_class {
+                    picked.push(rows[rng.below(n as u64) as usize]);
+                }
+            } else {
+                // Floyd's algorithm: a uniform subset in O(k^2), whatever the class size.
+                debug_assert!(per_class <= n);
+                let mut idx: Vec<usize> = Vec::with_capacity(per_class);
+                for j in n - per_class..n {
+                    let t = rng.below(j as u64 + 1) as usize;
+                    idx.push(if idx.contains(&t) { j } else { t });
+                }
+                picked.extend(idx.iter().map(|&i| rows[i]));
+            }
+            picked.sort_unstable();
+            picked
+        })
+        .collect()
+}
+
+/// Sets encoded per task and reused class prototypes, against one dataset and one encoder.
+pub struct SetEmbedder<'a> {
+    enc: &'a SetEncoder,
+    data: &'a Dataset,
+    per_class: usize,
+    /// First-block projections of each row (`q`, `k`, `v`), filled on first use.
+    proj: [Vec<f32>; 3],
+    projected: Vec<bool>,
+    protos: HashMap<(u32, Vec<u32>), u32>,
+    proto_store: Vec<f32>,
+    /// Embeddings of whole samples, by their prototype ids.
+    samples: HashMap<Vec<u32>, u32>,
+    sample_store: Vec<f32>,
+}
+
+/// Sets encoded together in the intra-class pool; fixed so results do not depend on threads.
+const SET_CHUNK: usize = 64;
+
+impl<'a> SetEmbedder<'a> {
+    pub fn new(enc: &'a SetEncoder, data: &'a Dataset, per_class: usize) -> Self {
+        let h = enc.dims.intra_hidden;
+        let n = data.num_rows();
+        SetEmbedder {
+            enc,
+            data,
+            per_class,
+            proj: [vec![0.0; n * h], vec![0.0; n * h], vec![0.0; n * h]],
+            projected: vec![false; n],
+            protos: HashMap::new(),
+            proto_store: Vec::new(),
+            samples: HashMap::new(),
+            sample_store: Vec::new(),
+        }
+    }
+
+    /// Number of distinct class prototypes computed so far.
+    pub fn distinct_prototypes(&self) -> usize {
+        self.protos.len()
+    }
+
+    /// Projects the rows that have not been projected yet.
+    fn ensure_projected(&mut self, rows: &[u32]) {
+        let mut missing: Vec<u32> = rows
+            .iter()
+            .copied()
+            .filter(|&r| !self.projected[r as usize])
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.is_empty() {
+            return;
+        }
+        let (d, h) = (self.data.dim, self.enc.dims.intra_hidden);
+        let mut x = Vec::with_capacity(missing.len() * d);
+        for &r in &missing {
+            x.extend_from_slice(self.data.row(r));
+        }
+        let sab = &self.enc.intra.sab1;
+        for (which, lin) in [&sab.fc_q, &sab.fc_k, &sab.fc_v].into_iter().enumerate() {
+            let y = lin.forward(&x, missing.len());
+            for (i, &r) in missing.iter().enumerate() {
+                self.proj[which][r as usize * h..(r as usize + 1) * h]
+                    .copy_from_slice(&y[i * h..(i + 1) * h]);
+            }
+        }
+        for &r in &missing {
+            self.projected[r as usize] = true;
+        }
+    }
+
+    /// Embeddings of `samples`, `[S, out_dim]`.
+    pub fn embed(&mut self, samples: &[SetSample]) -> Vec<f32> {
+        let classes = self.data.num_classes();
+        let (h, pd) = (self.enc.dims.intra_hidden, self.enc.dims.proto_dim);
+        let per = self.per_class;
+        // 1. Which class sets are new.
+        let mut pending: Vec<(u32, Vec<u32>)> = Vec::new();
+        let mut index = Vec::with_capacity(samples.len() * classes);
+        for s in samples {
+            debug_assert_eq!(s.len(), classes);
+            for (c, rows) in s.iter().enumerate() {
+                let key = (c as u32, rows.clone());
+                let next = self.protos.len() as u32;
+                let id = *self.protos.entry(key).or_insert_with(|| {
+                    pending.push((c as u32, rows.clone()));
+                    next
+                });
+                index.push(id);
+            }
+        }
+        // 2. Intra-class pooling of the new sets, in fixed chunks across threads.
+        if !pending.is_empty() {
+            let rows: Vec<u32> = pending
+                .iter()
+                .flat_map(|(_, r)| r.iter().copied())
+                .collect();
+            self.ensure_projected(&rows);
+            let proj = &self.proj;
+            let intra = &self.enc.intra;
+            let chunks: Vec<Vec<f32>> = pending
+                .par_chunks(SET_CHUNK)
+                .map(|chunk| {
+                    let m = chunk.len() * per;
+                    let mut qkv = [
+                        Vec::with_capacity(m * h),
+                        Vec::with_capacity(m * h),
+                        Vec::with_capacity(m * h),
+                    ];
+                    for (_, rows) in chunk {
+                        for &r in rows {
+                            for (dst, src) in qkv.iter_mut().zip(proj.iter()) {
+                                dst.extend_from_slice(&src[r as usize * h..(r as usize + 1) * h]);
+                            }
+                        }
+                    }
+                    intra.forward_projected(&qkv[0], &qkv[1], &qkv[2], chunk.len(), per)
+                })
+                .collect();
+            for c in chunks {
+                self.proto_store.extend_from_slice(&c);
+            }
+        }
+        // 3. Inter-class pooling of each distinct sample's prototypes.
+        let out_dim = self.enc.dims.out_dim;
+        let mut fresh: Vec<&[u32]> = Vec::new();
+        let mut sample_ids = Vec::with_capacity(samples.len());
+        for ids in index.chunks_exact(classes) {
+            let next = self.samples.len() as u32;
+            let id = *self.samples.entry(ids.to_vec()).or_insert_with(|| {
+                fresh.push(ids);
+                next
+            });
+            sample_ids.push(id);
+        }
+        if !fresh.is_empty() {
+            let mut x = Vec::with_capacity(fresh.len() * classes * pd);
+            for ids in &fresh {
+                for &id in *ids {
+                    x.extend_from_slice(
+                        &self.proto_store[id as usize * pd..(id as usize + 1) * pd],
+                    );
+                }
+            }
+            let v = self.enc.inter.forward(&x, fresh.len(), classes);
+            self.sample_store.extend_from_slice(&v);
+        }
+        let mut out = Vec::with_capacity(samples.len() * out_dim);
+        for id in sample_ids {
+            out.extend_from_slice(
+                &self.sample_store[id as usize * out_dim..(id as usize + 1) * out_dim],
+            );
+        }
+        out
+    }
+}
