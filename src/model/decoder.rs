@@ -234,11 +234,13 @@ impl GraphDecoder {
         }
         let w2 = &self.add_edge[1].weight;
         let b2 = self.add_edge[1].bias.as_ref().map_or(0.0, |b| b[0]);
+        // The h_idx half of add_edge.0 for each row (the h_vi half, with the bias, was cached at
+        // finalize); recomputed only for rows whose state changed.
         let mut eb = vec![0.0; nc * eh];
+        self.add_edge[0].forward_cols_into(&cur, hs, nc, hs, hs, &mut eb, false);
         let mut fresh = Vec::new();
+        let mut fresh_eb = Vec::new();
         for vi in (0..idx).rev() {
-            // The h_idx half of add_edge.0; the h_vi half (with bias) was cached at finalize.
-            self.add_edge[0].forward_cols_into(&cur, hs, nc, hs, hs, &mut eb, false);
             let mut changed = Vec::new();
             for (r, &g) in graphs.iter().enumerate() {
                 let logit = b2 + dot_relu(&eb[r * eh..(r + 1) * eh], st.ea(g, vi), w2);
@@ -259,6 +261,21 @@ impl GraphDecoder {
                 self.refresh(st, &cg, idx, &ct, &mut fresh);
                 for (k, &r) in changed.iter().enumerate() {
                     cur[r * hs..(r + 1) * hs].copy_from_slice(&fresh[k * hs..(k + 1) * hs]);
+                }
+                if vi > 0 {
+                    fresh_eb.resize(changed.len() * eh, 0.0);
+                    self.add_edge[0].forward_cols_into(
+                        &fresh,
+                        hs,
+                        changed.len(),
+                        hs,
+                        hs,
+                        &mut fresh_eb,
+                        false,
+                    );
+                    for (k, &r) in changed.iter().enumerate() {
+                        eb[r * eh..(r + 1) * eh].copy_from_slice(&fresh_eb[k * eh..(k + 1) * eh]);
+                    }
                 }
             }
         }

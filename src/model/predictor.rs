@@ -80,7 +80,7 @@ impl Predictor {
                 g.len()
             )));
         }
-        Ok(self.mean_scores(&self.head_graph_part(g), &self.head_dataset_part(d)))
+        Ok(self.mean_scores(&self.head_graph_part(g), &self.head_dataset_part(d), &[1.0]))
     }
 
     /// The graph half of the head's first layer, bias included: `A = G W₁[:, d_D..]ᵀ + b₁`,
@@ -104,20 +104,22 @@ impl Predictor {
         c
     }
 
-    /// For each graph row `a` of `A` (`[n, P]`), the mean over the dataset rows `c_r` of `C`
-    /// (`[R, P]`) of `pred_fc.2(tanh(a + c_r))`: the score averaged over `R` dataset samples.
-    pub fn mean_scores(&self, a: &[f32], c: &[f32]) -> Vec<f32> {
+    /// For each graph row `a` of `A` (`[n, P]`), the weighted mean over the dataset rows `c_r`
+    /// of `C` (`[R, P]`, weights `[R]` summing to 1) of `pred_fc.2(tanh(a + c_r))`: the score
+    /// averaged over dataset samples.
+    pub fn mean_scores(&self, a: &[f32], c: &[f32], weights: &[f32]) -> Vec<f32> {
         use rayon::prelude::*;
         let p = self.dims.head_hidden;
-        let r = c.len() / p;
+        debug_assert_eq!(c.len(), weights.len() * p);
         let w2 = &self.head[1].weight[..p];
         let b2 = self.head[1].bias.as_ref().map_or(0.0, |b| b[0]);
         let score = |row: &[f32]| {
             let total: f32 = c
                 .chunks_exact(p)
-                .map(|cr| crate::nn::linalg::dot_tanh(row, cr, w2))
+                .zip(weights)
+                .map(|(cr, &wr)| wr * crate::nn::linalg::dot_tanh(row, cr, w2))
                 .sum();
-            total / r as f32 + b2
+            total + b2
         };
         // Fixed chunks: the result does not depend on the number of threads.
         const CHUNK: usize = 256;

@@ -87,7 +87,21 @@ impl Mab {
     }
 }
 
+/// `y += a x` over whole blocks of eight (lengths are multiples of 8).
+#[inline(always)]
+fn axpy8(y: &mut [f32], a: f32, x: &[f32]) {
+    for (y8, x8) in y.chunks_exact_mut(8).zip(x.chunks_exact(8)) {
+        let y8: &mut [f32; 8] = y8.try_into().unwrap();
+        let x8: &[f32; 8] = x8.try_into().unwrap();
+        for l in 0..8 {
+            y8[l] += a * x8[l];
+        }
+    }
+}
+
 /// Per set and head: `o = q + softmax(q kᵀ / √dv) v`, written into `o` (`[nsets*nq, dv]`).
+///
+/// Dispatches to the AVX2+FMA kernel when the CPU has it; both follow the same layout.
 #[allow(clippy::too_many_arguments)]
 fn attention_heads(
     qp: &[f32],
@@ -101,38 +115,269 @@ fn attention_heads(
     heads: usize,
     o: &mut [f32],
 ) {
+    assert!(qp.len() >= if q_shared { nq * dv } else { nsets * nq * dv });
+    assert!(
+        kp.len() >= nsets * nk * dv && vp.len() >= nsets * nk * dv && o.len() >= nsets * nq * dv
+    );
+    assert!(heads > 0 && dv % heads == 0 && nk > 0);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::linalg::has_avx2_fma() {
+            // SAFETY: the CPU has AVX2 and FMA; the asserts above bound every access.
+            unsafe { avx2::attention_heads(qp, q_shared, kp, vp, nsets, nq, nk, dv, heads, o) };
+            return;
+        }
+    }
+    attention_heads_portable(qp, q_shared, kp, vp, nsets, nq, nk, dv, heads, o);
+}
+
+/// The portable kernel.
+///
+/// Laid out for vector units: per set and head the keys are transposed (`[dh][nk8]`, keys
+/// padded to a multiple of 8) so a query's scores are `dh` multiply-adds over the key axis,
+/// and the values are copied into rows padded to a multiple of 8 so the weighted sum is
+/// whole-vector multiply-adds.
+#[allow(clippy::too_many_arguments)]
+fn attention_heads_portable(
+    qp: &[f32],
+    q_shared: bool,
+    kp: &[f32],
+    vp: &[f32],
+    nsets: usize,
+    nq: usize,
+    nk: usize,
+    dv: usize,
+    heads: usize,
+    o: &mut [f32],
+) {
     let dh = dv / heads;
     let scale = 1.0 / (dv as f32).sqrt();
-    let mut scores = vec![0.0f32; nk];
+    let nk8 = nk.div_ceil(8) * 8;
+    let dh8 = dh.div_ceil(8) * 8;
+    let mut kt = vec![0.0f32; dh * nk8];
+    let mut vpad = vec![0.0f32; nk * dh8];
+    let mut sc = vec![0.0f32; nk8];
+    let mut acc = vec![0.0f32; dh8];
     for s in 0..nsets {
         let kbase = s * nk;
-        for i in 0..nq {
-            let qrow = if q_shared { i } else { s * nq + i };
-            let q = &qp[qrow * dv..(qrow + 1) * dv];
-            let out = &mut o[(s * nq + i) * dv..(s * nq + i + 1) * dv];
-            out.copy_from_slice(q);
+        for h in 0..heads {
+            let c0 = h * dh;
+            for j in 0..nk {
+                let krow = &kp[(kbase + j) * dv + c0..(kbase + j) * dv + c0 + dh];
+                for (d, &x) in krow.iter().enumerate() {
+                    kt[d * nk8 + j] = x;
+                }
+                vpad[j * dh8..j * dh8 + dh]
+                    .copy_from_slice(&vp[(kbase + j) * dv + c0..(kbase + j) * dv + c0 + dh]);
+            }
+            for i in 0..nq {
+                let qrow = if q_shared { i } else { s * nq + i };
+                let q = &qp[qrow * dv + c0..qrow * dv + c0 + dh];
+                sc.iter_mut().for_each(|x| *x = 0.0);
+                for (d, &qd) in q.iter().enumerate() {
+                    axpy8(&mut sc, qd * scale, &kt[d * nk8..(d + 1) * nk8]);
+                }
+                // Padding keys get a score that vanishes under the softmax.
+                sc[nk..].iter_mut().for_each(|x| *x = -1e30);
+                // Max and sum as eight-lane partial reductions, so they vectorise too.
+                let mut m8 = [f32::NEG_INFINITY; 8];
+                for c in sc.chunks_exact(8) {
+                    for l in 0..8 {
+                        m8[l] = m8[l].max(c[l]);
+                    }
+                }
+                let max = m8.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                sc.iter_mut().for_each(|x| *x = exp_normal(*x - max));
+                let mut s8 = [0.0f32; 8];
+                for c in sc.chunks_exact(8) {
+                    for l in 0..8 {
+                        s8[l] += c[l];
+                    }
+                }
+                let inv = 1.0 / s8.iter().sum::<f32>();
+                acc.iter_mut().for_each(|x| *x = 0.0);
+                for (j, &a) in sc[..nk].iter().enumerate() {
+                    axpy8(&mut acc, a * inv, &vpad[j * dh8..(j + 1) * dh8]);
+                }
+                let out = &mut o[(s * nq + i) * dv + c0..(s * nq + i) * dv + c0 + dh];
+                for ((x, &qv), &a) in out.iter_mut().zip(q).zip(&acc) {
+                    *x = qv + a;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// `e^x` on eight lanes, `x` clamped to the normal range (as `linalg::exp_normal`).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn exp8(x: __m256) -> __m256 {
+        let x = _mm256_min_ps(
+            _mm256_max_ps(x, _mm256_set1_ps(-87.336_54)),
+            _mm256_set1_ps(88.722_83),
+        );
+        let n = _mm256_round_ps(
+            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+        );
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm256_fmadd_ps(r, _mm256_set1_ps(1.0 / 720.0), _mm256_set1_ps(1.0 / 120.0));
+        for c in [1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            p = _mm256_fmadd_ps(r, p, _mm256_set1_ps(c));
+        }
+        let e = _mm256_slli_epi32(
+            _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
+            23,
+        );
+        _mm256_mul_ps(p, _mm256_castsi256_ps(e))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hmax(v: __m256) -> f32 {
+        let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_max_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    /// The AVX2+FMA kernel: the portable kernel's layout with explicit eight-lane operations.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; the slices must hold the sizes the caller asserted.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn attention_heads(
+        qp: &[f32],
+        q_shared: bool,
+        kp: &[f32],
+        vp: &[f32],
+        nsets: usize,
+        nq: usize,
+        nk: usize,
+        dv: usize,
+        heads: usize,
+        o: &mut [f32],
+    ) {
+        let dh = dv / heads;
+        let scale = 1.0 / (dv as f32).sqrt();
+        let (b8, d8) = (nk.div_ceil(8), dh.div_ceil(8));
+        let (nk8, dh8) = (b8 * 8, d8 * 8);
+        let mut kt = vec![0.0f32; dh * nk8];
+        let mut vpad = vec![0.0f32; nk * dh8];
+        let mut sc = vec![0.0f32; nk8];
+        let mut acc = vec![0.0f32; dh8];
+        let mut qs = vec![0.0f32; dh];
+        for s in 0..nsets {
+            let kbase = s * nk;
             for h in 0..heads {
                 let c0 = h * dh;
-                let qh = &q[c0..c0 + dh];
-                let mut max = f32::NEG_INFINITY;
-                for (j, sc) in scores.iter_mut().enumerate() {
-                    let kr = &kp[(kbase + j) * dv + c0..(kbase + j) * dv + c0 + dh];
-                    let d: f32 = qh.iter().zip(kr).map(|(a, b)| a * b).sum();
-                    *sc = d * scale;
-                    max = max.max(*sc);
+                for j in 0..nk {
+                    let at = (kbase + j) * dv + c0;
+                    for d in 0..dh {
+                        kt[d * nk8 + j] = kp[at + d];
+                    }
+                    vpad[j * dh8..j * dh8 + dh].copy_from_slice(&vp[at..at + dh]);
                 }
-                let mut sum = 0.0;
-                for sc in scores.iter_mut() {
-                    *sc = exp_normal(*sc - max);
-                    sum += *sc;
-                }
-                let inv = 1.0 / sum;
-                let oh = &mut out[c0..c0 + dh];
-                for (j, &a) in scores.iter().enumerate() {
-                    let a = a * inv;
-                    let vr = &vp[(kbase + j) * dv + c0..(kbase + j) * dv + c0 + dh];
-                    for (x, &v) in oh.iter_mut().zip(vr) {
-                        *x += a * v;
+                for i in 0..nq {
+                    let qrow = if q_shared { i } else { s * nq + i };
+                    let q = &qp[qrow * dv + c0..qrow * dv + c0 + dh];
+                    for (x, &v) in qs.iter_mut().zip(q) {
+                        *x = v * scale;
+                    }
+                    // scores, eight keys at a time
+                    let scp = sc.as_mut_ptr();
+                    for b in 0..b8 {
+                        // two independent chains hide the multiply-add latency
+                        let (mut x0, mut x1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                        let kb = kt.as_ptr().add(b * 8);
+                        let mut d = 0;
+                        while d + 1 < dh {
+                            x0 = _mm256_fmadd_ps(
+                                _mm256_set1_ps(qs[d]),
+                                _mm256_loadu_ps(kb.add(d * nk8)),
+                                x0,
+                            );
+                            x1 = _mm256_fmadd_ps(
+                                _mm256_set1_ps(qs[d + 1]),
+                                _mm256_loadu_ps(kb.add((d + 1) * nk8)),
+                                x1,
+                            );
+                            d += 2;
+                        }
+                        if d < dh {
+                            x0 = _mm256_fmadd_ps(
+                                _mm256_set1_ps(qs[d]),
+                                _mm256_loadu_ps(kb.add(d * nk8)),
+                                x0,
+                            );
+                        }
+                        _mm256_storeu_ps(scp.add(b * 8), _mm256_add_ps(x0, x1));
+                    }
+                    for x in &mut sc[nk..] {
+                        *x = -1e30;
+                    }
+                    let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+                    for b in 0..b8 {
+                        m = _mm256_max_ps(m, _mm256_loadu_ps(scp.add(b * 8)));
+                    }
+                    let max = _mm256_set1_ps(hmax(m));
+                    let mut sum = _mm256_setzero_ps();
+                    for b in 0..b8 {
+                        let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(scp.add(b * 8)), max));
+                        _mm256_storeu_ps(scp.add(b * 8), e);
+                        sum = _mm256_add_ps(sum, e);
+                    }
+                    let inv = 1.0 / hsum(sum);
+                    // weighted sum of the padded value rows
+                    // accumulators stay in registers: one block of eight columns at a time
+                    let accp = acc.as_mut_ptr();
+                    for b in 0..d8 {
+                        let (mut y0, mut y1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                        let vb = vpad.as_ptr().add(b * 8);
+                        let mut j = 0;
+                        while j + 1 < nk {
+                            y0 = _mm256_fmadd_ps(
+                                _mm256_set1_ps(*scp.add(j)),
+                                _mm256_loadu_ps(vb.add(j * dh8)),
+                                y0,
+                            );
+                            y1 = _mm256_fmadd_ps(
+                                _mm256_set1_ps(*scp.add(j + 1)),
+                                _mm256_loadu_ps(vb.add((j + 1) * dh8)),
+                                y1,
+                            );
+                            j += 2;
+                        }
+                        if j < nk {
+                            y0 = _mm256_fmadd_ps(
+                                _mm256_set1_ps(*scp.add(j)),
+                                _mm256_loadu_ps(vb.add(j * dh8)),
+                                y0,
+                            );
+                        }
+                        _mm256_storeu_ps(
+                            accp.add(b * 8),
+                            _mm256_mul_ps(_mm256_add_ps(y0, y1), _mm256_set1_ps(inv)),
+                        );
+                    }
+                    let out = &mut o[(s * nq + i) * dv + c0..(s * nq + i) * dv + c0 + dh];
+                    for d in 0..dh {
+                        out[d] = q[d] + acc[d];
                     }
                 }
             }

@@ -229,7 +229,7 @@ impl Engine {
             counts.over_budget = NUM_ARCHS - all.len();
             all
         } else {
-            self.generate(data, cfg, &within, &mut counts, &mut t, progress)?
+            self.generate_inner(data, cfg, &within, &mut counts, &mut t, progress)?
         };
         counts.ranked = archs.len();
         progress(Progress::Ranking {
@@ -274,8 +274,23 @@ impl Engine {
         })
     }
 
+    /// The generation stage alone: unique valid candidates within budget, in generation order,
+    /// with the counts and timings of the stage.
+    pub fn generate(
+        &self,
+        data: &Dataset,
+        cfg: &SearchConfig,
+    ) -> Result<(Vec<Nb201Arch>, Counts, Timings)> {
+        self.check_data(data, cfg)?;
+        let (mut counts, mut t) = (Counts::default(), Timings::default());
+        let budget = &cfg.budget;
+        let within = |a: &Nb201Arch| budget.admits(a);
+        let archs = self.generate_inner(data, cfg, &within, &mut counts, &mut t, &mut |_| {})?;
+        Ok((archs, counts, t))
+    }
+
     /// Collects unique valid candidates within budget, in generation order.
-    fn generate(
+    fn generate_inner(
         &self,
         data: &Dataset,
         cfg: &SearchConfig,
@@ -379,26 +394,32 @@ impl Engine {
                 draw(data, cfg.per_class, cfg.with_replacement, &mut rng)
             })
             .collect();
-        let d = sets.embed(&samples);
+        // Equal samples (e.g. every sample, when classes have exactly `per_class` rows) give
+        // equal dataset terms: each distinct one is evaluated once, weighted by its count.
+        let (d, ids) = sets.embed_distinct(&samples);
         t.sets_ms += ms(t0);
         let t0 = Instant::now();
+        let mut weights = vec![0.0f32; d.len() / self.predictor.dims.set.out_dim];
+        for &i in &ids {
+            weights[i] += 1.0 / ids.len() as f32;
+        }
         let c = self.predictor.head_dataset_part(&d);
         let scores = if cfg.exhaustive && self.graph_cache.is_some() {
             let heads = self.all_heads();
             let p = self.predictor.dims.head_hidden;
             if archs.len() == NUM_ARCHS {
-                self.predictor.mean_scores(heads, &c)
+                self.predictor.mean_scores(heads, &c, &weights)
             } else {
                 let rows: Vec<f32> = archs
                     .iter()
                     .flat_map(|a| heads[a.code() * p..(a.code() + 1) * p].iter().copied())
                     .collect();
-                self.predictor.mean_scores(&rows, &c)
+                self.predictor.mean_scores(&rows, &c, &weights)
             }
         } else {
             let g = self.graph_embeddings(archs)?;
             self.predictor
-                .mean_scores(&self.predictor.head_graph_part(&g), &c)
+                .mean_scores(&self.predictor.head_graph_part(&g), &c, &weights)
         };
         t.rank_ms += ms(t0);
         Ok(scores)

@@ -41,6 +41,14 @@ pub struct Budget {
     pub net: Nb201Net,
 }
 
+impl Budget {
+    /// True when the cell's network is within every cap.
+    pub fn admits(&self, a: &crate::space::Nb201Arch) -> bool {
+        let c = a.cost(&self.net);
+        self.max_flops.is_none_or(|f| c.flops <= f) && self.max_params.is_none_or(|p| c.params <= p)
+    }
+}
+
 /// What one search does.
 #[derive(Clone, Debug, Serialize)]
 pub struct SearchConfig {

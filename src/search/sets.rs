@@ -25,6 +25,10 @@ pub fn draw(data: &Dataset, per_class: usize, replace: bool, rng: &mut Rng) -> S
         .iter()
         .map(|rows| {
             let n = rows.len();
+            if !replace && n == per_class {
+                // The whole class: nothing to draw (rows are in increasing order already).
+                return rows.clone();
+            }
             let mut picked: Vec<u32> = Vec::with_capacity(per_class);
             if replace {
                 for _ in 0..per_class {
@@ -118,6 +122,18 @@ impl<'a> SetEmbedder<'a> {
 
     /// Embeddings of `samples`, `[S, out_dim]`.
     pub fn embed(&mut self, samples: &[SetSample]) -> Vec<f32> {
+        let (distinct, ids) = self.embed_distinct(samples);
+        let out_dim = self.enc.dims.out_dim;
+        let mut out = Vec::with_capacity(samples.len() * out_dim);
+        for id in ids {
+            out.extend_from_slice(&distinct[id * out_dim..(id + 1) * out_dim]);
+        }
+        out
+    }
+
+    /// Embeddings of the distinct samples among `samples` (`[K, out_dim]`, in order of first
+    /// appearance) and, for each sample, the index of its embedding.
+    pub fn embed_distinct(&mut self, samples: &[SetSample]) -> (Vec<f32>, Vec<usize>) {
         let classes = self.data.num_classes();
         let (h, pd) = (self.enc.dims.intra_hidden, self.enc.dims.proto_dim);
         let per = self.per_class;
@@ -192,12 +208,20 @@ impl<'a> SetEmbedder<'a> {
             let v = self.enc.inter.forward(&x, fresh.len(), classes);
             self.sample_store.extend_from_slice(&v);
         }
-        let mut out = Vec::with_capacity(samples.len() * out_dim);
-        for id in sample_ids {
-            out.extend_from_slice(
-                &self.sample_store[id as usize * out_dim..(id as usize + 1) * out_dim],
-            );
-        }
-        out
+        let mut local: HashMap<u32, usize> = HashMap::new();
+        let mut distinct = Vec::new();
+        let idx = sample_ids
+            .iter()
+            .map(|&id| {
+                let next = local.len();
+                *local.entry(id).or_insert_with(|| {
+                    distinct.extend_from_slice(
+                        &self.sample_store[id as usize * out_dim..(id as usize + 1) * out_dim],
+                    );
+                    next
+                })
+            })
+            .collect();
+        (distinct, idx)
     }
 }
