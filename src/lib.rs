@@ -22,6 +22,7 @@
 
 pub mod dataset;
 pub mod error;
+pub mod ffi;
 pub mod model;
 pub mod nn;
 pub mod rng;

@@ -57,7 +57,13 @@ fn wider_data(shared: &Path) -> Dataset {
     for c in 0..10u32 {
         for i in 0..30u32 {
             let row = base.row(c * 20 + i % 20);
-            feats.extend(row.iter().map(|&x| if i >= 20 { x + 0.05 * rng.normal() as f32 } else { x }));
+            feats.extend(row.iter().map(|&x| {
+                if i >= 20 {
+                    x + 0.05 * rng.normal() as f32
+                } else {
+                    x
+                }
+            }));
             labels.push(c);
         }
     }
@@ -81,7 +87,10 @@ fn same_seed_same_result_other_seed_other_result() {
     let a = e.search(&data, &small_cfg(7)).unwrap();
     let b = e.search(&data, &small_cfg(7)).unwrap();
     let key = |r: &metad2a::SearchReport| -> Vec<(String, u32)> {
-        r.candidates.iter().map(|c| (c.arch.clone(), c.score.to_bits())).collect()
+        r.candidates
+            .iter()
+            .map(|c| (c.arch.clone(), c.score.to_bits()))
+            .collect()
     };
     assert_eq!(key(&a), key(&b));
     assert_eq!(a.counts.decoded, b.counts.decoded);
@@ -96,7 +105,11 @@ fn candidates_are_valid_unique_and_ranked() {
     let r = e.search(&data, &small_cfg(1)).unwrap();
     assert_eq!(r.candidates.len(), 60);
     assert_eq!(r.counts.ranked, 60);
-    assert!(r.counts.decoded >= r.counts.valid && r.counts.valid >= r.counts.unique && r.counts.unique >= 60);
+    assert!(
+        r.counts.decoded >= r.counts.valid
+            && r.counts.valid >= r.counts.unique
+            && r.counts.unique >= 60
+    );
     assert!(!r.counts.capped);
     let mut seen = HashSet::new();
     for (i, c) in r.candidates.iter().enumerate() {
@@ -111,7 +124,15 @@ fn candidates_are_valid_unique_and_ranked() {
         assert_eq!((c.flops, c.params), (cost.flops, cost.params));
     }
     // top_k trims the list and keeps the order
-    let top = e.search(&data, &SearchConfig { top_k: 5, ..small_cfg(1) }).unwrap();
+    let top = e
+        .search(
+            &data,
+            &SearchConfig {
+                top_k: 5,
+                ..small_cfg(1)
+            },
+        )
+        .unwrap();
     assert_eq!(top.candidates.len(), 5);
     for (x, y) in top.candidates.iter().zip(&r.candidates) {
         assert_eq!(x.arch, y.arch);
@@ -122,8 +143,10 @@ fn candidates_are_valid_unique_and_ranked() {
 fn exhaustive_scores_equal_the_recorded_predictor_outputs() {
     let shared = need_shared!();
     let e = engine(&shared);
-    let json: Value =
-        serde_json::from_str(&std::fs::read_to_string(shared.join("parity/nb201/expected.json")).unwrap()).unwrap();
+    let json: Value = serde_json::from_str(
+        &std::fs::read_to_string(shared.join("parity/nb201/expected.json")).unwrap(),
+    )
+    .unwrap();
     let expected = common::read_tensors(&shared.join("parity/nb201/expected.safetensors"));
     let probes: Vec<Nb201Arch> = json["probe_archs"]
         .as_array()
@@ -142,10 +165,21 @@ fn exhaustive_scores_equal_the_recorded_predictor_outputs() {
         let r = e.search(&data, &cfg).unwrap();
         assert_eq!(r.candidates.len(), NUM_ARCHS);
         assert_eq!(r.mode, "exhaustive");
-        let by_arch: std::collections::HashMap<&str, f32> =
-            r.candidates.iter().map(|c| (c.arch.as_str(), c.score)).collect();
-        let got: Vec<f32> = probes.iter().map(|a| by_arch[a.to_string().as_str()]).collect();
-        common::assert_close(&format!("exhaustive pred.y.{ds}"), &got, &expected[&format!("pred.y.{ds}")].1, 1e-4);
+        let by_arch: std::collections::HashMap<&str, f32> = r
+            .candidates
+            .iter()
+            .map(|c| (c.arch.as_str(), c.score))
+            .collect();
+        let got: Vec<f32> = probes
+            .iter()
+            .map(|a| by_arch[a.to_string().as_str()])
+            .collect();
+        common::assert_close(
+            &format!("exhaustive pred.y.{ds}"),
+            &got,
+            &expected[&format!("pred.y.{ds}")].1,
+            1e-4,
+        );
         // Engine::score gives the same numbers for the same architectures.
         let direct = e.score(&data, &probes, &cfg).unwrap();
         common::assert_close("score", &direct, &got, 1e-6);
@@ -157,7 +191,10 @@ fn graph_cache_equals_direct_embeddings() {
     let shared = need_shared!();
     let e = engine(&shared);
     assert!(e.has_graph_cache());
-    let archs: Vec<Nb201Arch> = (0..NUM_ARCHS).step_by(211).map(|c| Nb201Arch::from_code(c).unwrap()).collect();
+    let archs: Vec<Nb201Arch> = (0..NUM_ARCHS)
+        .step_by(211)
+        .map(|c| Nb201Arch::from_code(c).unwrap())
+        .collect();
     let cached = e.graph_embeddings(&archs).unwrap();
     let graphs: Vec<_> = archs.iter().map(|a| a.to_graph()).collect();
     let direct = e.predictor.graph_embedding(&graphs).unwrap();
@@ -181,9 +218,18 @@ fn budgets_filter_candidates() {
     assert!(r.candidates.iter().all(|c| c.flops <= max_flops));
     assert_eq!(r.counts.unique, r.counts.ranked + r.counts.over_budget);
     let ex = e
-        .search(&data, &SearchConfig { exhaustive: true, top_k: 0, ..cfg.clone() })
+        .search(
+            &data,
+            &SearchConfig {
+                exhaustive: true,
+                top_k: 0,
+                ..cfg.clone()
+            },
+        )
         .unwrap();
-    let within = Nb201Arch::all().filter(|a| a.cost(&Default::default()).flops <= max_flops).count();
+    let within = Nb201Arch::all()
+        .filter(|a| a.cost(&Default::default()).flops <= max_flops)
+        .count();
     assert_eq!(ex.candidates.len(), within);
     assert_eq!(ex.counts.over_budget, NUM_ARCHS - within);
 }
@@ -217,13 +263,27 @@ fn concurrent_searches_equal_sequential_ones() {
     let shared = need_shared!();
     let (e, data) = (engine(&shared), wider_data(&shared));
     let seq: Vec<Vec<String>> = (0..4)
-        .map(|s| e.search(&data, &small_cfg(s)).unwrap().candidates.into_iter().map(|c| c.arch).collect())
+        .map(|s| {
+            e.search(&data, &small_cfg(s))
+                .unwrap()
+                .candidates
+                .into_iter()
+                .map(|c| c.arch)
+                .collect()
+        })
         .collect();
     let par: Vec<Vec<String>> = std::thread::scope(|sc| {
         let hs: Vec<_> = (0..4)
             .map(|s| {
                 let data = &data;
-                sc.spawn(move || e.search(data, &small_cfg(s)).unwrap().candidates.into_iter().map(|c| c.arch).collect())
+                sc.spawn(move || {
+                    e.search(data, &small_cfg(s))
+                        .unwrap()
+                        .candidates
+                        .into_iter()
+                        .map(|c| c.arch)
+                        .collect()
+                })
             })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
@@ -237,9 +297,11 @@ fn bad_datasets_are_refused() {
     let e = engine(&shared);
     let base = fixture_data(&shared, "x.c10");
     // a class with fewer than 20 rows: an error, unless sampling with replacement is asked for
-    let keep: Vec<usize> = (0..200).filter(|&i| !(i >= 20 && i < 25)).collect();
+    let keep: Vec<usize> = (0..200).filter(|i| !(20..25).contains(i)).collect();
     let small = Dataset::new(
-        keep.iter().flat_map(|&i| base.row(i as u32).to_vec()).collect(),
+        keep.iter()
+            .flat_map(|&i| base.row(i as u32).to_vec())
+            .collect(),
         512,
         keep.iter().map(|&i| (i / 20) as u32).collect(),
         None,
@@ -247,14 +309,33 @@ fn bad_datasets_are_refused() {
     .unwrap();
     let err = e.search(&small, &small_cfg(0)).unwrap_err().to_string();
     assert!(err.contains("class 1 has 15 rows"), "{err}");
-    let ok = e.search(&small, &SearchConfig { with_replacement: true, ..small_cfg(0) }).unwrap();
+    let ok = e
+        .search(
+            &small,
+            &SearchConfig {
+                with_replacement: true,
+                ..small_cfg(0)
+            },
+        )
+        .unwrap();
     assert_eq!(ok.candidates.len(), 60);
     // features of another width
     let narrow = Dataset::from_contiguous(vec![0.5; 200 * 64], 64, 20).unwrap();
     let err = e.search(&narrow, &small_cfg(0)).unwrap_err().to_string();
-    assert!(err.contains("64-dimensional") && err.contains("512-dimensional"), "{err}");
+    assert!(
+        err.contains("64-dimensional") && err.contains("512-dimensional"),
+        "{err}"
+    );
     // zero candidates or resamples
-    let err = e.search(&base, &SearchConfig { resamples: 0, ..small_cfg(0) }).unwrap_err();
+    let err = e
+        .search(
+            &base,
+            &SearchConfig {
+                resamples: 0,
+                ..small_cfg(0)
+            },
+        )
+        .unwrap_err();
     assert!(matches!(err, Error::InvalidInput(_)));
 }
 
@@ -264,7 +345,12 @@ fn bad_feature_files_are_refused() {
     let write = |name: &str, tensors: Vec<(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)>| {
         let views: Vec<_> = tensors
             .iter()
-            .map(|(n, d, s, b)| (n.to_string(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+            .map(|(n, d, s, b)| {
+                (
+                    n.to_string(),
+                    safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+                )
+            })
             .collect();
         let p = dir.join(name);
         std::fs::write(&p, safetensors::serialize(views, None).unwrap()).unwrap();
@@ -275,28 +361,75 @@ fn bad_feature_files_are_refused() {
     use safetensors::Dtype::{F32, I64};
     let cases = [
         (
-            write("nan.st", vec![("features", F32, vec![2, 2], f32s(&[1.0, f32::NAN, 0.0, 1.0])), ("labels", I64, vec![2], i64s(&[0, 1]))]),
+            write(
+                "nan.st",
+                vec![
+                    (
+                        "features",
+                        F32,
+                        vec![2, 2],
+                        f32s(&[1.0, f32::NAN, 0.0, 1.0]),
+                    ),
+                    ("labels", I64, vec![2], i64s(&[0, 1])),
+                ],
+            ),
             "non-finite",
         ),
         (
-            write("range.st", vec![("features", F32, vec![2, 1], f32s(&[1.0, 2.0])), ("labels", I64, vec![2], i64s(&[0, -3]))]),
+            write(
+                "range.st",
+                vec![
+                    ("features", F32, vec![2, 1], f32s(&[1.0, 2.0])),
+                    ("labels", I64, vec![2], i64s(&[0, -3])),
+                ],
+            ),
             "out of range",
         ),
         (
-            write("gap.st", vec![("features", F32, vec![2, 1], f32s(&[1.0, 2.0])), ("labels", I64, vec![2], i64s(&[0, 2]))]),
+            write(
+                "gap.st",
+                vec![
+                    ("features", F32, vec![2, 1], f32s(&[1.0, 2.0])),
+                    ("labels", I64, vec![2], i64s(&[0, 2])),
+                ],
+            ),
             "class 1 has no rows",
         ),
-        (write("nolabels.st", vec![("features", F32, vec![2, 1], f32s(&[1.0, 2.0]))]), "no `labels`"),
         (
-            write("shape.st", vec![("features", F32, vec![2], f32s(&[1.0, 2.0])), ("labels", I64, vec![2], i64s(&[0, 1]))]),
+            write(
+                "nolabels.st",
+                vec![("features", F32, vec![2, 1], f32s(&[1.0, 2.0]))],
+            ),
+            "no `labels`",
+        ),
+        (
+            write(
+                "shape.st",
+                vec![
+                    ("features", F32, vec![2], f32s(&[1.0, 2.0])),
+                    ("labels", I64, vec![2], i64s(&[0, 1])),
+                ],
+            ),
             "[N, D] expected",
         ),
         (
-            write("count.st", vec![("features", F32, vec![2, 1], f32s(&[1.0, 2.0])), ("labels", I64, vec![3], i64s(&[0, 1, 1]))]),
+            write(
+                "count.st",
+                vec![
+                    ("features", F32, vec![2, 1], f32s(&[1.0, 2.0])),
+                    ("labels", I64, vec![3], i64s(&[0, 1, 1])),
+                ],
+            ),
             "one per feature row",
         ),
         (
-            write("empty-rows.st", vec![("features", F32, vec![0, 4], vec![]), ("labels", I64, vec![0], vec![])]),
+            write(
+                "empty-rows.st",
+                vec![
+                    ("features", F32, vec![0, 4], vec![]),
+                    ("labels", I64, vec![0], vec![]),
+                ],
+            ),
             "empty",
         ),
     ];
@@ -307,8 +440,14 @@ fn bad_feature_files_are_refused() {
     }
     let empty = dir.join("empty.st");
     std::fs::write(&empty, b"").unwrap();
-    assert!(Dataset::load(&empty).unwrap_err().to_string().contains("empty"));
-    assert!(matches!(Dataset::load(dir.join("missing.st")).unwrap_err(), Error::Io { .. }));
+    assert!(Dataset::load(&empty)
+        .unwrap_err()
+        .to_string()
+        .contains("empty"));
+    assert!(matches!(
+        Dataset::load(dir.join("missing.st")).unwrap_err(),
+        Error::Io { .. }
+    ));
 }
 
 #[test]
@@ -355,15 +494,32 @@ fn cli_search_json_and_table() {
     let bin = env!("CARGO_BIN_EXE_metad2a");
     let out = std::process::Command::new(bin)
         .args(["features", "--tensor"])
-        .arg(format!("{}:x.c10", shared.join("parity/nb201/inputs.safetensors").display()))
+        .arg(format!(
+            "{}:x.c10",
+            shared.join("parity/nb201/inputs.safetensors").display()
+        ))
         .args(["--rows-per-class", "20", "--out"])
         .arg(&feats)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let csv = shared.join("data/nb201/nats_bench.csv");
     let out = std::process::Command::new(bin)
-        .args(["search", "--json", "--num-archs", "50", "--top-k", "3", "--seed", "4", "--weights"])
+        .args([
+            "search",
+            "--json",
+            "--num-archs",
+            "50",
+            "--top-k",
+            "3",
+            "--seed",
+            "4",
+            "--weights",
+        ])
         .arg(dir)
         .arg("--features")
         .arg(&feats)
@@ -371,7 +527,11 @@ fn cli_search_json_and_table() {
         .arg(&csv)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["space"], "nb201");
     assert_eq!(v["candidates"].as_array().unwrap().len(), 3);
@@ -382,7 +542,9 @@ fn cli_search_json_and_table() {
     let idx = c0["nb201"]["index"].as_u64().unwrap() as usize;
     let row: Vec<&str> = table.lines().nth(idx + 1).unwrap().split(',').collect();
     assert_eq!(row[3], c0["arch"].as_str().unwrap());
-    assert!((row[0].parse::<f64>().unwrap() - c0["nb201"]["cifar10"].as_f64().unwrap()).abs() < 1e-9);
+    assert!(
+        (row[0].parse::<f64>().unwrap() - c0["nb201"]["cifar10"].as_f64().unwrap()).abs() < 1e-9
+    );
     // the table view
     let out = std::process::Command::new(bin)
         .args(["search", "--num-archs", "20", "--weights"])
@@ -392,7 +554,10 @@ fn cli_search_json_and_table() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("rank") && text.contains("architecture") && text.contains("|+|"), "{text}");
+    assert!(
+        text.contains("rank") && text.contains("architecture") && text.contains("|+|"),
+        "{text}"
+    );
     // a bad input exits non-zero with the message
     let out = std::process::Command::new(bin)
         .args(["search", "--weights"])
@@ -402,5 +567,8 @@ fn cli_search_json_and_table() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("error: /nonexistent/file.safetensors"), "{err}");
+    assert!(
+        err.starts_with("error: /nonexistent/file.safetensors"),
+        "{err}"
+    );
 }

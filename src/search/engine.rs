@@ -140,6 +140,28 @@ impl Engine {
         })
     }
 
+    /// An engine from safetensors images in memory (generator, predictor and optionally the
+    /// graph cache), e.g. weights linked into a firmware image. Nothing is copied except the
+    /// f16/bf16 tensors that are widened to f32.
+    pub fn from_static(
+        generator: &'static [u8],
+        predictor: &'static [u8],
+        graph_cache: Option<&'static [u8]>,
+    ) -> Result<Self> {
+        let generator =
+            Generator::load(&WeightStore::from_static("generator (memory)", generator)?)?;
+        let predictor =
+            Predictor::load(&WeightStore::from_static("predictor (memory)", predictor)?)?;
+        let cache = match graph_cache {
+            Some(b) => Some(GraphCache::from_store(
+                &WeightStore::from_static("graph cache (memory)", b)?,
+                predictor.dims.nz,
+            )?),
+            None => None,
+        };
+        Self::from_models(generator, predictor, cache)
+    }
+
     /// Width of the feature rows the engine reads.
     pub fn feature_dim(&self) -> usize {
         self.generator.dims.set.feat_dim

@@ -84,6 +84,14 @@ impl GraphCache {
         Ok(GraphCache { embeddings, nz })
     }
 
+    /// A cache from an opened store (e.g. bytes embedded in a program), checking only its shape.
+    pub fn from_store(store: &WeightStore, nz: usize) -> Result<Self> {
+        Ok(GraphCache {
+            embeddings: store.param("embeddings", &[NUM_ARCHS, nz])?,
+            nz,
+        })
+    }
+
     /// Builds a cache from embeddings held in memory.
     pub fn from_vec(embeddings: Vec<f32>, nz: usize) -> Self {
         GraphCache {

@@ -1,0 +1,619 @@
+//! The C API (`include/metad2a.h`, generated from this file by cbindgen).
+//!
+//! Conventions, after tract's and whisper.cpp's interfaces:
+//! - every function returns a [`Metad2aStatus`]; on failure a message is kept for the calling
+//!   thread and read with [`metad2a_last_error`];
+//! - constructors write through an out-pointer; destructors take the address of the caller's
+//!   pointer, free the object and set the pointer to NULL;
+//! - an engine is immutable once loaded: any number of threads may search on one engine at the
+//!   same time; results and datasets belong to their caller;
+//! - no panic crosses the boundary: each call runs under `catch_unwind` and a panic becomes
+//!   [`Metad2aStatus::Panic`];
+//! - NULL pointers, zero or inconsistent sizes and non-finite values are errors, not crashes.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+
+use crate::search::{Budget, SearchConfig};
+use crate::{Dataset, Engine, Error};
+
+/// Result of every call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metad2aStatus {
+    Ok = 0,
+    /// A NULL pointer, a zero or inconsistent size, an unknown enum value.
+    InvalidArgument = 1,
+    /// A file could not be read.
+    Io = 2,
+    /// Weights that are missing, damaged or inconsistent.
+    Weights = 3,
+    /// Feature data the engine cannot use (width, classes, non-finite values, ...).
+    Data = 4,
+    /// A bug inside the engine: a panic was caught at the boundary.
+    Panic = 5,
+}
+
+/// Storage type of a caller's feature buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metad2aDtype {
+    F32 = 0,
+    /// IEEE half precision, as `uint16_t` bit patterns.
+    F16 = 1,
+}
+
+/// Search parameters; get the defaults from [`metad2a_default_search_params`] and change fields.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Metad2aSearchParams {
+    /// Same seed, same result.
+    pub seed: u64,
+    /// Candidates to generate and rank (default 500).
+    pub num_archs: u32,
+    /// Set samples each score is averaged over (default 10).
+    pub resamples: u32,
+    /// Candidates kept in the result, best first (default 10; 0 keeps all).
+    pub top_k: u32,
+    /// Feature rows per class in a set sample (default 20).
+    pub per_class: u32,
+    /// Non-zero: draw rows with replacement (classes may have fewer than `per_class` rows).
+    pub with_replacement: u8,
+    /// Non-zero: score all 15,625 NB201 cells instead of generating candidates.
+    pub exhaustive: u8,
+    /// Stop generating after this many decoded graphs (0: the default cap).
+    pub max_decoded: u64,
+    /// Keep only cells of at most this many MFLOPs (multiply-adds; 0: no cap).
+    pub max_mflops: f64,
+    /// Keep only cells of at most this many million parameters (0: no cap).
+    pub max_mparams: f64,
+}
+
+/// A loaded engine (opaque). Immutable; safe to share between threads.
+pub struct Metad2aEngine {
+    engine: Engine,
+}
+
+/// A feature file loaded into memory (opaque).
+pub struct Metad2aDataset {
+    data: Dataset,
+}
+
+/// The ranked candidates of one search (opaque).
+pub struct Metad2aResult {
+    archs: Vec<CString>,
+    scores: Vec<f32>,
+    flops: Vec<u64>,
+    params: Vec<u64>,
+    decoded: u64,
+    total_ms: f64,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_error(msg: &str) {
+    let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+}
+
+fn status_of(e: &Error) -> Metad2aStatus {
+    match e {
+        Error::Io { .. } => Metad2aStatus::Io,
+        Error::BadWeightsFile { .. }
+        | Error::MissingTensor { .. }
+        | Error::ShapeMismatch { .. }
+        | Error::UnsupportedDtype { .. }
+        | Error::InconsistentModel { .. }
+        | Error::Checkpoint { .. }
+        | Error::Manifest { .. } => Metad2aStatus::Weights,
+        Error::InvalidInput(_) => Metad2aStatus::Data,
+        Error::Candle(_) => Metad2aStatus::Weights,
+    }
+}
+
+/// Runs `f`, turning errors and panics into a status and the thread's last error.
+fn guard(f: impl FnOnce() -> Result<(), (Metad2aStatus, String)>) -> Metad2aStatus {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => Metad2aStatus::Ok,
+        Ok(Err((status, msg))) => {
+            set_error(&msg);
+            status
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            set_error(&format!(
+                "internal error (panic caught at the C boundary): {what}"
+            ));
+            Metad2aStatus::Panic
+        }
+    }
+}
+
+fn engine_err(e: Error) -> (Metad2aStatus, String) {
+    (status_of(&e), e.to_string())
+}
+
+fn invalid(msg: impl Into<String>) -> (Metad2aStatus, String) {
+    (Metad2aStatus::InvalidArgument, msg.into())
+}
+
+/// # Safety
+/// `p` is NULL or a valid NUL-terminated string.
+unsafe fn path_arg(p: *const c_char, what: &str) -> Result<PathBuf, (Metad2aStatus, String)> {
+    if p.is_null() {
+        return Err(invalid(format!("{what} is NULL")));
+    }
+    let s = unsafe { CStr::from_ptr(p) }
+        .to_str()
+        .map_err(|_| invalid(format!("{what} is not valid UTF-8")))?;
+    Ok(PathBuf::from(s))
+}
+
+/// The library version, e.g. "0.1.0" (static storage; never NULL).
+#[no_mangle]
+pub extern "C" fn metad2a_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char
+}
+
+/// The message of the last failed call on this thread ("" if none). Valid until the next
+/// failing call on this thread.
+#[no_mangle]
+pub extern "C" fn metad2a_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+/// Loads an engine from a weights directory (`manifest.json`, the two models and, when present,
+/// the graph-embedding cache; see README). On success `*out` owns the engine.
+///
+/// # Safety
+/// `dir` is a NUL-terminated path; `out` points to writable storage for a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn metad2a_engine_load(
+    dir: *const c_char,
+    out: *mut *mut Metad2aEngine,
+) -> Metad2aStatus {
+    guard(|| {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        unsafe { *out = std::ptr::null_mut() };
+        let dir = unsafe { path_arg(dir, "dir") }?;
+        let engine = Engine::load(&dir).map_err(engine_err)?;
+        unsafe { *out = Box::into_raw(Box::new(Metad2aEngine { engine })) };
+        Ok(())
+    })
+}
+
+/// Loads an engine from safetensors images in memory (weights linked into a program):
+/// `generator` and `predictor` (the files of a weights directory), and optionally the graph
+/// cache (`graph_cache` NULL and `graph_cache_len` 0 for none; searches are then slower).
+/// The buffers are NOT copied: they must stay valid and unchanged until the engine is freed.
+///
+/// # Safety
+/// Each non-NULL pointer addresses at least its length in readable bytes, for the lifetime of
+/// the engine; `out` points to writable storage for a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn metad2a_engine_load_from_memory(
+    generator: *const u8,
+    generator_len: usize,
+    predictor: *const u8,
+    predictor_len: usize,
+    graph_cache: *const u8,
+    graph_cache_len: usize,
+    out: *mut *mut Metad2aEngine,
+) -> Metad2aStatus {
+    guard(|| {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        unsafe { *out = std::ptr::null_mut() };
+        if generator.is_null() || predictor.is_null() {
+            return Err(invalid("generator or predictor buffer is NULL"));
+        }
+        if generator_len == 0 || predictor_len == 0 {
+            return Err(invalid("generator or predictor buffer has length 0"));
+        }
+        if graph_cache.is_null() != (graph_cache_len == 0) {
+            return Err(invalid(
+                "graph_cache and graph_cache_len must both be set or both be empty",
+            ));
+        }
+        // SAFETY: the caller keeps the buffers alive and unchanged while the engine exists,
+        // and the engine never outlives `metad2a_engine_free`.
+        let (g, p) = unsafe {
+            (
+                std::slice::from_raw_parts(generator, generator_len),
+                std::slice::from_raw_parts(predictor, predictor_len),
+            )
+        };
+        let c = (!graph_cache.is_null())
+            .then(|| unsafe { std::slice::from_raw_parts(graph_cache, graph_cache_len) });
+        let engine = Engine::from_static(g, p, c).map_err(engine_err)?;
+        unsafe { *out = Box::into_raw(Box::new(Metad2aEngine { engine })) };
+        Ok(())
+    })
+}
+
+/// Frees an engine and sets `*engine` to NULL. NULL or `*engine == NULL` is a no-op.
+///
+/// # Safety
+/// `*engine` was returned by a `metad2a_engine_load*` call and is not in use by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn metad2a_engine_free(engine: *mut *mut Metad2aEngine) -> Metad2aStatus {
+    guard(|| {
+        if !engine.is_null() {
+            let p = unsafe { *engine };
+            if !p.is_null() {
+                drop(unsafe { Box::from_raw(p) });
+                unsafe { *engine = std::ptr::null_mut() };
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The width of the feature rows the engine reads.
+///
+/// # Safety
+/// `engine` is a live engine; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn metad2a_engine_feature_dim(
+    engine: *const Metad2aEngine,
+    out: *mut usize,
+) -> Metad2aStatus {
+    guard(|| {
+        let e = unsafe { engine.as_ref() }.ok_or_else(|| invalid("engine is NULL"))?;
+        let o = unsafe { out.as_mut() }.ok_or_else(|| invalid("out is NULL"))?;
+        *o = e.engine.feature_dim();
+        Ok(())
+    })
+}
+
+/// The default search parameters (official settings: 500 candidates, 10 resamples, 20 rows per
+/// class; top 10 kept; no budget).
+#[no_mangle]
+pub extern "C" fn metad2a_default_search_params() -> Metad2aSearchParams {
+    let d = SearchConfig::default();
+    Metad2aSearchParams {
+        seed: d.seed,
+        num_archs: d.num_archs as u32,
+        resamples: d.resamples as u32,
+        top_k: d.top_k as u32,
+        per_class: d.per_class as u32,
+        with_replacement: 0,
+        exhaustive: 0,
+        max_decoded: 0,
+        max_mflops: 0.0,
+        max_mparams: 0.0,
+    }
+}
+
+fn config(p: &Metad2aSearchParams) -> Result<SearchConfig, (Metad2aStatus, String)> {
+    let cap = |v: f64, what: &str| -> Result<Option<u64>, (Metad2aStatus, String)> {
+        if !v.is_finite() || v < 0.0 {
+            return Err(invalid(format!("{what} must be a finite number >= 0")));
+        }
+        Ok((v > 0.0).then(|| (v * 1e6).round() as u64))
+    };
+    Ok(SearchConfig {
+        seed: p.seed,
+        num_archs: p.num_archs as usize,
+        resamples: p.resamples as usize,
+        top_k: p.top_k as usize,
+        per_class: p.per_class as usize,
+        with_replacement: p.with_replacement != 0,
+        max_decoded: (p.max_decoded > 0).then_some(p.max_decoded as usize),
+        exhaustive: p.exhaustive != 0,
+        budget: Budget {
+            max_flops: cap(p.max_mflops, "max_mflops")?,
+            max_params: cap(p.max_mparams, "max_mparams")?,
+            net: Default::default(),
+        },
+    })
+}
+
+fn run_search(
+    e: &Engine,
+    data: &Dataset,
+    params: *const Metad2aSearchParams,
+    out: *mut *mut Metad2aResult,
+) -> Result<(), (Metad2aStatus, String)> {
+    let p = match unsafe { params.as_ref() } {
+        Some(p) => *p,
+        None => metad2a_default_search_params(),
+    };
+    let cfg = config(&p)?;
+    let r = e.search(data, &cfg).map_err(engine_err)?;
+    let res = Metad2aResult {
+        archs: r
+            .candidates
+            .iter()
+            .map(|c| CString::new(c.arch.clone()).expect("arch strings have no NUL"))
+            .collect(),
+        scores: r.candidates.iter().map(|c| c.score).collect(),
+        flops: r.candidates.iter().map(|c| c.flops).collect(),
+        params: r.candidates.iter().map(|c| c.params).collect(),
+        decoded: r.counts.decoded as u64,
+        total_ms: r.timings.total_ms,
+    };
+    unsafe { *out = Box::into_raw(Box::new(res)) };
+    Ok(())
+}
+
+/// Searches on a caller's feature buffer: `rows` rows of `dim` values (row-major, `dtype`) and
+/// one class label per row (`0..C`, every class present). `params` may be NULL for the
+/// defaults. On success `*out` owns the result. Thread-safe: many threads may search on one
+/// engine at once.
+///
+/// # Safety
+/// `features` addresses `rows * dim` values of `dtype`; `labels` addresses `rows` values;
+/// `params` is NULL or valid; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn metad2a_search(
+    engine: *const Metad2aEngine,
+    features: *const std::ffi::c_void,
+    dtype: u32,
+    rows: usize,
+    dim: usize,
+    labels: *const i32,
+    params: *const Metad2aSearchParams,
+    out: *mut *mut Metad2aResult,
+) -> Metad2aStatus {
+    guard(|| {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        unsafe { *out = std::ptr::null_mut() };
+        let e = unsafe { engine.as_ref() }.ok_or_else(|| invalid("engine is NULL"))?;
+        if features.is_null() || labels.is_null() {
+            return Err(invalid("features or labels is NULL"));
+        }
+        if rows == 0 || dim == 0 {
+            return Err(invalid(format!(
+                "rows ({rows}) and dim ({dim}) must be positive"
+            )));
+        }
+        let n = rows
+            .checked_mul(dim)
+            .filter(|&n| n <= isize::MAX as usize / 4)
+            .ok_or_else(|| invalid("rows * dim overflows"))?;
+        let feats: Vec<f32> = match dtype {
+            0 => unsafe { std::slice::from_raw_parts(features as *const f32, n) }.to_vec(),
+            1 => unsafe { std::slice::from_raw_parts(features as *const u16, n) }
+                .iter()
+                .map(|&b| half::f16::from_bits(b).to_f32())
+                .collect(),
+            d => {
+                return Err(invalid(format!(
+                    "dtype {d} is neither METAD2A_DTYPE_F32 (0) nor METAD2A_DTYPE_F16 (1)"
+                )))
+            }
+        };
+        let labels = unsafe { std::slice::from_raw_parts(labels, rows) };
+        if let Some((i, l)) = labels.iter().enumerate().find(|(_, &l)| l < 0) {
+            return Err((
+                Metad2aStatus::Data,
+                format!("label {l} of row {i} is negative"),
+            ));
+        }
+        let labels: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
+        let data = Dataset::new(feats, dim, labels, None).map_err(engine_err)?;
+        run_search(&e.engine, &data, params, out)
+    })
+}
+
+/// Loads a feature file (safetensors with `features` [N, D] and `labels` [N]; see README).
+///
+/// # Safety
+/// `path` is a NUL-terminated path; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn metad2a_dataset_load(
+    path: *const c_char,
+    out: *mut *mut Metad2aDataset,
+) -> Metad2aStatus {
+    guard(|| {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        unsafe { *out = std::ptr::null_mut() };
+        let path = unsafe { path_arg(path, "path") }?;
+        let data = Dataset::load(&path).map_err(engine_err)?;
+        unsafe { *out = Box::into_raw(Box::new(Metad2aDataset { data })) };
+        Ok(())
+    })
+}
+
+/// Rows, width and number of classes of a dataset (any of the out-pointers may be NULL).
+///
+/// # Safety
+/// `dataset` is live; non-NULL out-pointers are writable.
+#[no_mangle]
+pub unsafe extern "C" fn metad2a_dataset_shape(
+    dataset: *const Metad2aDataset,
+    rows: *mut usize,
+    dim: *mut usize,
+    classes: *mut usize,
+) -> Metad2aStatus {
+    guard(|| {
+        let d = &unsafe { dataset.as_ref() }
+            .ok_or_else(|| invalid("dataset is NULL"))?
+            .data;
+        unsafe {
+            if let Some(r) = rows.as_mut() {
+                *r = d.num_rows();
+            }
+            if let Some(r) = dim.as_mut() {
+                *r = d.dim;
+            }
+            if let Some(r) = classes.as_mut() {
+                *r = d.num_classes();
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Searches on a loaded dataset (see [`metad2a_search`]). A dataset may be shared by threads.
+///
+/// # Safety
+/// `engine` and `dataset` are live; `params` is NULL or valid; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn metad2a_search_dataset(
+    engine: *const Metad2aEngine,
+    dataset: *const Metad2aDataset,
+    params: *const Metad2aSearchParams,
+    out: *mut *mut Metad2aResult,
+) -> Metad2aStatus {
+    guard(|| {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        unsafe { *out = std::ptr::null_mut() };
+        let e = unsafe { engine.as_ref() }.ok_or_else(|| invalid("engine is NULL"))?;
+        let d = unsafe { dataset.as_ref() }.ok_or_else(|| invalid("dataset is NULL"))?;
+        run_search(&e.engine, &d.data, params, out)
+    })
+}
+
+/// Frees a dataset and sets `*dataset` to NULL (NULL is a no-op).
+///
+/// # Safety
+/// `*dataset` came from `metad2a_dataset_load` and is not in use by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn metad2a_dataset_free(dataset: *mut *mut Metad2aDataset) -> Metad2aStatus {
+    guard(|| {
+        if !dataset.is_null() {
+            let p = unsafe { *dataset };
+            if !p.is_null() {
+                drop(unsafe { Box::from_raw(p) });
+                unsafe { *dataset = std::ptr::null_mut() };
+            }
+        }
+        Ok(())
+    })
+}
+
+fn result_ref<'a>(r: *const Metad2aResult) -> Result<&'a Metad2aResult, (Metad2aStatus, String)> {
+    unsafe { r.as_ref() }.ok_or_else(|| invalid("result is NULL"))
+}
+
+fn index_ok(r: &Metad2aResult, i: usize) -> Result<(), (Metad2aStatus, String)> {
+    if i >= r.archs.len() {
+        return Err(invalid(format!(
+            "index {i} is out of range: the result has {} candidates",
+            r.archs.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Number of candidates in a result (ranked best first).
+///
+/// # Safety
+/// `result` is live; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn metad2a_result_count(
+    result: *const Metad2aResult,
+    out: *mut usize,
+) -> Metad2aStatus {
+    guard(|| {
+        let r = result_ref(result)?;
+        *unsafe { out.as_mut() }.ok_or_else(|| invalid("out is NULL"))? = r.archs.len();
+        Ok(())
+    })
+}
+
+/// Candidate `i`: its NAS-Bench-201 string (owned by the result, valid until it is freed), its
+/// predicted score (higher is better), and its network's multiply-adds and parameters (standard
+/// NB201 network). Any out-pointer may be NULL.
+///
+/// # Safety
+/// `result` is live; non-NULL out-pointers are writable.
+#[no_mangle]
+pub unsafe extern "C" fn metad2a_result_get(
+    result: *const Metad2aResult,
+    i: usize,
+    arch: *mut *const c_char,
+    score: *mut f32,
+    flops: *mut u64,
+    params: *mut u64,
+) -> Metad2aStatus {
+    guard(|| {
+        let r = result_ref(result)?;
+        index_ok(r, i)?;
+        unsafe {
+            if let Some(a) = arch.as_mut() {
+                *a = r.archs[i].as_ptr();
+            }
+            if let Some(s) = score.as_mut() {
+                *s = r.scores[i];
+            }
+            if let Some(f) = flops.as_mut() {
+                *f = r.flops[i];
+            }
+            if let Some(p) = params.as_mut() {
+                *p = r.params[i];
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Graphs decoded by the generation stage and the wall-clock time of the search (either
+/// out-pointer may be NULL).
+///
+/// # Safety
+/// `result` is live; non-NULL out-pointers are writable.
+#[no_mangle]
+pub unsafe extern "C" fn metad2a_result_stats(
+    result: *const Metad2aResult,
+    decoded: *mut u64,
+    total_ms: *mut f64,
+) -> Metad2aStatus {
+    guard(|| {
+        let r = result_ref(result)?;
+        unsafe {
+            if let Some(d) = decoded.as_mut() {
+                *d = r.decoded;
+            }
+            if let Some(t) = total_ms.as_mut() {
+                *t = r.total_ms;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Frees a result and sets `*result` to NULL (NULL is a no-op).
+///
+/// # Safety
+/// `*result` came from a search call and is not in use by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn metad2a_result_free(result: *mut *mut Metad2aResult) -> Metad2aStatus {
+    guard(|| {
+        if !result.is_null() {
+            let p = unsafe { *result };
+            if !p.is_null() {
+                drop(unsafe { Box::from_raw(p) });
+                unsafe { *result = std::ptr::null_mut() };
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Panics inside the library on purpose and returns what the boundary makes of it:
+/// `METAD2A_STATUS_PANIC`, with the message in `metad2a_last_error`. For integrators' tests of
+/// their error handling.
+#[no_mangle]
+pub extern "C" fn metad2a_selftest_panic() -> Metad2aStatus {
+    guard(|| panic!("metad2a_selftest_panic was called"))
+}

@@ -1,0 +1,201 @@
+//! The C API: the committed header is what cbindgen generates, and C programs built with the
+//! system C compiler against the static library work, concurrently too, and handle bad input
+//! (under valgrind when it is installed).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use metad2a::weights::import::{import_official, ExportDtype, ImportOptions};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn header_is_up_to_date() {
+    let config = cbindgen::Config::from_file(root().join("cbindgen.toml")).unwrap();
+    let mut generated = Vec::new();
+    cbindgen::Builder::new()
+        .with_crate(root())
+        .with_config(config)
+        .generate()
+        .expect("cbindgen runs")
+        .write(&mut generated);
+    let path = root().join("include/metad2a.h");
+    if std::env::var_os("METAD2A_BLESS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "include/metad2a.h is out of date with src/ffi/mod.rs: regenerate with `METAD2A_BLESS=1 cargo test --test c_api header`"
+    );
+}
+
+/// The directory with the static library this test binary was built with (target/<profile>).
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// The system C compiler's link line for a Rust static library (`cargo rustc -- --print
+/// native-static-libs` prints it).
+const NATIVE_LIBS: &[&str] = &[
+    "-lgcc_s",
+    "-lutil",
+    "-lrt",
+    "-lpthread",
+    "-lm",
+    "-ldl",
+    "-lc",
+];
+
+fn compile(src: &str, out: &Path) {
+    let lib = lib_dir().join("libmetad2a.a");
+    assert!(lib.is_file(), "{} was not built", lib.display());
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args(["-O1", "-g", "-Wall", "-Werror", "-I"])
+        .arg(root().join("include"))
+        .arg(root().join(src))
+        .arg(&lib)
+        .args(NATIVE_LIBS)
+        .arg("-o")
+        .arg(out)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
+    assert!(status.success(), "compiling {src} failed");
+}
+
+struct Fixture {
+    weights: PathBuf,
+    features: PathBuf,
+    bins: PathBuf,
+}
+
+fn fixture(shared: &Path) -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = common::temp_dir("c-api");
+        let s = shared.join("parity/nb201");
+        let weights = dir.join("weights");
+        import_official(&ImportOptions {
+            generator: s.join("generator_ckpt.pt"),
+            predictor: s.join("predictor_ckpt.pt"),
+            out: weights.clone(),
+            dtype: ExportDtype::F32,
+            keep_unused: false,
+            graph_cache: true,
+            command: "test".into(),
+            data: "fixture".into(),
+            feature_extractor: "fixture".into(),
+        })
+        .unwrap();
+        let t = common::read_tensors(&s.join("inputs.safetensors"));
+        let data = metad2a::Dataset::from_contiguous(t["x.c10"].1.clone(), 512, 20).unwrap();
+        let features = dir.join("c10.safetensors");
+        data.save(&features, false).unwrap();
+        let bins = dir.join("bin");
+        std::fs::create_dir_all(&bins).unwrap();
+        compile("examples/c/search.c", &bins.join("search"));
+        compile("tests/c/threads.c", &bins.join("threads"));
+        compile("tests/c/bad_input.c", &bins.join("bad_input"));
+        Fixture {
+            weights,
+            features,
+            bins,
+        }
+    })
+}
+
+fn run(f: &Fixture, bin: &str, wrapper: &[&str]) -> (bool, String, String) {
+    let mut cmd = match wrapper.split_first() {
+        Some((w, rest)) => {
+            let mut c = Command::new(w);
+            c.args(rest).arg(f.bins.join(bin));
+            c
+        }
+        None => Command::new(f.bins.join(bin)),
+    };
+    let out = cmd.arg(&f.weights).arg(&f.features).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn c_example_prints_the_top_five() {
+    let shared = need_shared!();
+    let f = fixture(&shared);
+    let (ok, out, err) = run(f, "search", &[]);
+    assert!(ok, "{out}\n{err}");
+    let ranked: Vec<&str> = out.lines().filter(|l| l.contains("|+|")).collect();
+    assert_eq!(ranked.len(), 5, "{out}");
+    // the same search from Rust gives the same five
+    let engine = metad2a::Engine::load(&f.weights).unwrap();
+    let data = metad2a::Dataset::load(&f.features).unwrap();
+    let cfg = metad2a::SearchConfig {
+        top_k: 5,
+        ..Default::default()
+    };
+    let r = engine.search(&data, &cfg).unwrap();
+    for (line, c) in ranked.iter().zip(&r.candidates) {
+        assert!(line.ends_with(&c.arch), "{line} vs {}", c.arch);
+    }
+}
+
+#[test]
+fn c_threads_agree_with_sequential_runs() {
+    let shared = need_shared!();
+    let (ok, out, err) = run(fixture(&shared), "threads", &[]);
+    assert!(
+        ok && out.contains("concurrent == sequential"),
+        "{out}\n{err}"
+    );
+}
+
+#[test]
+fn c_bad_input_gives_statuses_and_messages() {
+    let shared = need_shared!();
+    let f = fixture(&shared);
+    let (ok, out, err) = run(f, "bad_input", &[]);
+    assert!(
+        ok && out.contains("all bad-input checks passed"),
+        "{out}\n{err}"
+    );
+}
+
+#[test]
+fn c_bad_input_under_valgrind() {
+    let shared = need_shared!();
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        if std::env::var_os("CI").is_some() || std::env::var_os("METAD2A_REQUIRE_SHARED").is_some()
+        {
+            panic!("valgrind is not installed");
+        }
+        eprintln!("\n*** SKIPPED: valgrind not installed ***\n");
+        return;
+    }
+    let f = fixture(&shared);
+    // Definite leaks and invalid accesses fail; the thread pool's threads live until exit by
+    // design, so their memory is "possibly lost", not "definitely".
+    let (ok, out, err) = run(
+        f,
+        "bad_input",
+        &[
+            "valgrind",
+            "--error-exitcode=99",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite",
+            "--show-leak-kinds=definite",
+        ],
+    );
+    assert!(ok, "valgrind reported errors:\n{out}\n{err}");
+    assert!(out.contains("all bad-input checks passed"), "{out}");
+    assert!(err.contains("ERROR SUMMARY: 0 errors"), "{err}");
+}
