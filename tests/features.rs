@@ -250,3 +250,57 @@ fn idx_reader_reads_plain_and_gzip_and_rejects_bad_files() {
     let e = read_idx(&i, &l4, None).unwrap_err().to_string();
     assert!(e.contains("labels for 9 images"), "{e}");
 }
+
+#[test]
+fn cli_features_from_images_and_idx() {
+    let bin = env!("CARGO_BIN_EXE_metad2a");
+    let tmp = common::temp_dir("cli-features");
+    let out = tmp.join("f.safetensors");
+    let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/fashion-mnist");
+    let run = std::process::Command::new(bin)
+        .args([
+            "features",
+            "--per-class",
+            "3",
+            "--resolution",
+            "32",
+            "--images",
+        ])
+        .arg(&ex)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let d = metad2a::Dataset::load(&out).unwrap();
+    assert_eq!((d.num_rows(), d.dim, d.num_classes()), (30, 1280, 10));
+    assert_eq!(d.class_names.as_ref().unwrap()[0], "ankle_boot");
+    // idx input
+    let (i, l) = idx_files(&tmp, 12, true);
+    let run = std::process::Command::new(bin)
+        .args(["features", "--resolution", "32", "--idx"])
+        .arg(&i)
+        .arg(&l)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(metad2a::Dataset::load(&out).unwrap().num_rows(), 12);
+    // no input at all is a clear error
+    let run = std::process::Command::new(bin)
+        .args(["features", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("give one of --images"));
+}

@@ -35,7 +35,28 @@ enum Command {
     Import(ImportArgs),
     Cache(CacheArgs),
     ConvertBackbone(ConvertBackboneArgs),
+    EvalFeatures(EvalFeaturesArgs),
     Inspect(InspectArgs),
+}
+
+/// Measure how well backbone features separate classes, at several input resolutions.
+///
+/// For each class of DIR, the first half of its images (up to --per-class) gives the class mean
+/// of the features, the second half is classified by the nearest class mean (Euclidean). Prints
+/// the held-out accuracy and the time per image for each resolution.
+///
+/// Example: metad2a eval-features --images cifar10/test --per-class 200 --resolutions 32,64,96,128,160,224
+#[derive(Args)]
+struct EvalFeaturesArgs {
+    /// A folder of class sub-folders of images.
+    #[arg(long, value_name = "DIR")]
+    images: PathBuf,
+    /// Images used per class (half for the means, half held out).
+    #[arg(long, default_value_t = 200)]
+    per_class: usize,
+    /// Resolutions to try, comma-separated.
+    #[arg(long, default_value = "32,64,96,128,160,224", value_delimiter = ',')]
+    resolutions: Vec<usize>,
 }
 
 /// Convert the PyTorch EfficientNet-Lite0 checkpoint into the built-in backbone file.
@@ -70,8 +91,23 @@ struct ConvertBackboneArgs {
 #[derive(Args)]
 struct SearchArgs {
     /// Feature file of the dataset: safetensors with `features` [N, D] (f32/f16) and `labels` [N].
-    #[arg(long, value_name = "FILE")]
-    features: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "images",
+        conflicts_with = "images"
+    )]
+    features: Option<PathBuf>,
+    /// Or a folder of class sub-folders of PNG/JPEG images: features are computed first with the
+    /// built-in EfficientNet-Lite0 backbone.
+    #[arg(long, value_name = "DIR")]
+    images: Option<PathBuf>,
+    /// With --images: read at most this many images of each class.
+    #[arg(long, value_name = "K")]
+    images_per_class: Option<usize>,
+    /// With --images: input resolution of the backbone.
+    #[arg(long, default_value_t = metad2a::features::DEFAULT_RESOLUTION)]
+    resolution: usize,
     #[command(flatten)]
     weights: WeightsArg,
     /// Candidates to generate and rank.
@@ -139,21 +175,42 @@ impl WeightsArg {
     }
 }
 
-/// Write a feature file (the input of `search`) from a feature matrix.
+/// Write a feature file (the input of `search`) from images or from a feature matrix.
 ///
-/// --tensor FILE:NAME takes a [C*K, D] tensor of a safetensors file whose rows are
-/// class-contiguous (K rows of class 0, then K of class 1, ...), with K given by
-/// --rows-per-class.
+/// --images DIR reads DIR/<class>/<image>.png|jpg (classes in sorted order); --idx IMAGES
+/// LABELS reads MNIST-style idx files (gzip or not). Each image is resized to --resolution
+/// and passed through the built-in ImageNet EfficientNet-Lite0; its pooled 1280-d output is the
+/// feature row. --tensor FILE:NAME instead takes a [C*K, D] matrix of a safetensors file whose
+/// rows are class-contiguous (K = --rows-per-class).
+///
+/// Example: metad2a features --images examples/data/fashion-mnist --out fmnist.safetensors
+///
+/// Example: metad2a features --idx t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz --per-class 20 --out f.safetensors
 ///
 /// Example: metad2a features --tensor inputs.safetensors:x.c10 --rows-per-class 20 --out c10.safetensors
 #[derive(Args)]
 struct FeaturesArgs {
-    /// Source matrix, as FILE:TENSOR.
-    #[arg(long, value_name = "FILE:TENSOR")]
-    tensor: String,
-    /// Rows of each class in the source matrix.
+    /// A folder of class sub-folders of PNG/JPEG images.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["idx", "tensor"])]
+    images: Option<PathBuf>,
+    /// MNIST-style idx files: images, then labels.
+    #[arg(long, num_args = 2, value_names = ["IMAGES", "LABELS"], conflicts_with = "tensor")]
+    idx: Option<Vec<PathBuf>>,
+    /// A class-contiguous feature matrix, as FILE:TENSOR.
+    #[arg(long, value_name = "FILE:TENSOR", requires = "rows_per_class")]
+    tensor: Option<String>,
+    /// With --tensor: rows of each class in the matrix.
     #[arg(long)]
-    rows_per_class: usize,
+    rows_per_class: Option<usize>,
+    /// With --images/--idx: use at most this many images of each class (the first ones).
+    #[arg(long, value_name = "K")]
+    per_class: Option<usize>,
+    /// With --images/--idx: input resolution of the backbone (images are resized to R x R).
+    #[arg(long, value_name = "R", default_value_t = metad2a::features::DEFAULT_RESOLUTION)]
+    resolution: usize,
+    /// With --images/--idx: a backbone file other than the built-in one.
+    #[arg(long, value_name = "FILE")]
+    backbone: Option<PathBuf>,
     /// Output feature file.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
@@ -249,7 +306,16 @@ impl ProgressLine {
 fn search(a: SearchArgs) -> metad2a::Result<()> {
     let dir = a.weights.dir()?;
     let engine = Engine::load(&dir)?;
-    let data = Dataset::load(&a.features)?;
+    let data = match (&a.features, &a.images) {
+        (Some(f), _) => Dataset::load(f)?,
+        (None, Some(d)) => images_to_dataset(
+            &ImageInput::Folder(d.clone()),
+            a.images_per_class,
+            a.resolution,
+            None,
+        )?,
+        (None, None) => return Err(Error::invalid("give --features FILE or --images DIR")),
+    };
     let table = a.nb201.as_ref().map(Nb201Table::load).transpose()?;
     let mega = |x: Option<f64>, what: &str| -> metad2a::Result<Option<u64>> {
         match x {
@@ -372,9 +438,67 @@ fn print_report(r: &SearchReport, engine: &Engine, dir: &Path, data: &Dataset, r
     );
 }
 
+/// Where labelled images come from.
+enum ImageInput {
+    Folder(PathBuf),
+    Idx(PathBuf, PathBuf),
+}
+
+/// Reads labelled images and computes their backbone features, with a progress line.
+fn images_to_dataset(
+    input: &ImageInput,
+    per_class: Option<usize>,
+    resolution: usize,
+    backbone: Option<&Path>,
+) -> metad2a::Result<Dataset> {
+    let fx = match backbone {
+        Some(p) => metad2a::features::FeatureExtractor::load(p, resolution)?,
+        None => metad2a::features::FeatureExtractor::builtin(resolution)?,
+    };
+    let mut line = ProgressLine::new();
+    let imgs = match input {
+        ImageInput::Folder(d) => {
+            metad2a::features::readers::read_folder(d, per_class, &mut |i, n| {
+                line.update(&format!("reading images: {i}/{n}"))
+            })?
+        }
+        ImageInput::Idx(i, l) => metad2a::features::readers::read_idx(i, l, per_class)?,
+    };
+    let data = fx.dataset(&imgs, &mut |i, n| {
+        line.update(&format!("computing features: {i}/{n} images"))
+    })?;
+    line.finish();
+    Ok(data)
+}
+
 fn features(a: FeaturesArgs) -> metad2a::Result<()> {
-    let (file, name) = a
-        .tensor
+    let input = match (&a.images, &a.idx) {
+        (Some(d), _) => Some(ImageInput::Folder(d.clone())),
+        (None, Some(v)) => Some(ImageInput::Idx(v[0].clone(), v[1].clone())),
+        (None, None) => None,
+    };
+    if let Some(input) = input {
+        let t = Instant::now();
+        let data = images_to_dataset(&input, a.per_class, a.resolution, a.backbone.as_deref())?;
+        data.save(&a.out, a.f16)?;
+        println!(
+            "wrote {}: {} rows of {} features, {} classes, resolution {} ({:.1} s)",
+            a.out.display(),
+            data.num_rows(),
+            data.dim,
+            data.num_classes(),
+            a.resolution,
+            t.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+    let tensor = a.tensor.as_ref().ok_or_else(|| {
+        Error::invalid("give one of --images DIR, --idx IMAGES LABELS or --tensor FILE:TENSOR")
+    })?;
+    let rows_per_class = a
+        .rows_per_class
+        .ok_or_else(|| Error::invalid("--tensor needs --rows-per-class"))?;
+    let (file, name) = tensor
         .rsplit_once(':')
         .ok_or_else(|| Error::invalid("--tensor takes FILE:TENSOR"))?;
     let store = WeightStore::open(file)?;
@@ -387,7 +511,7 @@ fn features(a: FeaturesArgs) -> metad2a::Result<()> {
             )))
         }
     };
-    let data = Dataset::from_contiguous(p.to_vec(), d, a.rows_per_class)?;
+    let data = Dataset::from_contiguous(p.to_vec(), d, rows_per_class)?;
     data.save(&a.out, a.f16)?;
     println!(
         "wrote {}: {n} rows of {d} features, {} classes",
@@ -460,6 +584,26 @@ fn convert_backbone(a: ConvertBackboneArgs) -> metad2a::Result<()> {
     Ok(())
 }
 
+fn eval_features(a: EvalFeaturesArgs) -> metad2a::Result<()> {
+    let imgs =
+        metad2a::features::readers::read_folder(&a.images, Some(a.per_class), &mut |_, _| {})?;
+    let classes = imgs.class_names.len();
+    println!("{} images, {classes} classes; nearest-class-mean accuracy on the held-out half of each class", imgs.images.len());
+    println!(
+        "{:>10}  {:>9}  {:>13}",
+        "resolution", "accuracy", "ms per image"
+    );
+    for &r in &a.resolutions {
+        let fx = metad2a::features::FeatureExtractor::builtin(r)?;
+        let t = Instant::now();
+        let f = fx.extract(&imgs.images, &mut |_, _| {});
+        let per_image = t.elapsed().as_secs_f64() * 1e3 / imgs.images.len() as f64;
+        let acc = metad2a::features::nearest_class_mean_accuracy(&f, &imgs.labels, classes);
+        println!("{r:>10}  {:>8.2}%  {per_image:>13.2}", acc * 100.0);
+    }
+    Ok(())
+}
+
 fn inspect(a: InspectArgs) -> metad2a::Result<()> {
     let store = WeightStore::open(&a.file)?;
     let dtype = store
@@ -487,6 +631,7 @@ fn main() -> ExitCode {
         Command::Import(a) => import(a),
         Command::Cache(a) => cache(a),
         Command::ConvertBackbone(a) => convert_backbone(a),
+        Command::EvalFeatures(a) => eval_features(a),
         Command::Inspect(a) => inspect(a),
     };
     match result {

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::weights::WeightStore;
 
 /// Default input resolution of the backbone (chosen by measurement, see docs/features.md).
-pub const DEFAULT_RESOLUTION: usize = 128;
+pub const DEFAULT_RESOLUTION: usize = 160;
 
 /// File name of the converted backbone inside its weights directory.
 pub const BACKBONE_FILE: &str = "backbone.safetensors";
@@ -89,4 +89,57 @@ impl FeatureExtractor {
             Some(images.class_names.clone()),
         )
     }
+}
+
+/// Nearest-class-mean accuracy: for each class, the first half of its rows (in order) give the
+/// class mean, the second half are classified by the nearest mean (Euclidean distance).
+pub fn nearest_class_mean_accuracy(features: &[f32], labels: &[u32], classes: usize) -> f64 {
+    let d = features.len() / labels.len().max(1);
+    let mut count = vec![0usize; classes];
+    for &l in labels {
+        count[l as usize] += 1;
+    }
+    let mut seen = vec![0usize; classes];
+    let mut sums = vec![0.0f64; classes * d];
+    let mut n_mean = vec![0usize; classes];
+    let mut held = Vec::new();
+    for (i, &l) in labels.iter().enumerate() {
+        let c = l as usize;
+        seen[c] += 1;
+        let row = &features[i * d..(i + 1) * d];
+        if seen[c] <= count[c] / 2 {
+            for (s, &x) in sums[c * d..(c + 1) * d].iter_mut().zip(row) {
+                *s += x as f64;
+            }
+            n_mean[c] += 1;
+        } else {
+            held.push(i);
+        }
+    }
+    let means: Vec<f64> = (0..classes * d)
+        .map(|k| sums[k] / n_mean[k / d].max(1) as f64)
+        .collect();
+    let correct = held
+        .iter()
+        .filter(|&&i| {
+            let row = &features[i * d..(i + 1) * d];
+            let best = (0..classes)
+                .min_by(|&a, &b| {
+                    let da: f64 = row
+                        .iter()
+                        .zip(&means[a * d..(a + 1) * d])
+                        .map(|(&x, m)| (x as f64 - m).powi(2))
+                        .sum();
+                    let db: f64 = row
+                        .iter()
+                        .zip(&means[b * d..(b + 1) * d])
+                        .map(|(&x, m)| (x as f64 - m).powi(2))
+                        .sum();
+                    da.total_cmp(&db)
+                })
+                .unwrap_or(0);
+            best == labels[i] as usize
+        })
+        .count();
+    correct as f64 / held.len().max(1) as f64
 }
