@@ -29,6 +29,8 @@ pub mod nn;
 pub mod rng;
 pub mod search;
 pub mod space;
+#[cfg(feature = "train")]
+pub mod train;
 pub mod util;
 pub mod weights;
 
