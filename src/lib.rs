@@ -29,6 +29,7 @@ pub mod nn;
 pub mod rng;
 pub mod search;
 pub mod space;
+pub mod stats;
 #[cfg(feature = "train")]
 pub mod train;
 pub mod util;

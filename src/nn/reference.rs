@@ -30,6 +30,11 @@ impl RefWeights {
         Ok(RefWeights { tensors })
     }
 
+    /// Wraps named tensors (e.g. the tensors of training variables, so gradients flow).
+    pub fn from_tensors(tensors: HashMap<String, Tensor>) -> Self {
+        RefWeights { tensors }
+    }
+
     /// Loads every tensor of a safetensors image in memory.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let raw = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;

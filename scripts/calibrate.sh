@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Calibrates the cheap cell-training protocol against NAS-Bench-201 (CIFAR-10 from ../shared).
+# Each protocol's results go to docs/calibration/<name>.jsonl, one line per cell; rerunning
+# resumes. Needs about 1-2 hours on 2 cores for all protocols.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cifar=${CIFAR_DIR:-/tmp/metad2a-cifar10}
+if [ ! -d "$cifar/train" ]; then
+  mkdir -p "$cifar"
+  tar xzf ../shared/data/cifar10/cifar10-jpg.tar.gz -C "$cifar"
+fi
+cargo build --release --locked --features train
+bin=target/release/metad2a
+csv=../shared/data/nb201/nats_bench.csv
+run() { # name per-class epochs resolution channels cells-per-stage
+  local name=$1; shift
+  $bin calibrate --cifar "$cifar" --nb201 "$csv" --cells 60 --valid-per-class 300 --naswot 128 \
+    --per-class "$1" --epochs "$2" --resolution "$3" --channels "$4" --cells-per-stage "$5" \
+    --out "docs/calibration/$name.jsonl" --svg "docs/calibration/$name.svg" > "docs/calibration/$name.summary.json"
+}
+run p500-e10-r16-c8-n1 500 10 16 8 1
+run p1000-e10-r16-c8-n1 1000 10 16 8 1
+run p1000-e5-r16-c8-n1 1000 5 16 8 1
+run p2000-e5-r16-c8-n1 2000 5 16 8 1
+run p250-e10-r16-c8-n1 250 10 16 8 1

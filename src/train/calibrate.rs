@@ -1,0 +1,222 @@
+//! Calibration of the cheap training protocol that labels the meta-database: train NB201 cells
+//! spread over the benchmark's accuracy range on CIFAR-10 with the protocol, and measure how well
+//! the proxy accuracy ranks them against NAS-Bench-201's 200-epoch CIFAR-10 test accuracy.
+//!
+//! Results are appended one JSON line per cell, so a run that stops resumes where it stopped.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::cell_train::{train_cell, ImageSet, TrainConfig};
+use crate::error::{Error, Result};
+use crate::space::nb201_table::Nb201Table;
+use crate::space::Nb201Arch;
+
+/// One calibrated cell.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CellResult {
+    pub arch: String,
+    pub nb201_index: usize,
+    /// NAS-Bench-201 CIFAR-10 test accuracy (200 epochs, seed average), %.
+    pub nb201_cifar10: f64,
+    /// Accuracy of the proxy protocol on held-out CIFAR-10 images, %.
+    pub proxy_acc: f64,
+    pub proxy_train_acc: f64,
+    pub seconds: f64,
+    /// NASWOT score at initialisation, when computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub naswot: Option<f64>,
+    /// The protocol, for the record.
+    pub protocol: TrainConfig,
+    pub train_per_class: usize,
+    pub resolution: usize,
+}
+
+/// `n` cells evenly spread over the table's CIFAR-10 accuracy range (quantiles
+/// `(i + ½)/n` of the sorted accuracies).
+pub fn spread_cells(table: &Nb201Table, n: usize) -> Vec<(Nb201Arch, usize, f64)> {
+    let mut all: Vec<(Nb201Arch, usize, f64)> = table
+        .entries()
+        .into_values()
+        .map(|(a, e)| (a, e.index, e.cifar10))
+        .collect();
+    all.sort_by(|x, y| x.2.total_cmp(&y.2).then(x.1.cmp(&y.1)));
+    (0..n)
+        .map(|i| all[(((i as f64 + 0.5) / n as f64) * all.len() as f64) as usize].clone())
+        .collect()
+}
+
+/// Reads the results already in `path` (none if it does not exist).
+pub fn read_results(path: &Path) -> Result<Vec<CellResult>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .map_err(|e| Error::invalid(format!("{}: line {}: {e}", path.display(), i + 1)))
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Trains each cell not yet in `out` and appends its result; `log` receives one line per cell.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    cells: &[(Nb201Arch, usize, f64)],
+    train: &ImageSet,
+    valid: &ImageSet,
+    cfg: &TrainConfig,
+    train_per_class: usize,
+    naswot: Option<(usize, &ImageSet)>,
+    out: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<CellResult>> {
+    let mut done = read_results(out)?;
+    for (i, (arch, index, acc)) in cells.iter().enumerate() {
+        let s = arch.to_string();
+        if done.iter().any(|r| r.arch == s) {
+            continue;
+        }
+        let rep = train_cell(arch, train, valid, cfg)?;
+        let nw =
+            naswot.map(|(batch, imgs)| super::naswot::score(arch, cfg.net, imgs, batch, cfg.seed));
+        let r = CellResult {
+            arch: s,
+            nb201_index: *index,
+            nb201_cifar10: *acc,
+            proxy_acc: rep.valid_acc,
+            proxy_train_acc: rep.train_acc,
+            seconds: rep.seconds,
+            naswot: nw,
+            protocol: cfg.clone(),
+            train_per_class,
+            resolution: train.resolution,
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out)
+            .map_err(|e| Error::io(out, e))?;
+        writeln!(
+            f,
+            "{}",
+            serde_json::to_string(&r).expect("result serialises")
+        )
+        .map_err(|e| Error::io(out, e))?;
+        log(&format!(
+            "[{}/{}] {} NB201 {:.2}% proxy {:.2}% in {:.1} s",
+            i + 1,
+            cells.len(),
+            r.arch,
+            r.nb201_cifar10,
+            r.proxy_acc,
+            r.seconds
+        ));
+        done.push(r);
+    }
+    Ok(done)
+}
+
+/// Agreement of a proxy with the benchmark over calibrated cells.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub cells: usize,
+    pub spearman: f64,
+    pub kendall: f64,
+    /// Share of the benchmark's top 10% (of these cells) that the proxy also puts in its top 10%.
+    pub top10_overlap: f64,
+    pub median_seconds: f64,
+    pub naswot_spearman: Option<f64>,
+}
+
+pub fn summarize(results: &[CellResult]) -> Summary {
+    let truth: Vec<f64> = results.iter().map(|r| r.nb201_cifar10).collect();
+    let proxy: Vec<f64> = results.iter().map(|r| r.proxy_acc).collect();
+    let mut secs: Vec<f64> = results.iter().map(|r| r.seconds).collect();
+    secs.sort_by(f64::total_cmp);
+    let naswot: Vec<f64> = results.iter().filter_map(|r| r.naswot).collect();
+    let naswot_spearman = (naswot.len() == results.len() && !naswot.is_empty()).then(|| {
+        // −∞ scores (singular kernels) rank lowest
+        let v: Vec<f64> = naswot
+            .iter()
+            .map(|&x| if x.is_finite() { x } else { -1e300 })
+            .collect();
+        crate::stats::spearman(&truth, &v)
+    });
+    Summary {
+        cells: results.len(),
+        spearman: crate::stats::spearman(&truth, &proxy),
+        kendall: crate::stats::kendall(&truth, &proxy),
+        top10_overlap: crate::stats::top_overlap(&truth, &proxy, 0.1),
+        median_seconds: secs.get(secs.len() / 2).copied().unwrap_or(f64::NAN),
+        naswot_spearman,
+    }
+}
+
+/// A scatter plot (SVG) of benchmark accuracy against proxy accuracy.
+pub fn scatter_svg(results: &[CellResult], title: &str) -> String {
+    let (w, h, m) = (640.0, 480.0, 60.0);
+    let xs: Vec<f64> = results.iter().map(|r| r.nb201_cifar10).collect();
+    let ys: Vec<f64> = results.iter().map(|r| r.proxy_acc).collect();
+    let (x0, x1) = (0.0f64, 100.0f64);
+    let y1 = ys.iter().copied().fold(10.0f64, f64::max).ceil();
+    let (y0, y1) = (0.0, (y1 / 10.0).ceil() * 10.0);
+    let px = |x: f64| m + (x - x0) / (x1 - x0) * (w - 2.0 * m);
+    let py = |y: f64| h - m - (y - y0) / (y1 - y0) * (h - 2.0 * m);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"14\">{}</text>\n",
+        w / 2.0,
+        title
+    );
+    s += &format!(
+        "<line x1=\"{m}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n",
+        h - m,
+        w - m,
+        h - m
+    );
+    s += &format!(
+        "<line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{}\" stroke=\"black\"/>\n",
+        h - m
+    );
+    for t in (0..=10).map(|i| i as f64 * 10.0) {
+        s += &format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{t}</text>\n",
+            px(t),
+            h - m + 16.0
+        );
+    }
+    let steps = 5;
+    for i in 0..=steps {
+        let t = y0 + (y1 - y0) * i as f64 / steps as f64;
+        s += &format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{t:.0}</text>\n",
+            m - 6.0,
+            py(t) + 4.0
+        );
+    }
+    s += &format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">NAS-Bench-201 CIFAR-10 test accuracy (%)</text>\n",
+        w / 2.0,
+        h - 16.0
+    );
+    s += &format!(
+        "<text x=\"16\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {})\">proxy accuracy (%)</text>\n",
+        h / 2.0,
+        h / 2.0
+    );
+    for (x, y) in xs.iter().zip(&ys) {
+        s += &format!(
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#1f77b4\" fill-opacity=\"0.8\"/>\n",
+            px(*x),
+            py(*y)
+        );
+    }
+    s += "</svg>\n";
+    s
+}

@@ -1,0 +1,309 @@
+//! The meta-database: datasets (tasks) as groups of classes of feature rows, and records of how
+//! well NB201 architectures do on each task.
+//!
+//! # Format (a directory)
+//!
+//! - `features.safetensors`: `features` `[N, D]` (F16 or F32), the feature rows of all classes
+//!   one class after another, and `class_offsets` `[C + 1]` (I64): class `c` owns rows
+//!   `class_offsets[c] .. class_offsets[c + 1]`. Metadata: `class_names` (JSON array of `C`
+//!   strings) and `feature_extractor` (which backbone and resolution made the rows).
+//! - `tasks.jsonl`: one task per line, in id order: `{"classes": [3, 17, ...], "source":
+//!   "fashion-mnist", "split": "train"}`; `split` is `train` or `valid` (fixed).
+//! - `records.jsonl`: one record per line: `{"task": 12, "arch": "|nor_conv_3x3~0|+...",
+//!   "acc": 87.5}` (accuracy in %); more fields may follow and are ignored.
+//!
+//! A task's split is shared by all its records, so the predictor and the generator are
+//! validated on tasks they never saw.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+use crate::space::Nb201Arch;
+
+/// Which side of the fixed split a task is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Valid,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub classes: Vec<u32>,
+    #[serde(default)]
+    pub source: String,
+    pub split: Split,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub task: usize,
+    pub arch: String,
+    pub acc: f64,
+}
+
+/// A loaded meta-database.
+#[derive(Clone, Debug)]
+pub struct MetaDb {
+    pub features: Vec<f32>,
+    pub dim: usize,
+    pub class_offsets: Vec<usize>,
+    pub class_names: Vec<String>,
+    pub feature_extractor: String,
+    pub tasks: Vec<Task>,
+    pub records: Vec<Record>,
+}
+
+fn bad(path: &Path, why: impl std::fmt::Display) -> Error {
+    Error::invalid(format!("{}: {why}", path.display()))
+}
+
+fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| bad(path, format!("line {}: {e}", i + 1)))
+        })
+        .collect()
+}
+
+impl MetaDb {
+    pub fn num_classes(&self) -> usize {
+        self.class_offsets.len() - 1
+    }
+
+    /// Rows of class `c`.
+    pub fn class_rows(&self, c: u32) -> std::ops::Range<usize> {
+        self.class_offsets[c as usize]..self.class_offsets[c as usize + 1]
+    }
+
+    /// Reads and checks a database directory.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let fpath = dir.join("features.safetensors");
+        let store = crate::weights::WeightStore::open(&fpath)?;
+        let f = store.param_any("features")?;
+        let (n, dim) = match *f.shape() {
+            [n, d] => (n, d),
+            ref s => {
+                return Err(bad(
+                    &fpath,
+                    format!("`features` has shape {s:?}; [N, D] expected"),
+                ))
+            }
+        };
+        let raw = store.raw("class_offsets")?;
+        if store.shape("class_offsets")?.len() != 1 || raw.len() % 8 != 0 {
+            return Err(bad(&fpath, "`class_offsets` must be a 1-D I64 tensor"));
+        }
+        let offsets: Vec<i64> = raw
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        if offsets.len() < 2
+            || offsets[0] != 0
+            || *offsets.last().unwrap() != n as i64
+            || offsets.windows(2).any(|w| w[1] <= w[0])
+        {
+            return Err(bad(
+                &fpath,
+                "`class_offsets` must rise strictly from 0 to the number of rows (no empty class)",
+            ));
+        }
+        let class_offsets: Vec<usize> = offsets.iter().map(|&o| o as usize).collect();
+        let classes = class_offsets.len() - 1;
+        let meta = store.metadata();
+        let class_names: Vec<String> = match meta.get("class_names") {
+            Some(s) => {
+                serde_json::from_str(s).map_err(|e| bad(&fpath, format!("class_names: {e}")))?
+            }
+            None => (0..classes).map(|c| c.to_string()).collect(),
+        };
+        if class_names.len() != classes {
+            return Err(bad(
+                &fpath,
+                format!("{} class names for {classes} classes", class_names.len()),
+            ));
+        }
+        let features = f.to_vec();
+        if let Some(i) = features.iter().position(|v| !v.is_finite()) {
+            return Err(bad(
+                &fpath,
+                format!("feature row {} holds a non-finite value", i / dim),
+            ));
+        }
+        let tpath = dir.join("tasks.jsonl");
+        let tasks: Vec<Task> = read_jsonl(&tpath)?;
+        for (i, t) in tasks.iter().enumerate() {
+            if t.classes.is_empty() {
+                return Err(bad(&tpath, format!("task {i} has no classes")));
+            }
+            if let Some(&c) = t.classes.iter().find(|&&c| c as usize >= classes) {
+                return Err(bad(
+                    &tpath,
+                    format!("task {i} names class {c}; there are {classes}"),
+                ));
+            }
+        }
+        let rpath = dir.join("records.jsonl");
+        let records: Vec<Record> = read_jsonl(&rpath)?;
+        for (i, r) in records.iter().enumerate() {
+            if r.task >= tasks.len() {
+                return Err(bad(
+                    &rpath,
+                    format!(
+                        "record {i} refers to task {}; there are {}",
+                        r.task,
+                        tasks.len()
+                    ),
+                ));
+            }
+            if !r.acc.is_finite() {
+                return Err(bad(&rpath, format!("record {i} has accuracy {}", r.acc)));
+            }
+            r.arch
+                .parse::<Nb201Arch>()
+                .map_err(|e| bad(&rpath, format!("record {i}: {e}")))?;
+        }
+        Ok(MetaDb {
+            features,
+            dim,
+            class_offsets,
+            class_names,
+            feature_extractor: meta.get("feature_extractor").cloned().unwrap_or_default(),
+            tasks,
+            records,
+        })
+    }
+
+    /// Writes the database into `dir` (features as f16).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        use safetensors::tensor::TensorView;
+        let n = self.class_offsets.last().copied().unwrap_or(0);
+        let fb: Vec<u8> = self
+            .features
+            .iter()
+            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+            .collect();
+        let ob: Vec<u8> = self
+            .class_offsets
+            .iter()
+            .flat_map(|&o| (o as i64).to_le_bytes())
+            .collect();
+        let views = vec![
+            (
+                "features".to_string(),
+                TensorView::new(safetensors::Dtype::F16, vec![n, self.dim], &fb).expect("shape"),
+            ),
+            (
+                "class_offsets".to_string(),
+                TensorView::new(safetensors::Dtype::I64, vec![self.class_offsets.len()], &ob)
+                    .expect("shape"),
+            ),
+        ];
+        let meta = HashMap::from([
+            (
+                "class_names".to_string(),
+                serde_json::to_string(&self.class_names).expect("names"),
+            ),
+            (
+                "feature_extractor".to_string(),
+                self.feature_extractor.clone(),
+            ),
+        ]);
+        let bytes =
+            safetensors::serialize(views, Some(meta)).map_err(|e| Error::invalid(e.to_string()))?;
+        crate::util::write_atomic(&dir.join("features.safetensors"), &bytes)?;
+        let jl = |v: Vec<String>| v.join("\n") + "\n";
+        crate::util::write_atomic(
+            &dir.join("tasks.jsonl"),
+            jl(self
+                .tasks
+                .iter()
+                .map(|t| serde_json::to_string(t).expect("task"))
+                .collect())
+            .as_bytes(),
+        )?;
+        crate::util::write_atomic(
+            &dir.join("records.jsonl"),
+            jl(self
+                .records
+                .iter()
+                .map(|r| serde_json::to_string(r).expect("record"))
+                .collect())
+            .as_bytes(),
+        )?;
+        Ok(())
+    }
+
+    /// A set sample of task `t`: `per_class` rows of each of its classes (without replacement
+    /// when the class is large enough), class after class, `[C_t · per_class, D]`.
+    pub fn sample_task(&self, t: usize, per_class: usize, rng: &mut Rng) -> Vec<f32> {
+        let task = &self.tasks[t];
+        let mut x = Vec::with_capacity(task.classes.len() * per_class * self.dim);
+        let (mut scratch, mut picked) = (Vec::new(), Vec::new());
+        for &c in &task.classes {
+            let rows = self.class_rows(c);
+            let n = rows.len();
+            picked.clear();
+            if n >= per_class {
+                rng.sample_without_replacement(n, per_class, &mut scratch, &mut picked);
+            } else {
+                picked.extend((0..per_class).map(|_| rng.below(n as u64) as u32));
+            }
+            for &r in &picked {
+                let row = rows.start + r as usize;
+                x.extend_from_slice(&self.features[row * self.dim..(row + 1) * self.dim]);
+            }
+        }
+        x
+    }
+
+    /// Record indices of one split.
+    pub fn records_of(&self, split: Split) -> Vec<usize> {
+        (0..self.records.len())
+            .filter(|&i| self.tasks[self.records[i].task].split == split)
+            .collect()
+    }
+
+    /// For the generator: the best record of each task of `split` (highest accuracy; the
+    /// first in file order on ties).
+    pub fn best_per_task(&self, split: Split) -> Vec<usize> {
+        let mut best: HashMap<usize, usize> = HashMap::new();
+        for (i, r) in self.records.iter().enumerate() {
+            if self.tasks[r.task].split != split {
+                continue;
+            }
+            best.entry(r.task)
+                .and_modify(|b| {
+                    if r.acc > self.records[*b].acc {
+                        *b = i;
+                    }
+                })
+                .or_insert(i);
+        }
+        let mut v: Vec<usize> = best.into_values().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Mean and sample standard deviation of the accuracies of the training records.
+    pub fn acc_stats(&self) -> (f64, f64) {
+        let v: Vec<f64> = self
+            .records_of(Split::Train)
+            .iter()
+            .map(|&i| self.records[i].acc)
+            .collect();
+        let n = v.len() as f64;
+        let m = v.iter().sum::<f64>() / n;
+        let s = (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
+        (m, s)
+    }
+}
