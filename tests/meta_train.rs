@@ -131,3 +131,193 @@ fn predictor_loss_and_gradients_match_the_official_code() {
     }
     eprintln!("predictor: loss matches, worst gradient error {worst:e}");
 }
+
+/// A meta-database with a planted rule: a task's statistic `s` (the mean of its classes'
+/// feature-0 centres) decides whether cell A (s > 0) or cell B (s < 0) is best; accuracies
+/// also rise with `s` for every cell.
+fn planted_db() -> (metad2a::train::metadb::MetaDb, Vec<f64>) {
+    use metad2a::rng::Rng;
+    use metad2a::train::metadb::{MetaDb, Record, Split, Task};
+    let (dim, classes, rows) = (16, 60, 30);
+    let mut rng = Rng::new(11, 0);
+    // feature 0 carries the planted statistic and varies most
+    let centres: Vec<Vec<f32>> = (0..classes)
+        .map(|_| {
+            (0..dim)
+                .map(|j| rng.normal() as f32 * if j == 0 { 3.0 } else { 1.0 })
+                .collect()
+        })
+        .collect();
+    let mut features = Vec::new();
+    let mut class_offsets = vec![0];
+    for c in &centres {
+        for _ in 0..rows {
+            features.extend(c.iter().map(|&m| m + 0.3 * rng.normal() as f32));
+        }
+        class_offsets.push(class_offsets.last().unwrap() + rows);
+    }
+    let (a, b, c) = (
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+        "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|",
+        "|avg_pool_3x3~0|+|none~0|avg_pool_3x3~1|+|none~0|none~1|avg_pool_3x3~2|",
+    );
+    let (mut tasks, mut records, mut stats) = (Vec::new(), Vec::new(), Vec::new());
+    for t in 0..200 {
+        let mut scratch = Vec::new();
+        let mut cls = Vec::new();
+        rng.sample_without_replacement(classes, 5, &mut scratch, &mut cls);
+        let s = cls
+            .iter()
+            .map(|&k| centres[k as usize][0] as f64)
+            .sum::<f64>()
+            / 5.0;
+        stats.push(s);
+        tasks.push(Task {
+            classes: cls,
+            source: "planted".into(),
+            split: if t < 160 { Split::Train } else { Split::Valid },
+        });
+        // A gains most from a high statistic, so it is best when s > 0, B when s < 0
+        for (arch, acc) in [
+            (a, 60.0 + 10.0 * s),
+            (b, 60.0 + 3.0 * s),
+            (c, 45.0 + 5.0 * s),
+        ] {
+            records.push(Record {
+                task: t,
+                arch: arch.into(),
+                acc: acc + 0.2 * rng.normal(),
+            });
+        }
+    }
+    let db = MetaDb {
+        features,
+        dim,
+        class_offsets,
+        class_names: (0..classes).map(|c| format!("c{c}")).collect(),
+        feature_extractor: "synthetic".into(),
+        tasks,
+        records,
+    };
+    (db, stats)
+}
+
+#[test]
+fn learns_a_planted_rule() {
+    use metad2a::model::dims::PredictorDims;
+    use metad2a::model::inventory;
+    use metad2a::train::meta_train::{init_params, train, Kind, MetaTrainConfig};
+    let (db, stats) = planted_db();
+    // the database survives a save/load round trip
+    let dir = common::temp_dir("planted");
+    db.save(&dir.join("db")).unwrap();
+    let db = metad2a::train::metadb::MetaDb::load(&dir.join("db")).unwrap();
+    let out = dir.join("weights");
+    let cfg = MetaTrainConfig {
+        epochs: 30,
+        lr: 2e-3,
+        per_class: 8,
+        seed: 1,
+        ..MetaTrainConfig::default()
+    };
+    let t = std::time::Instant::now();
+    let glog = train(
+        Kind::Generator,
+        &db,
+        init_params(Kind::Generator, db.dim, 1).unwrap(),
+        &cfg,
+        &out,
+        &mut |_| {},
+    )
+    .unwrap();
+    eprintln!(
+        "generator: {:.1} s, first/last train loss {:.2} / {:.2}",
+        t.elapsed().as_secs_f64(),
+        glog[0].train_loss,
+        glog.last().unwrap().train_loss
+    );
+    // a smaller predictor than the official one keeps the test short
+    let pd = PredictorDims {
+        hs: 32,
+        ..metad2a::train::meta_train::predictor_dims(db.dim)
+    };
+    let pinit = metad2a::train::meta::Params::from_values(&inventory::pytorch_init(
+        &inventory::predictor(&pd),
+        2,
+    ))
+    .unwrap();
+    let t = std::time::Instant::now();
+    let plog = train(
+        Kind::Predictor,
+        &db,
+        pinit,
+        &MetaTrainConfig {
+            epochs: 15,
+            lr: 3e-3,
+            ..cfg.clone()
+        },
+        &out,
+        &mut |_| {},
+    )
+    .unwrap();
+    let best = plog
+        .iter()
+        .filter_map(|l| l.valid_spearman)
+        .fold(f64::NEG_INFINITY, f64::max);
+    eprintln!(
+        "predictor: {:.1} s, best held-out Spearman {best:.3}",
+        t.elapsed().as_secs_f64()
+    );
+
+    // The exported weights load in the runtime; held-out tasks decode to the planted best cell.
+    let g = metad2a::model::Generator::load_file(out.join("generator.safetensors")).unwrap();
+    let p = metad2a::model::Predictor::load_file(out.join("predictor.safetensors")).unwrap();
+    let mut rng = metad2a::rng::Rng::new(5, 5);
+    let (mut right, mut total) = (0, 0);
+    for (ti, task) in db
+        .tasks
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.split == metad2a::train::metadb::Split::Valid)
+    {
+        if stats[ti].abs() < 0.3 {
+            continue; // too close to the boundary to call
+        }
+        let x = db.sample_task(ti, 8, &mut rng);
+        let (mu, _) = g.latent(&x, 1, task.classes.len(), 8).unwrap();
+        let dag = &g
+            .decode(&mu, metad2a::model::DecodeMode::Argmax, &mut [])
+            .unwrap()[0];
+        let want = if stats[ti] > 0.0 { 5 } else { 3 };
+        total += 1;
+        if Nb201Arch::from_graph(dag).is_some_and(|a| a.ops.iter().all(|&o| o + 2 == want)) {
+            right += 1;
+        } else {
+            eprintln!(
+                "task {ti} (s = {:.2}) decoded to {:?}",
+                stats[ti], dag.types
+            );
+        }
+    }
+    eprintln!("held-out tasks decoded to the planted best cell: {right}/{total}");
+    assert!(
+        total >= 25 && right as f64 >= 0.8 * total as f64,
+        "{right}/{total}"
+    );
+    // predictor: Spearman over held-out records with the exported (best) predictor
+    let (mut pred, mut truth) = (Vec::new(), Vec::new());
+    for i in db.records_of(metad2a::train::metadb::Split::Valid) {
+        let r = &db.records[i];
+        let task = &db.tasks[r.task];
+        let x = db.sample_task(r.task, 8, &mut rng);
+        let d = p.dataset_embedding(&x, 1, task.classes.len(), 8).unwrap();
+        let a: Nb201Arch = r.arch.parse().unwrap();
+        let ge = p.graph_embedding(&[a.to_graph()]).unwrap();
+        pred.push(p.predict(&d, &ge).unwrap()[0] as f64);
+        truth.push(r.acc);
+    }
+    let rho = metad2a::stats::spearman(&truth, &pred);
+    eprintln!("runtime predictor on held-out records: Spearman {rho:.3}");
+    assert!(rho > 0.8, "held-out Spearman {rho}");
+    assert!(best > 0.8);
+}

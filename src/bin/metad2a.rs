@@ -41,6 +41,9 @@ enum Command {
     Calibrate(train_cli::CalibrateArgs),
     #[cfg(feature = "train")]
     Naswot(train_cli::NaswotArgs),
+    #[cfg(feature = "train")]
+    #[command(subcommand)]
+    Train(train_cli::TrainCommand),
 }
 
 /// Measure how well backbone features separate classes, at several input resolutions.
@@ -641,6 +644,8 @@ fn main() -> ExitCode {
         Command::Calibrate(a) => train_cli::calibrate(a),
         #[cfg(feature = "train")]
         Command::Naswot(a) => train_cli::naswot(a),
+        #[cfg(feature = "train")]
+        Command::Train(c) => train_cli::train(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -808,6 +813,107 @@ mod train_cli {
         resolution: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    }
+
+    /// Meta-train the generator or the predictor on a meta-database.
+    #[derive(clap::Subcommand)]
+    pub enum TrainCommand {
+        /// Train the generator (official objective) on the best record of each task.
+        ///
+        /// Example: metad2a train generator --db db/ --out weights/mine --epochs 400
+        Generator(TrainArgs),
+        /// Train the meta-predictor on all records; keeps the best validation-Pearson epoch.
+        ///
+        /// Example: metad2a train predictor --db db/ --out weights/mine --epochs 400
+        Predictor(TrainArgs),
+    }
+
+    /// Options of `metad2a train`. A run resumes from OUT/<model>.ckpt.safetensors when it exists;
+    /// once both models are in OUT, the graph cache and manifest.json are written and OUT is a
+    /// weights directory `metad2a search` loads.
+    #[derive(Args)]
+    pub struct TrainArgs {
+        /// Meta-database directory (features.safetensors, tasks.jsonl, records.jsonl).
+        #[arg(long, value_name = "DIR")]
+        db: PathBuf,
+        /// Output weights directory.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 400)]
+        epochs: usize,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 1e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 20)]
+        per_class: usize,
+        #[arg(long, default_value_t = 333)]
+        seed: u64,
+        /// Reduce-on-plateau patience (epochs).
+        #[arg(long, default_value_t = 10)]
+        patience: usize,
+    }
+
+    pub fn train(c: TrainCommand) -> metad2a::Result<()> {
+        use metad2a::train::meta_train::{self, Kind, MetaTrainConfig, TrainProgress};
+        let (kind, a) = match c {
+            TrainCommand::Generator(a) => (Kind::Generator, a),
+            TrainCommand::Predictor(a) => (Kind::Predictor, a),
+        };
+        let db = metad2a::train::metadb::MetaDb::load(&a.db)?;
+        eprintln!(
+            "{}: {} tasks, {} records, {}-d features ({})",
+            a.db.display(),
+            db.tasks.len(),
+            db.records.len(),
+            db.dim,
+            db.feature_extractor
+        );
+        let cfg = MetaTrainConfig {
+            epochs: a.epochs,
+            batch: a.batch,
+            lr: a.lr,
+            per_class: a.per_class,
+            seed: a.seed,
+            plateau_patience: a.patience,
+            ..MetaTrainConfig::default()
+        };
+        let init = meta_train::init_params(kind, db.dim, a.seed)?;
+        let mut line = super::ProgressLine::new();
+        meta_train::train(kind, &db, init, &cfg, &a.out, &mut |p| match p {
+            TrainProgress::Batch { epoch, done, total } => {
+                line.update(&format!("epoch {epoch}: {done}/{total}"))
+            }
+            TrainProgress::Epoch(l) => {
+                line.finish();
+                eprintln!("{}", serde_json::to_string(l).expect("log serialises"));
+            }
+        })?;
+        if a.out.join("generator.safetensors").is_file()
+            && a.out.join("predictor.safetensors").is_file()
+        {
+            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            let data = format!(
+                "meta-database {} ({} tasks, {} records; {})",
+                a.db.display(),
+                db.tasks.len(),
+                db.records.len(),
+                db.feature_extractor
+            );
+            let m = meta_train::write_manifest(&a.out, &data, &command)?;
+            println!(
+                "wrote {} (generator and predictor, graph cache, manifest; {})",
+                a.out.display(),
+                m.feature_extractor
+            );
+        } else {
+            println!(
+                "wrote {} ({} only; train the other model into the same directory to complete it)",
+                a.out.join(format!("{}.safetensors", kind.name())).display(),
+                kind.name()
+            );
+        }
+        Ok(())
     }
 
     pub fn naswot(a: NaswotArgs) -> metad2a::Result<()> {

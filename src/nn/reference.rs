@@ -102,6 +102,18 @@ impl RefWeights {
         Ok(Tensor::stack(&out, 0)?)
     }
 
+    /// The two-level set encoder over many tasks at once (the same computation as
+    /// [`set_encode`](Self::set_encode), with all tasks' classes in one intra-class batch):
+    /// `x: [T, C*ns, D]` → `[T, d_out]`.
+    pub fn set_encode_batched(&self, x: &Tensor, ns: usize, heads: usize) -> Result<Tensor> {
+        let (t, rows, d) = x.dims3()?;
+        let c = rows / ns;
+        let protos = self.set_pool("intra_setpool", &x.reshape((t * c, ns, d))?, heads)?;
+        let protos = protos.reshape((t, c, protos.dim(D::Minus1)?))?;
+        let v = self.set_pool("inter_setpool", &protos, heads)?;
+        Ok(v.squeeze(1)?)
+    }
+
     /// `GRUCell(x, h)`: `x: [B, in]`, `h: [B, H]` → `[B, H]`.
     pub fn gru_cell(&self, prefix: &str, x: &Tensor, h: &Tensor) -> Result<Tensor> {
         let gi = x
@@ -124,6 +136,62 @@ impl RefWeights {
         let g = candle_nn::ops::sigmoid(&self.linear(gate, hp)?)?;
         let m = self.linear(mapper, hp)?;
         Ok((g * m)?.sum(1)?)
+    }
+
+    /// The graph encoder for a batch of graphs that share one edge set (e.g. NB201 cells),
+    /// vectorised over the batch; the same computation as [`graph_state`](Self::graph_state),
+    /// to which it falls back when the graphs differ in structure.
+    pub fn graph_state_batched(&self, graphs: &[Dag], nvt: usize, max_n: usize) -> Result<Tensor> {
+        let Some(first) = graphs.first() else {
+            return self.graph_state(graphs, nvt, max_n);
+        };
+        if graphs.iter().any(|g| g.preds != first.preds) {
+            return self.graph_state(graphs, nvt, max_n);
+        }
+        let (b, n) = (graphs.len(), first.len());
+        let hs = self.get("grue_forward.weight_hh")?.dim(1)?;
+        let dev = Device::Cpu;
+        let one_hot = |col: &dyn Fn(usize) -> usize, width: usize| -> Result<Tensor> {
+            let mut v = vec![0f32; b * width];
+            for i in 0..b {
+                v[i * width + col(i)] = 1.0;
+            }
+            Ok(Tensor::from_vec(v, (b, width), &dev)?)
+        };
+        let mut finals = Vec::new();
+        for dir in 0..2 {
+            let (gru, gate, mapper) = if dir == 0 {
+                ("grue_forward", "gate_forward.0", "mapper_forward.0")
+            } else {
+                ("grue_backward", "gate_backward.0", "mapper_backward.0")
+            };
+            let order: Vec<usize> = if dir == 0 {
+                (0..n).collect()
+            } else {
+                (0..n).rev().collect()
+            };
+            let mut msgs: Vec<Option<Tensor>> = vec![None; n];
+            let mut last = None;
+            for v in order {
+                let neigh = if dir == 0 {
+                    first.predecessors(v)
+                } else {
+                    first.successors(v)
+                };
+                let mut h = Tensor::zeros((b, hs), DType::F32, &dev)?;
+                for u in neigh {
+                    h = (h + msgs[u].as_ref().expect("neighbour done"))?;
+                }
+                let x = one_hot(&|i| graphs[i].types[v] as usize, nvt)?;
+                let hv = self.gru_cell(gru, &x, &h)?;
+                let hm = Tensor::cat(&[&hv, &one_hot(&|_| v, max_n)?], 1)?;
+                let g = candle_nn::ops::sigmoid(&self.linear(gate, &hm)?)?;
+                msgs[v] = Some((g * self.linear(mapper, &hm)?)?);
+                last = Some(hv);
+            }
+            finals.push(last.expect("at least one vertex"));
+        }
+        self.linear("hg_unify.0", &Tensor::cat(&[&finals[0], &finals[1]], 1)?)
     }
 
     /// The bidirectional D-VAE graph encoder with the official per-vertex propagation:

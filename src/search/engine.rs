@@ -174,13 +174,22 @@ impl Engine {
     /// Computes the graph-embedding cache and writes it into the weights directory.
     pub fn build_graph_cache(dir: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<()> {
         let manifest = Manifest::read(dir)?;
-        let predictor = Predictor::load(&WeightStore::open(dir.join(&manifest.predictor.file))?)?;
+        Self::build_graph_cache_with(dir, &manifest.predictor, progress)
+    }
+
+    /// As [`build_graph_cache`](Self::build_graph_cache), for the predictor file an entry names.
+    pub fn build_graph_cache_with(
+        dir: &Path,
+        entry: &crate::weights::manifest::ModelEntry,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<()> {
+        let predictor = Predictor::load(&WeightStore::open(dir.join(&entry.file))?)?;
         let emb = GraphCache::compute(&predictor, progress)?;
         GraphCache::write(
             &dir.join(graph_cache::FILE_NAME),
             &emb,
             predictor.dims.nz,
-            &manifest.predictor.sha256,
+            &entry.sha256,
         )?;
         Ok(())
     }

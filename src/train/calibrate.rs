@@ -44,7 +44,7 @@ pub fn spread_cells(table: &Nb201Table, n: usize) -> Vec<(Nb201Arch, usize, f64)
         .collect();
     all.sort_by(|x, y| x.2.total_cmp(&y.2).then(x.1.cmp(&y.1)));
     (0..n)
-        .map(|i| all[(((i as f64 + 0.5) / n as f64) * all.len() as f64) as usize].clone())
+        .map(|i| all[(((i as f64 + 0.5) / n as f64) * all.len() as f64) as usize])
         .collect()
 }
 

@@ -26,7 +26,7 @@ pub struct Params {
 
 impl Params {
     /// Variables initialised from `(name, shape, values)` triples.
-    pub fn from_values(values: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Self> {
+    pub fn from_values(values: &[crate::weights::NamedTensor]) -> Result<Self> {
         let vars = values
             .iter()
             .map(|(n, s, v)| {
@@ -60,7 +60,7 @@ impl Params {
     }
 
     /// `(name, shape, values)` of every variable.
-    pub fn values(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn values(&self) -> Result<Vec<crate::weights::NamedTensor>> {
         self.vars
             .iter()
             .map(|(n, v)| {
@@ -222,7 +222,7 @@ pub fn predictor_forward(
     max_n: usize,
 ) -> Result<Tensor> {
     let d = set_embeddings(w, xs, per_class, heads)?;
-    let g = w.linear("fc1", &w.graph_state(graphs, nvt, max_n)?)?;
+    let g = w.linear("fc1", &w.graph_state_batched(graphs, nvt, max_n)?)?;
     let h = w.linear("pred_fc.0", &Tensor::cat(&[&d, &g], 1)?)?.tanh()?;
     Ok(w.linear("pred_fc.2", &h)?.squeeze(1)?)
 }
@@ -355,7 +355,7 @@ pub fn save_checkpoint(
     adam: &Adam,
     state: &serde_json::Value,
 ) -> Result<()> {
-    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = params
+    let mut tensors: Vec<crate::weights::NamedTensor> = params
         .values()?
         .into_iter()
         .map(|(n, s, v)| (format!("param.{n}"), s, v))

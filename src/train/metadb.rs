@@ -87,8 +87,12 @@ impl MetaDb {
     /// Reads and checks a database directory.
     pub fn load(dir: &Path) -> Result<Self> {
         let fpath = dir.join("features.safetensors");
-        let store = crate::weights::WeightStore::open(&fpath)?;
-        let f = store.param_any("features")?;
+        let bytes = std::fs::read(&fpath).map_err(|e| Error::io(&fpath, e))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| bad(&fpath, format!("not a valid safetensors file: {e}")))?;
+        let f = st
+            .tensor("features")
+            .map_err(|_| bad(&fpath, "no `features` tensor"))?;
         let (n, dim) = match *f.shape() {
             [n, d] => (n, d),
             ref s => {
@@ -98,11 +102,32 @@ impl MetaDb {
                 ))
             }
         };
-        let raw = store.raw("class_offsets")?;
-        if store.shape("class_offsets")?.len() != 1 || raw.len() % 8 != 0 {
+        let features: Vec<f32> = match f.dtype() {
+            safetensors::Dtype::F16 => f
+                .data()
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            safetensors::Dtype::F32 => f
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            d => {
+                return Err(bad(
+                    &fpath,
+                    format!("`features` is {d:?}; F16 or F32 expected"),
+                ))
+            }
+        };
+        let o = st
+            .tensor("class_offsets")
+            .map_err(|_| bad(&fpath, "no `class_offsets` tensor"))?;
+        if o.dtype() != safetensors::Dtype::I64 || o.shape().len() != 1 {
             return Err(bad(&fpath, "`class_offsets` must be a 1-D I64 tensor"));
         }
-        let offsets: Vec<i64> = raw
+        let offsets: Vec<i64> = o
+            .data()
             .chunks_exact(8)
             .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
             .collect();
@@ -118,7 +143,10 @@ impl MetaDb {
         }
         let class_offsets: Vec<usize> = offsets.iter().map(|&o| o as usize).collect();
         let classes = class_offsets.len() - 1;
-        let meta = store.metadata();
+        let meta = safetensors::SafeTensors::read_metadata(&bytes)
+            .ok()
+            .and_then(|(_, m)| m.metadata().clone())
+            .unwrap_or_default();
         let class_names: Vec<String> = match meta.get("class_names") {
             Some(s) => {
                 serde_json::from_str(s).map_err(|e| bad(&fpath, format!("class_names: {e}")))?
@@ -131,7 +159,6 @@ impl MetaDb {
                 format!("{} class names for {classes} classes", class_names.len()),
             ));
         }
-        let features = f.to_vec();
         if let Some(i) = features.iter().position(|v| !v.is_finite()) {
             return Err(bad(
                 &fpath,

@@ -12,6 +12,9 @@ pub use store::{Param, StoredDtype, WeightStore};
 
 use sha2::{Digest, Sha256};
 
+/// A named f32 tensor: `(name, shape, values)`.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
 /// Lower-case hex sha256 of a byte string.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
@@ -22,7 +25,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Serialises named f32 tensors as a safetensors image, stored as f32 or f16.
 pub fn serialize(
-    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    tensors: &[NamedTensor],
     dtype: import::ExportDtype,
     metadata: Option<std::collections::HashMap<String, String>>,
 ) -> crate::Result<Vec<u8>> {
@@ -31,7 +34,7 @@ pub fn serialize(
 
 /// As [`serialize`], with the storage dtype chosen per tensor name.
 pub fn serialize_with(
-    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    tensors: &[NamedTensor],
     dtype_of: &dyn Fn(&str) -> import::ExportDtype,
     metadata: Option<std::collections::HashMap<String, String>>,
 ) -> crate::Result<Vec<u8>> {

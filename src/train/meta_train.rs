@@ -1,0 +1,484 @@
+//! The meta-training loops: epochs over the meta-database, validation on the held-out tasks,
+//! checkpoints after every epoch (a run resumes from its last checkpoint), and the export of a
+//! weights directory the runtime loads.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::meta::{self, Adam, Params, Plateau};
+use super::metadb::{MetaDb, Split};
+use crate::error::{Error, Result};
+use crate::model::dims::{GeneratorDims, PredictorDims};
+use crate::model::inventory;
+use crate::model::Dag;
+use crate::rng::Rng;
+use crate::space::Nb201Arch;
+
+/// Which model a run trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Generator,
+    Predictor,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Generator => "generator",
+            Kind::Predictor => "predictor",
+        }
+    }
+}
+
+/// Hyper-parameters (official values by default).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MetaTrainConfig {
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f64,
+    /// Rows per class in a set sample.
+    pub per_class: usize,
+    pub seed: u64,
+    pub plateau_factor: f64,
+    pub plateau_patience: usize,
+}
+
+impl Default for MetaTrainConfig {
+    fn default() -> Self {
+        MetaTrainConfig {
+            epochs: 400,
+            batch: 32,
+            lr: 1e-4,
+            per_class: 20,
+            seed: 333,
+            plateau_factor: 0.1,
+            plateau_patience: 10,
+        }
+    }
+}
+
+/// One epoch's log line.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub lr: f64,
+    /// Mean training loss per item (generator: total; predictor: squared error).
+    pub train_loss: f64,
+    pub valid_loss: f64,
+    /// Predictor only: correlations on the validation records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_pearson: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_spearman: Option<f64>,
+    /// Generator only: mean reconstruction loss and KL per item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_recon: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_kld: Option<f64>,
+    pub seconds: f64,
+}
+
+/// Progress within a run.
+#[derive(Clone, Copy, Debug)]
+pub enum TrainProgress<'a> {
+    Batch {
+        epoch: usize,
+        done: usize,
+        total: usize,
+    },
+    Epoch(&'a EpochLog),
+}
+
+/// The loop state kept in checkpoints.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct LoopState {
+    kind: Kind,
+    epoch: usize,
+    plateau: Plateau,
+    history: Vec<EpochLog>,
+    best_pearson: f64,
+    config: MetaTrainConfig,
+}
+
+/// Official-size generator for features of width `feat_dim`.
+pub fn generator_dims(feat_dim: usize) -> GeneratorDims {
+    GeneratorDims {
+        set: inventory::official_set_dims(feat_dim),
+        ..inventory::nb201_generator_dims()
+    }
+}
+
+/// Official-size predictor for features of width `feat_dim`.
+pub fn predictor_dims(feat_dim: usize) -> PredictorDims {
+    PredictorDims {
+        set: inventory::official_set_dims(feat_dim),
+        ..inventory::nb201_predictor_dims()
+    }
+}
+
+fn graphs_of(db: &MetaDb, items: &[usize]) -> Result<Vec<Dag>> {
+    items
+        .iter()
+        .map(|&i| Ok(db.records[i].arch.parse::<Nb201Arch>()?.to_graph()))
+        .collect()
+}
+
+/// Set samples of the tasks of `items` (records), one tensor per task.
+fn samples(db: &MetaDb, items: &[usize], per_class: usize, rng: &mut Rng) -> Result<Vec<Tensor>> {
+    items
+        .iter()
+        .map(|&i| {
+            let t = db.records[i].task;
+            let x = db.sample_task(t, per_class, rng);
+            Ok(Tensor::from_vec(
+                x,
+                (db.tasks[t].classes.len() * per_class, db.dim),
+                &Device::Cpu,
+            )?)
+        })
+        .collect()
+}
+
+fn ckpt_path(out: &Path, kind: Kind) -> std::path::PathBuf {
+    out.join(format!("{}.ckpt.safetensors", kind.name()))
+}
+
+/// Trains one model on `db`; `init` gives the starting variables (ignored when a checkpoint of
+/// this kind exists in `out`, which is then resumed). Writes `out/<kind>.safetensors` (for the
+/// predictor, the epoch with the best validation Pearson) and `out/<kind>.json`.
+pub fn train(
+    kind: Kind,
+    db: &MetaDb,
+    init: Params,
+    cfg: &MetaTrainConfig,
+    out: &Path,
+    progress: &mut dyn FnMut(TrainProgress),
+) -> Result<Vec<EpochLog>> {
+    fix_thread_count();
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let ckpt = ckpt_path(out, kind);
+    let (params, mut adam, mut state) = if ckpt.is_file() {
+        let (p, a, s) = meta::load_checkpoint(&ckpt)?;
+        let s: LoopState = serde_json::from_value(s)
+            .map_err(|e| Error::invalid(format!("{}: {e}", ckpt.display())))?;
+        if s.kind != kind {
+            return Err(Error::invalid(format!(
+                "{} is a {} checkpoint",
+                ckpt.display(),
+                s.kind.name()
+            )));
+        }
+        (p, a, s)
+    } else {
+        let s = LoopState {
+            kind,
+            epoch: 0,
+            plateau: Plateau::new(cfg.plateau_factor, cfg.plateau_patience),
+            history: Vec::new(),
+            best_pearson: f64::NEG_INFINITY,
+            config: cfg.clone(),
+        };
+        (init, Adam::new(cfg.lr), s)
+    };
+    let heads = crate::model::HEADS;
+    let (nvt, max_n) = (
+        crate::space::nb201::NUM_TYPES,
+        crate::space::nb201::NUM_VERTICES,
+    );
+    let (train_items, valid_items) = match kind {
+        Kind::Generator => (
+            db.best_per_task(Split::Train),
+            db.best_per_task(Split::Valid),
+        ),
+        Kind::Predictor => (db.records_of(Split::Train), db.records_of(Split::Valid)),
+    };
+    if train_items.is_empty() {
+        return Err(Error::invalid("the meta-database has no training records"));
+    }
+    let (acc_mean, acc_std) = db.acc_stats();
+    let target = |i: usize| ((db.records[i].acc - acc_mean) / acc_std / 100.0) as f32;
+    while state.epoch < cfg.epochs {
+        let epoch = state.epoch + 1;
+        let t0 = Instant::now();
+        let mut rng = Rng::new(cfg.seed, epoch as u64);
+        let mut order = train_items.clone();
+        for i in (1..order.len()).rev() {
+            let j = rng.below(i as u64 + 1) as usize;
+            order.swap(i, j);
+        }
+        let (mut sum, mut sum_recon, mut sum_kld) = (0.0f64, 0.0f64, 0.0f64);
+        for (bi, chunk) in order.chunks(cfg.batch).enumerate() {
+            let w = params.weights();
+            let xs = samples(db, chunk, cfg.per_class, &mut rng)?;
+            let graphs = graphs_of(db, chunk)?;
+            let loss = match kind {
+                Kind::Generator => {
+                    let v = meta::set_embeddings(&w, &xs, cfg.per_class, heads)?;
+                    let (mu, logvar) = (w.linear("fc1", &v)?, w.linear("fc2", &v)?);
+                    let eps = meta::normal((chunk.len(), mu.dim(1)?), &mut rng)?;
+                    let (total, recon, kld) =
+                        meta::generator_loss(&w, &mu, &logvar, &graphs, nvt, max_n, Some(&eps))?;
+                    sum_recon += recon.to_scalar::<f32>()? as f64;
+                    sum_kld += kld.to_scalar::<f32>()? as f64;
+                    total
+                }
+                Kind::Predictor => {
+                    let y = meta::predictor_forward(
+                        &w,
+                        &xs,
+                        &graphs,
+                        cfg.per_class,
+                        heads,
+                        nvt,
+                        max_n,
+                    )?;
+                    let t = Tensor::from_vec(
+                        chunk.iter().map(|&i| target(i)).collect::<Vec<_>>(),
+                        chunk.len(),
+                        &Device::Cpu,
+                    )?;
+                    meta::mse_sum(&y, &t)?
+                }
+            };
+            sum += loss.to_scalar::<f32>()? as f64;
+            let grads = loss.backward()?;
+            adam.update(&params, &grads)?;
+            progress(TrainProgress::Batch {
+                epoch,
+                done: (bi * cfg.batch + chunk.len()).min(order.len()),
+                total: order.len(),
+            });
+        }
+        let n = order.len() as f64;
+        let train_loss = sum / n;
+        if !train_loss.is_finite() {
+            return Err(Error::invalid(format!(
+                "{} training diverged at epoch {epoch} (loss {train_loss})",
+                kind.name()
+            )));
+        }
+        adam.lr = state.plateau.step(train_loss, adam.lr);
+        // validation on held-out tasks, with its own sample stream
+        let mut vrng = Rng::new(cfg.seed ^ 0x5eed, epoch as u64);
+        let (mut vsum, mut preds, mut truths) = (0.0f64, Vec::new(), Vec::new());
+        let w = params.weights();
+        for chunk in valid_items.chunks(cfg.batch) {
+            let xs = samples(db, chunk, cfg.per_class, &mut vrng)?;
+            let graphs = graphs_of(db, chunk)?;
+            match kind {
+                Kind::Generator => {
+                    let v = meta::set_embeddings(&w, &xs, cfg.per_class, heads)?;
+                    let (mu, logvar) = (w.linear("fc1", &v)?, w.linear("fc2", &v)?);
+                    let (total, _, _) =
+                        meta::generator_loss(&w, &mu, &logvar, &graphs, nvt, max_n, None)?;
+                    vsum += total.to_scalar::<f32>()? as f64;
+                }
+                Kind::Predictor => {
+                    let y = meta::predictor_forward(
+                        &w,
+                        &xs,
+                        &graphs,
+                        cfg.per_class,
+                        heads,
+                        nvt,
+                        max_n,
+                    )?
+                    .to_vec1::<f32>()?;
+                    for (&i, &p) in chunk.iter().zip(&y) {
+                        let t = target(i);
+                        vsum += ((p - t) as f64).powi(2);
+                        preds.push(p as f64);
+                        truths.push(t as f64);
+                    }
+                }
+            }
+        }
+        let valid_loss = vsum / valid_items.len().max(1) as f64;
+        let (pearson, spearman) = if kind == Kind::Predictor && preds.len() > 1 {
+            (
+                Some(crate::stats::pearson(&truths, &preds)),
+                Some(crate::stats::spearman(&truths, &preds)),
+            )
+        } else {
+            (None, None)
+        };
+        let log = EpochLog {
+            epoch,
+            lr: adam.lr,
+            train_loss,
+            valid_loss,
+            valid_pearson: pearson,
+            valid_spearman: spearman,
+            train_recon: (kind == Kind::Generator).then_some(sum_recon / n),
+            train_kld: (kind == Kind::Generator).then_some(sum_kld / n),
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        // the predictor keeps its best-Pearson epoch (the generator its last)
+        let export_now = match (kind, pearson) {
+            (Kind::Predictor, Some(p)) if p.is_finite() && p > state.best_pearson => {
+                state.best_pearson = p;
+                true
+            }
+            (Kind::Predictor, _) => valid_items.is_empty(),
+            (Kind::Generator, _) => true,
+        };
+        if export_now {
+            export_model(kind, &params, out, db, cfg, &log)?;
+        }
+        state.history.push(log.clone());
+        state.epoch = epoch;
+        meta::save_checkpoint(
+            &ckpt,
+            &params,
+            &adam,
+            &serde_json::to_value(&state).expect("state serialises"),
+        )?;
+        progress(TrainProgress::Epoch(&log));
+    }
+    Ok(state.history)
+}
+
+/// Candle's CPU matrix product looks up the thread count on every call (reading
+/// `/proc/cpuinfo` unless `RAYON_NUM_THREADS` is set), which dominates the many small products
+/// of meta-training; setting the variable once makes training several times faster.
+fn fix_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Set before the training threads exist; nothing else in the process writes it.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+}
+
+/// Tensors of the official checkpoints the runtime never reads (not exported).
+fn unused(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Generator => crate::weights::import::GENERATOR_UNUSED,
+        Kind::Predictor => crate::weights::import::PREDICTOR_UNUSED,
+    }
+}
+
+/// Writes `out/<kind>.safetensors` (used tensors, f32) and `out/<kind>.json` (what it is).
+fn export_model(
+    kind: Kind,
+    params: &Params,
+    out: &Path,
+    db: &MetaDb,
+    cfg: &MetaTrainConfig,
+    log: &EpochLog,
+) -> Result<()> {
+    let values: Vec<_> = params
+        .values()?
+        .into_iter()
+        .filter(|(n, _, _)| !unused(kind).iter().any(|p| n.starts_with(p)))
+        .collect();
+    let meta =
+        std::collections::HashMap::from([("heads".to_string(), crate::model::HEADS.to_string())]);
+    let bytes = crate::weights::serialize(
+        &values,
+        crate::weights::import::ExportDtype::F32,
+        Some(meta),
+    )?;
+    crate::util::write_atomic(&out.join(format!("{}.safetensors", kind.name())), &bytes)?;
+    let (m, s) = db.acc_stats();
+    let info = serde_json::json!({
+        "model": kind.name(),
+        "sha256": crate::weights::sha256_hex(&bytes),
+        "epoch": log.epoch,
+        "metrics": log,
+        "config": cfg,
+        "acc_mean": m,
+        "acc_std": s,
+        "feature_extractor": db.feature_extractor,
+        "tasks": db.tasks.len(),
+        "records": db.records.len(),
+    });
+    crate::util::write_atomic(
+        &out.join(format!("{}.json", kind.name())),
+        format!("{info:#}\n").as_bytes(),
+    )
+}
+
+/// Fresh variables for `kind` with PyTorch's initialisation.
+pub fn init_params(kind: Kind, feat_dim: usize, seed: u64) -> Result<Params> {
+    let inv = match kind {
+        Kind::Generator => inventory::generator(&generator_dims(feat_dim)),
+        Kind::Predictor => inventory::predictor(&predictor_dims(feat_dim)),
+    };
+    Params::from_values(&inventory::pytorch_init(&inv, seed))
+}
+
+/// Completes a weights directory trained here: once both `generator.safetensors` and
+/// `predictor.safetensors` exist, computes the graph-embedding cache and writes `manifest.json`
+/// (sizes, sha256, data, command, commit, licence, accuracy normalisation).
+pub fn write_manifest(dir: &Path, data: &str, command: &str) -> Result<crate::weights::Manifest> {
+    use crate::weights::manifest::{Manifest, ModelEntry, Provenance, FORMAT, VERSION};
+    use crate::weights::WeightStore;
+    let mut entries = Vec::new();
+    for kind in [Kind::Generator, Kind::Predictor] {
+        let file = format!("{}.safetensors", kind.name());
+        let bytes = std::fs::read(dir.join(&file)).map_err(|e| Error::io(dir.join(&file), e))?;
+        let store = WeightStore::from_bytes(file.clone(), bytes.clone())?;
+        let dims = match kind {
+            Kind::Generator => serde_json::to_value(crate::model::Generator::load(&store)?.dims),
+            Kind::Predictor => serde_json::to_value(crate::model::Predictor::load(&store)?.dims),
+        }
+        .expect("dims serialise");
+        let info: serde_json::Value =
+            std::fs::read_to_string(dir.join(format!("{}.json", kind.name())))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
+        entries.push((
+            ModelEntry {
+                file,
+                sha256: crate::weights::sha256_hex(&bytes),
+                bytes: bytes.len() as u64,
+                dims,
+                dropped: unused(kind).iter().map(|p| format!("{p}*")).collect(),
+            },
+            info,
+        ));
+    }
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let (pred_entry, pred_info) = entries.pop().expect("two entries");
+    let (gen_entry, gen_info) = entries.pop().expect("two entries");
+    let mut extra = std::collections::BTreeMap::new();
+    extra.insert("acc_mean".into(), pred_info["acc_mean"].clone());
+    extra.insert("acc_std".into(), pred_info["acc_std"].clone());
+    extra.insert("generator_training".into(), gen_info.clone());
+    extra.insert("predictor_training".into(), pred_info.clone());
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        version: VERSION,
+        space: crate::space::Space::Nb201,
+        dtype: "f32".into(),
+        feature_extractor: pred_info["feature_extractor"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        generator: gen_entry,
+        predictor: pred_entry,
+        provenance: Provenance {
+            source: "meta-trained by metad2a train".into(),
+            inputs: Vec::new(),
+            command: command.into(),
+            tool: format!("metad2a {}", env!("CARGO_PKG_VERSION")),
+            licence: "MIT (this project); training data licences in data".into(),
+            data: data.into(),
+            commit,
+        },
+        extra,
+    };
+    crate::search::Engine::build_graph_cache_with(dir, &manifest.predictor, &mut |_, _| {})?;
+    manifest.write(dir)?;
+    Ok(manifest)
+}
