@@ -115,23 +115,6 @@ fn fast_backbone_matches_the_composed_reference() {
     assert!(e < 1e-4, "logits differ by {e}");
 }
 
-fn write_png(path: &Path, w: u32, h: u32, grey: bool, seed: u8) {
-    let f = std::fs::File::create(path).unwrap();
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(f), w, h);
-    enc.set_color(if grey {
-        png::ColorType::Grayscale
-    } else {
-        png::ColorType::Rgb
-    });
-    enc.set_depth(png::BitDepth::Eight);
-    let mut wr = enc.write_header().unwrap();
-    let ch = if grey { 1 } else { 3 };
-    let data: Vec<u8> = (0..w * h * ch)
-        .map(|i| (i as u8).wrapping_mul(seed))
-        .collect();
-    wr.write_image_data(&data).unwrap();
-}
-
 #[test]
 fn folder_reader_handles_mixed_images_and_reports_problems() {
     let dir = common::temp_dir("folder");
@@ -139,7 +122,7 @@ fn folder_reader_handles_mixed_images_and_reports_problems() {
         std::fs::create_dir_all(dir.join(c)).unwrap();
         for i in 0..n {
             // mixed sizes and grey vs colour
-            write_png(
+            common::write_png(
                 &dir.join(c).join(format!("{i}.png")),
                 10 + i,
                 8,

@@ -44,6 +44,9 @@ enum Command {
     #[cfg(feature = "train")]
     #[command(subcommand)]
     Train(train_cli::TrainCommand),
+    #[cfg(feature = "train")]
+    #[command(subcommand)]
+    BuildDb(train_cli::BuildDbCommand),
 }
 
 /// Measure how well backbone features separate classes, at several input resolutions.
@@ -646,6 +649,8 @@ fn main() -> ExitCode {
         Command::Naswot(a) => train_cli::naswot(a),
         #[cfg(feature = "train")]
         Command::Train(c) => train_cli::train(c),
+        #[cfg(feature = "train")]
+        Command::BuildDb(c) => train_cli::build_db(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -813,6 +818,143 @@ mod train_cli {
         resolution: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    }
+
+    /// Build the meta-database: tasks from labelled images, NB201 cells trained on each.
+    ///
+    /// Steps: `init` (features, tasks, plan), `run --shard i/n` (records; resumable, one shard
+    /// per machine or job), `merge` (records.jsonl in plan order).
+    #[derive(clap::Subcommand)]
+    pub enum BuildDbCommand {
+        /// Read the sources, compute class features, draw tasks and the cells to train.
+        Init(BuildInitArgs),
+        /// Train the planned cells of one shard (appends records; rerun to resume).
+        Run(BuildRunArgs),
+        /// Gather the shards' records into records.jsonl.
+        Merge(BuildMergeArgs),
+    }
+
+    #[derive(Args)]
+    pub struct BuildInitArgs {
+        /// SOURCES/<dataset>/<class>/*.png|jpg (scripts/fetch-meta-sources.sh prepares one).
+        #[arg(long, value_name = "DIR")]
+        sources: PathBuf,
+        /// The database directory to create.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 120)]
+        tasks: usize,
+        #[arg(long, default_value_t = 10)]
+        archs_per_task: usize,
+        #[arg(long, default_value_t = 5)]
+        min_classes: usize,
+        #[arg(long, default_value_t = 10)]
+        max_classes: usize,
+        #[arg(long, default_value_t = 100)]
+        feature_rows: usize,
+        #[arg(long, default_value_t = 500)]
+        train_per_class: usize,
+        #[arg(long, default_value_t = 100)]
+        valid_per_class: usize,
+        #[arg(long, default_value_t = 10)]
+        valid_every: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Proxy protocol: epochs, resolution, channels, cells per stage.
+        #[arg(long, default_value_t = 10)]
+        epochs: usize,
+        #[arg(long, default_value_t = 16)]
+        resolution: usize,
+        #[arg(long, default_value_t = 8)]
+        channels: usize,
+        #[arg(long, default_value_t = 1)]
+        cells_per_stage: usize,
+    }
+
+    #[derive(Args)]
+    pub struct BuildRunArgs {
+        #[arg(long, value_name = "DIR")]
+        db: PathBuf,
+        /// This machine's share of the work, as i/n.
+        #[arg(long, default_value = "0/1")]
+        shard: String,
+    }
+
+    #[derive(Args)]
+    pub struct BuildMergeArgs {
+        #[arg(long, value_name = "DIR")]
+        db: PathBuf,
+        /// Merge even if some planned records are missing.
+        #[arg(long)]
+        partial: bool,
+    }
+
+    pub fn build_db(c: BuildDbCommand) -> metad2a::Result<()> {
+        use metad2a::train::build_db;
+        match c {
+            BuildDbCommand::Init(a) => {
+                let cfg = build_db::BuildConfig {
+                    tasks: a.tasks,
+                    archs_per_task: a.archs_per_task,
+                    min_classes: a.min_classes,
+                    max_classes: a.max_classes,
+                    feature_rows: a.feature_rows,
+                    feature_resolution: metad2a::features::DEFAULT_RESOLUTION,
+                    train_per_class: a.train_per_class,
+                    valid_per_class: a.valid_per_class,
+                    valid_every: a.valid_every,
+                    seed: a.seed,
+                    protocol: TrainConfig {
+                        net: NetConfig {
+                            channels: a.channels,
+                            cells: a.cells_per_stage,
+                            classes: 0,
+                        },
+                        epochs: a.epochs,
+                        ..TrainConfig::default()
+                    },
+                    resolution: a.resolution,
+                };
+                let plan = build_db::init(&a.sources, &a.out, &cfg, &mut |l| eprintln!("{l}"))?;
+                println!(
+                    "wrote {}: {} classes, {} tasks, {} planned records",
+                    a.out.display(),
+                    plan.classes.len(),
+                    plan.tasks.len(),
+                    plan.cells.iter().map(Vec::len).sum::<usize>()
+                );
+            }
+            BuildDbCommand::Run(a) => {
+                let (i, n) = a
+                    .shard
+                    .split_once('/')
+                    .and_then(|(i, n)| Some((i.parse().ok()?, n.parse().ok()?)))
+                    .ok_or_else(|| metad2a::Error::invalid("--shard takes i/n, e.g. 0/4"))?;
+                let done = build_db::run_shard(&a.db, i, n, &mut |p| {
+                    if let Some(r) = &p.last {
+                        eprintln!(
+                            "[{}/{}] task {} acc {:.2}% ({:.1} s) {}; ETA {:.0} min",
+                            p.done,
+                            p.total,
+                            r.task,
+                            r.acc,
+                            r.seconds,
+                            r.arch,
+                            p.eta_seconds / 60.0
+                        );
+                    }
+                })?;
+                println!("shard {i}/{n}: {} records", done.len());
+            }
+            BuildDbCommand::Merge(a) => {
+                let n = build_db::merge(&a.db, a.partial)?;
+                println!(
+                    "wrote {} ({n} records)",
+                    a.db.join("records.jsonl").display()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Meta-train the generator or the predictor on a meta-database.

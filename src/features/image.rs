@@ -1,9 +1,10 @@
 //! Images: decoding PNG and JPEG to 8-bit RGB, and resizing.
 //!
-//! Grey images are replicated to three channels, alpha is dropped, 16-bit samples are reduced
-//! to 8 bits, palettes expanded. Resizing is separable bilinear interpolation with a support that
-//! widens when shrinking (antialiasing), as PIL's `Image.resize(..., BILINEAR)` does, with the
-//! intermediate and final values rounded to 8 bits like PIL.
+//! Grey images are replicated to three channels, transparency is composited over white, 16-bit
+//! samples are reduced to 8 bits, palettes expanded. Resizing is separable bilinear
+//! interpolation with a support that widens when shrinking (antialiasing), as PIL's
+//! `Image.resize(..., BILINEAR)` does, with the intermediate and final values rounded to 8 bits
+//! like PIL.
 
 use std::path::Path;
 
@@ -99,6 +100,11 @@ impl Image {
     }
 }
 
+/// A channel value composited over a white background with alpha `a`.
+fn over_white(v: u8, a: u8) -> u8 {
+    ((v as u32 * a as u32 + 255 * (255 - a as u32) + 127) / 255) as u8
+}
+
 fn to_u8(v: f32) -> u8 {
     v.round().clamp(0.0, 255.0) as u8
 }
@@ -156,12 +162,21 @@ fn decode_png(bytes: &[u8]) -> std::result::Result<Image, String> {
         png::ColorType::Rgb => data.to_vec(),
         png::ColorType::Rgba => data
             .chunks_exact(4)
-            .flat_map(|p| [p[0], p[1], p[2]])
+            .flat_map(|p| {
+                [
+                    over_white(p[0], p[3]),
+                    over_white(p[1], p[3]),
+                    over_white(p[2], p[3]),
+                ]
+            })
             .collect(),
         png::ColorType::Grayscale => data.iter().flat_map(|&g| [g, g, g]).collect(),
         png::ColorType::GrayscaleAlpha => data
             .chunks_exact(2)
-            .flat_map(|p| [p[0], p[0], p[0]])
+            .flat_map(|p| {
+                let g = over_white(p[0], p[1]);
+                [g, g, g]
+            })
             .collect(),
         png::ColorType::Indexed => return Err("indexed PNG was not expanded".into()),
     };

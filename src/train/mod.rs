@@ -2,6 +2,7 @@
 //! networks for the meta-database ([`cell_net`], [`cell_train`], [`ops`]), the calibration of
 //! their cheap training protocol ([`calibrate`]) and the NASWOT baseline ([`naswot`]).
 
+pub mod build_db;
 pub mod calibrate;
 pub mod candle_ref;
 pub mod cell_net;

@@ -93,3 +93,26 @@ pub fn random_vec(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut r = metad2a::rng::Rng::new(seed, 99);
     (0..n).map(|_| (r.next_f32() * 2.0 - 1.0) * scale).collect()
 }
+
+/// A `w`x`h` PNG whose bytes follow a simple pattern set by `seed`.
+pub fn write_png(path: &Path, w: u32, h: u32, grey: bool, seed: u8) {
+    let ch = if grey { 1 } else { 3 };
+    let data: Vec<u8> = (0..w * h * ch)
+        .map(|i| (i as u8).wrapping_mul(seed))
+        .collect();
+    write_png_bytes(path, w, h, grey, &data);
+}
+
+/// A PNG of the given 8-bit grey or RGB pixels.
+pub fn write_png_bytes(path: &Path, w: u32, h: u32, grey: bool, data: &[u8]) {
+    let f = std::fs::File::create(path).unwrap();
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(f), w, h);
+    enc.set_color(if grey {
+        png::ColorType::Grayscale
+    } else {
+        png::ColorType::Rgb
+    });
+    enc.set_depth(png::BitDepth::Eight);
+    let mut wr = enc.write_header().unwrap();
+    wr.write_image_data(data).unwrap();
+}
