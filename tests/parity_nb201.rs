@@ -4,77 +4,25 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use metad2a::model::{DecodeMode, Generator, Predictor};
 use metad2a::rng::Rng;
 use metad2a::space::Nb201Arch;
-use metad2a::weights::import::{
-    import_official, ExportDtype, ImportOptions, GENERATOR_UNUSED, PREDICTOR_UNUSED,
-};
+use metad2a::weights::import::ExportDtype;
 use serde_json::Value;
 
-use common::{assert_close, max_rel_err, read_tensors};
-
-type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+use common::{assert_close, max_rel_err, Fixture};
 
 /// A recorded argmax decode: latent, vertex types, adjacency, arch string.
 type DecodeCase = (Vec<f32>, Vec<u8>, Vec<f32>, Option<String>);
 
-struct Fixture {
-    dir: PathBuf,
-    inputs: Tensors,
-    expected: Tensors,
-    json: Value,
-}
-
-impl Fixture {
-    fn load(shared: &Path) -> Self {
-        let dir = shared.join("parity/nb201");
-        let json: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
-                .unwrap();
-        Fixture {
-            inputs: read_tensors(&dir.join("inputs.safetensors")),
-            expected: read_tensors(&dir.join("expected.safetensors")),
-            dir,
-            json,
-        }
-    }
-    fn input(&self, k: &str) -> &[f32] {
-        &self.inputs[k].1
-    }
-    fn want(&self, k: &str) -> &[f32] {
-        &self
-            .expected
-            .get(k)
-            .unwrap_or_else(|| panic!("fixture lacks {k}"))
-            .1
-    }
-    fn probe_archs(&self) -> Vec<Nb201Arch> {
-        self.json["probe_archs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_str().unwrap().parse().unwrap())
-            .collect()
-    }
-    fn import(&self, dtype: ExportDtype, keep_unused: bool) -> PathBuf {
-        let out = common::temp_dir(&format!("import-{}", dtype.name()));
-        import_official(&ImportOptions {
-            generator: self.dir.join("generator_ckpt.pt"),
-            predictor: self.dir.join("predictor_ckpt.pt"),
-            out: out.clone(),
-            dtype,
-            keep_unused,
-            graph_cache: false,
-            command: "test".into(),
-            data: "parity fixture".into(),
-            feature_extractor: "fixture".into(),
-        })
-        .unwrap();
-        out
-    }
+fn probe_archs(fx: &Fixture) -> Vec<Nb201Arch> {
+    fx.json["probe_archs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().parse().unwrap())
+        .collect()
 }
 
 /// The datasets of the fixture: (name, rows, classes).
@@ -94,13 +42,13 @@ fn numeric_checks(fx: &Fixture, g: &Generator, p: &Predictor, tol: f32) -> BTree
         let k = format!("pred.set_v.{ds}");
         errs.insert(k.clone(), assert_close(&k, &v, fx.want(&k), tol));
 
-        let graphs: Vec<_> = fx.probe_archs().iter().map(|a| a.to_graph()).collect();
+        let graphs: Vec<_> = probe_archs(fx).iter().map(|a| a.to_graph()).collect();
         let ge = p.graph_embedding(&graphs).unwrap();
         let y = p.predict(&v, &ge).unwrap();
         let k = format!("pred.y.{ds}");
         errs.insert(k.clone(), assert_close(&k, &y, fx.want(&k), tol));
     }
-    let graphs: Vec<_> = fx.probe_archs().iter().map(|a| a.to_graph()).collect();
+    let graphs: Vec<_> = probe_archs(fx).iter().map(|a| a.to_graph()).collect();
     let ge = p.graph_embedding(&graphs).unwrap();
     errs.insert(
         "pred.graph_mu".into(),
@@ -172,55 +120,13 @@ fn types_of(v: &Value) -> Vec<u8> {
 #[test]
 fn importer_reproduces_the_reference_tensors() {
     let shared = need_shared!();
-    let fx = Fixture::load(&shared);
-    // With every tensor kept, the import equals the reference safetensors, tensor for tensor.
-    let full = fx.import(ExportDtype::F32, true);
-    for model in ["generator", "predictor"] {
-        let got = read_tensors(&full.join(format!("{model}.safetensors")));
-        let want = read_tensors(&fx.dir.join(format!("{model}.safetensors")));
-        assert_eq!(
-            got.keys().collect::<Vec<_>>(),
-            want.keys().collect::<Vec<_>>(),
-            "{model} names"
-        );
-        for (k, (shape, v)) in &want {
-            assert_eq!(&got[k].0, shape, "{model}.{k} shape");
-            assert!(got[k].1 == *v, "{model}.{k} values differ");
-        }
-    }
-    // By default the unused tensors are dropped, listed in the manifest, and the rest is exact.
-    let lean = fx.import(ExportDtype::F32, false);
-    let manifest = metad2a::weights::Manifest::read(&lean).unwrap();
-    assert_eq!(manifest.space, metad2a::space::Space::Nb201);
-    for (model, entry, unused) in [
-        ("generator", &manifest.generator, GENERATOR_UNUSED),
-        ("predictor", &manifest.predictor, PREDICTOR_UNUSED),
-    ] {
-        let got = read_tensors(&lean.join(&entry.file));
-        let want = read_tensors(&fx.dir.join(format!("{model}.safetensors")));
-        for k in want.keys() {
-            let is_unused = unused.iter().any(|p| k.starts_with(p));
-            assert_eq!(got.contains_key(k), !is_unused, "{model}.{k} kept/dropped");
-            assert_eq!(
-                entry.dropped.contains(k),
-                is_unused,
-                "{model}.{k} listed as dropped"
-            );
-            if !is_unused {
-                assert!(got[k].1 == want[k].1, "{model}.{k} values differ");
-            }
-        }
-        let bytes = std::fs::read(lean.join(&entry.file)).unwrap();
-        assert_eq!(entry.sha256, metad2a::weights::sha256_hex(&bytes));
-    }
-    assert_eq!(manifest.generator.dropped.len(), 24);
-    assert_eq!(manifest.predictor.dropped.len(), 6);
+    Fixture::load(&shared, "nb201").check_import(metad2a::space::Space::Nb201);
 }
 
 #[test]
 fn embeddings_and_predictions_match_in_f32() {
     let shared = need_shared!();
-    let fx = Fixture::load(&shared);
+    let fx = Fixture::load(&shared, "nb201");
     let g = Generator::load_file(fx.dir.join("generator.safetensors")).unwrap();
     let p = Predictor::load_file(fx.dir.join("predictor.safetensors")).unwrap();
     let errs = numeric_checks(&fx, &g, &p, 1e-4);
@@ -230,9 +136,9 @@ fn embeddings_and_predictions_match_in_f32() {
 #[test]
 fn generator_graph_encoder_matches() {
     let shared = need_shared!();
-    let fx = Fixture::load(&shared);
+    let fx = Fixture::load(&shared, "nb201");
     let g = Generator::load_file(fx.dir.join("generator.safetensors")).unwrap();
-    let graphs: Vec<_> = fx.probe_archs().iter().map(|a| a.to_graph()).collect();
+    let graphs: Vec<_> = probe_archs(&fx).iter().map(|a| a.to_graph()).collect();
     let (mu, logvar) = g.graph_latent(&graphs).unwrap();
     assert_close("gen.graph_mu", &mu, fx.want("gen.graph_mu"), 1e-4);
     assert_close(
@@ -246,7 +152,7 @@ fn generator_graph_encoder_matches() {
 #[test]
 fn argmax_decodes_match_exactly() {
     let shared = need_shared!();
-    let fx = Fixture::load(&shared);
+    let fx = Fixture::load(&shared, "nb201");
     let g = Generator::load_file(fx.dir.join("generator.safetensors")).unwrap();
     for own in [false, true] {
         let (equal, total) = argmax_checks(&fx, &g, own);
@@ -338,7 +244,7 @@ fn stochastic_check(fx: &Fixture, g: &Generator) -> f64 {
 #[test]
 fn stochastic_decodes_match_official_statistics() {
     let shared = need_shared!();
-    let fx = Fixture::load(&shared);
+    let fx = Fixture::load(&shared, "nb201");
     let g = Generator::load_file(fx.dir.join("generator.safetensors")).unwrap();
     stochastic_check(&fx, &g);
 }
@@ -346,7 +252,7 @@ fn stochastic_decodes_match_official_statistics() {
 #[test]
 fn stochastic_decoding_is_deterministic_by_seed_and_independent_of_batching() {
     let shared = need_shared!();
-    let fx = Fixture::load(&shared);
+    let fx = Fixture::load(&shared, "nb201");
     let g = Generator::load_file(fx.dir.join("generator.safetensors")).unwrap();
     let z = fx.want("gen.set_mu.c10");
     let zs: Vec<f32> = z.iter().copied().cycle().take(64 * 56).collect();
@@ -384,7 +290,7 @@ fn stochastic_decoding_is_deterministic_by_seed_and_independent_of_batching() {
 #[test]
 fn f16_weights_stay_close() {
     let shared = need_shared!();
-    let fx = Fixture::load(&shared);
+    let fx = Fixture::load(&shared, "nb201");
     let dir = fx.import(ExportDtype::F16, false);
     let g = Generator::load_file(dir.join("generator.safetensors")).unwrap();
     let p = Predictor::load_file(dir.join("predictor.safetensors")).unwrap();
@@ -402,7 +308,7 @@ fn f16_weights_stay_close() {
     // Ranking agreement of the probe predictions with f16 weights.
     let f32p = fx.want("pred.y.c10");
     let v = p.dataset_embedding(fx.input("x.c10"), 1, 10, 20).unwrap();
-    let graphs: Vec<_> = fx.probe_archs().iter().map(|a| a.to_graph()).collect();
+    let graphs: Vec<_> = probe_archs(&fx).iter().map(|a| a.to_graph()).collect();
     let y = p.predict(&v, &p.graph_embedding(&graphs).unwrap()).unwrap();
     eprintln!("f16 pred.y.c10 error {:e}", max_rel_err(&y, f32p));
 }

@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 
 use metad2a::search::{Budget, Progress, SearchConfig};
 use metad2a::space::nb201::NUM_ARCHS;
+use metad2a::space::Arch;
 use metad2a::space::Nb201Arch;
 use metad2a::weights::import::{import_official, ExportDtype, ImportOptions};
 use metad2a::{Dataset, Engine, Error};
@@ -181,6 +182,7 @@ fn exhaustive_scores_equal_the_recorded_predictor_outputs() {
             1e-4,
         );
         // Engine::score gives the same numbers for the same architectures.
+        let probes: Vec<Arch> = probes.iter().map(|&a| a.into()).collect();
         let direct = e.score(&data, &probes, &cfg).unwrap();
         common::assert_close("score", &direct, &got, 1e-6);
     }
@@ -191,9 +193,9 @@ fn graph_cache_equals_direct_embeddings() {
     let shared = need_shared!();
     let e = engine(&shared);
     assert!(e.has_graph_cache());
-    let archs: Vec<Nb201Arch> = (0..NUM_ARCHS)
+    let archs: Vec<Arch> = (0..NUM_ARCHS)
         .step_by(211)
-        .map(|c| Nb201Arch::from_code(c).unwrap())
+        .map(|c| Nb201Arch::from_code(c).unwrap().into())
         .collect();
     let cached = e.graph_embeddings(&archs).unwrap();
     let graphs: Vec<_> = archs.iter().map(|a| a.to_graph()).collect();

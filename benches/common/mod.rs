@@ -29,10 +29,11 @@ fn bench_dir(tag: &str) -> PathBuf {
     d
 }
 
-/// The parity fixture's NB201 models (512-d features), imported with their graph cache.
-pub fn fixture_weights(shared: &Path) -> PathBuf {
-    let dir = bench_dir("d512");
-    let s = shared.join("parity/nb201");
+/// The parity fixture's models of `space` (`nb201` or `mbv3`; 512-d features), imported (with
+/// the graph cache for NB201).
+pub fn fixture_weights(shared: &Path, space: &str) -> PathBuf {
+    let dir = bench_dir(&format!("{space}-d512"));
+    let s = shared.join("parity").join(space);
     import_official(&ImportOptions {
         generator: s.join("generator_ckpt.pt"),
         predictor: s.join("predictor_ckpt.pt"),

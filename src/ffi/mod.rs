@@ -315,7 +315,7 @@ fn config(p: &Metad2aSearchParams) -> Result<SearchConfig, (Metad2aStatus, Strin
         budget: Budget {
             max_flops: cap(p.max_mflops, "max_mflops")?,
             max_params: cap(p.max_mparams, "max_mparams")?,
-            net: Default::default(),
+            ..Default::default()
         },
     })
 }

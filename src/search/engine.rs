@@ -12,7 +12,7 @@ use crate::model::{DecodeMode, Generator, Predictor};
 use crate::rng::Rng;
 use crate::space::nb201::{Nb201Arch, NUM_ARCHS};
 use crate::space::nb201_table::Nb201Table;
-use crate::space::Space;
+use crate::space::{Arch, Space};
 use crate::weights::{Manifest, WeightStore};
 
 /// Random streams of a search, each indexed by sample or graph number.
@@ -30,7 +30,7 @@ pub struct Engine {
     dir: Option<PathBuf>,
     graph_cache: Option<GraphCache>,
     /// `A = G W₁ᵀ + b₁` (graph half of the predictor head) for every NB201 cell, made on
-    /// first use by an exhaustive search.
+    /// first use by an exhaustive search (NB201 only).
     all_heads: OnceLock<Vec<f32>>,
 }
 
@@ -123,9 +123,9 @@ impl Engine {
                     g.nvt, g.max_n
                 ),
             })?;
-        if space != Space::Nb201 {
+        if graph_cache.is_some() && space != Space::Nb201 {
             return Err(Error::invalid(format!(
-                "search in the {} space is not supported by this engine yet",
+                "a graph-embedding cache exists only for NB201 weights, these are {}",
                 space.name()
             )));
         }
@@ -184,6 +184,11 @@ impl Engine {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<()> {
         let predictor = Predictor::load(&WeightStore::open(dir.join(&entry.file))?)?;
+        if Space::from_graph_sizes(predictor.dims.nvt, predictor.dims.max_n) != Some(Space::Nb201) {
+            return Err(Error::invalid(
+                "the graph-embedding cache holds NB201's 15,625 cells; other spaces embed candidates as they are generated",
+            ));
+        }
         let emb = GraphCache::compute(&predictor, progress)?;
         GraphCache::write(
             &dir.join(graph_cache::FILE_NAME),
@@ -195,16 +200,29 @@ impl Engine {
     }
 
     /// Graph embeddings of `archs`, from the cache when there is one.
-    pub fn graph_embeddings(&self, archs: &[Nb201Arch]) -> Result<Vec<f32>> {
-        match &self.graph_cache {
-            Some(c) => Ok(archs
-                .iter()
-                .flat_map(|a| c.get(a).iter().copied())
-                .collect()),
-            None => {
-                let graphs: Vec<_> = archs.iter().map(|a| a.to_graph()).collect();
-                self.predictor.graph_embedding(&graphs)
+    pub fn graph_embeddings(&self, archs: &[Arch]) -> Result<Vec<f32>> {
+        self.check_space(archs)?;
+        if let Some(c) = &self.graph_cache {
+            let cells: Option<Vec<&Nb201Arch>> = archs.iter().map(Arch::as_nb201).collect();
+            if let Some(cells) = cells {
+                return Ok(cells
+                    .iter()
+                    .flat_map(|a| c.get(a).iter().copied())
+                    .collect());
             }
+        }
+        let graphs: Vec<_> = archs.iter().map(Arch::to_graph).collect();
+        self.predictor.graph_embedding(&graphs)
+    }
+
+    fn check_space(&self, archs: &[Arch]) -> Result<()> {
+        match archs.iter().find(|a| a.space() != self.space) {
+            Some(a) => Err(Error::invalid(format!(
+                "architecture {a} is from the {} space; these weights are for {}",
+                a.space().name(),
+                self.space.name()
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -219,6 +237,12 @@ impl Engine {
                     .map_or("see the weights' manifest", |m| m
                         .feature_extractor
                         .as_str())
+            )));
+        }
+        if cfg.exhaustive && self.space != Space::Nb201 {
+            return Err(Error::invalid(format!(
+                "exhaustive search enumerates NB201's 15,625 cells; the {} space (about 10^19 subnets) can only be searched by generation",
+                self.space.name()
             )));
         }
         if cfg.per_class == 0 || cfg.resamples == 0 || (!cfg.exhaustive && cfg.num_archs == 0) {
@@ -249,14 +273,13 @@ impl Engine {
         let mut t = Timings::default();
         let mut counts = Counts::default();
         let budget = &cfg.budget;
-        let within = |a: &Nb201Arch| {
-            let c = a.cost(&budget.net);
-            budget.max_flops.is_none_or(|f| c.flops <= f)
-                && budget.max_params.is_none_or(|p| c.params <= p)
-        };
+        let within = |a: &Arch| budget.admits(a);
 
-        let archs: Vec<Nb201Arch> = if cfg.exhaustive {
-            let all: Vec<Nb201Arch> = Nb201Arch::all().filter(|a| within(a)).collect();
+        let archs: Vec<Arch> = if cfg.exhaustive {
+            let all: Vec<Arch> = Nb201Arch::all()
+                .map(Arch::Nb201)
+                .filter(|a| within(a))
+                .collect();
             counts.over_budget = NUM_ARCHS - all.len();
             all
         } else {
@@ -279,10 +302,11 @@ impl Engine {
             .iter()
             .enumerate()
             .map(|(i, &k)| {
-                let cost = archs[k].cost(&budget.net);
+                let cost = budget.cost(&archs[k]);
                 Candidate {
                     rank: i + 1,
                     arch: archs[k].to_string(),
+                    arch_json: matches!(archs[k], Arch::Mbv3(_)).then(|| archs[k].to_json()),
                     score: scores[k],
                     flops: cost.flops,
                     params: cost.params,
@@ -311,11 +335,11 @@ impl Engine {
         &self,
         data: &Dataset,
         cfg: &SearchConfig,
-    ) -> Result<(Vec<Nb201Arch>, Counts, Timings)> {
+    ) -> Result<(Vec<Arch>, Counts, Timings)> {
         self.check_data(data, cfg)?;
         let (mut counts, mut t) = (Counts::default(), Timings::default());
         let budget = &cfg.budget;
-        let within = |a: &Nb201Arch| budget.admits(a);
+        let within = |a: &Arch| budget.admits(a);
         let archs = self.generate_inner(data, cfg, &within, &mut counts, &mut t, &mut |_| {})?;
         Ok((archs, counts, t))
     }
@@ -325,11 +349,11 @@ impl Engine {
         &self,
         data: &Dataset,
         cfg: &SearchConfig,
-        within: &dyn Fn(&Nb201Arch) -> bool,
+        within: &dyn Fn(&Arch) -> bool,
         counts: &mut Counts,
         t: &mut Timings,
         progress: &mut dyn FnMut(Progress),
-    ) -> Result<Vec<Nb201Arch>> {
+    ) -> Result<Vec<Arch>> {
         let mut sets = SetEmbedder::new(&self.generator.set_encoder, data, cfg.per_class);
         let mut seen = HashSet::new();
         let mut out = Vec::with_capacity(cfg.num_archs);
@@ -362,7 +386,7 @@ impl Engine {
             batch_start += n;
             for dag in &dags {
                 counts.decoded += 1;
-                let Some(a) = Nb201Arch::from_graph(dag) else {
+                let Some(a) = Arch::from_graph(self.space, dag) else {
                     continue;
                 };
                 counts.valid += 1;
@@ -414,7 +438,7 @@ impl Engine {
         &self,
         data: &Dataset,
         cfg: &SearchConfig,
-        archs: &[Nb201Arch],
+        archs: &[Arch],
         t: &mut Timings,
     ) -> Result<Vec<f32>> {
         let t0 = Instant::now();
@@ -443,6 +467,7 @@ impl Engine {
             } else {
                 let rows: Vec<f32> = archs
                     .iter()
+                    .filter_map(Arch::as_nb201)
                     .flat_map(|a| heads[a.code() * p..(a.code() + 1) * p].iter().copied())
                     .collect();
                 self.predictor.mean_scores(&rows, &c, &weights)
@@ -466,13 +491,12 @@ impl Engine {
 
     /// Predicted scores of given architectures, averaged over `resamples` set samples drawn
     /// with `seed` (the same samples a search with that seed ranks with).
-    pub fn score(
-        &self,
-        data: &Dataset,
-        archs: &[Nb201Arch],
-        cfg: &SearchConfig,
-    ) -> Result<Vec<f32>> {
+    pub fn score(&self, data: &Dataset, archs: &[Arch], cfg: &SearchConfig) -> Result<Vec<f32>> {
         self.check_data(data, cfg)?;
+        self.check_space(archs)?;
+        if archs.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut t = Timings::default();
         self.rank(data, cfg, archs, &mut t)
     }
@@ -485,6 +509,9 @@ fn ms(t: Instant) -> f64 {
 impl SearchReport {
     /// Adds NAS-Bench-201 benchmark facts to each candidate.
     pub fn annotate(&mut self, table: &Nb201Table) {
+        if self.space != Space::Nb201.name() {
+            return;
+        }
         for c in &mut self.candidates {
             if let Ok(a) = c.arch.parse::<Nb201Arch>() {
                 c.nb201 = table.get(&a).copied();

@@ -19,10 +19,20 @@ pub use engine::Engine;
 use serde::Serialize;
 
 use crate::space::nb201_table::Nb201Entry;
-use crate::space::Nb201Net;
+use crate::space::{Arch, Cost, Mbv3Net, Nb201Net, Space};
 
-/// Default number of candidates (the official CIFAR setting).
+/// Default number of candidates in NB201 (the official CIFAR setting).
 pub const DEFAULT_NUM_ARCHS: usize = 500;
+/// Default number of candidates in the MobileNetV3 space (the official setting).
+pub const DEFAULT_NUM_ARCHS_MBV3: usize = 200;
+
+/// The official number of candidates of a space.
+pub fn default_num_archs(space: Space) -> usize {
+    match space {
+        Space::Nb201 => DEFAULT_NUM_ARCHS,
+        Space::Mbv3 => DEFAULT_NUM_ARCHS_MBV3,
+    }
+}
 /// Default number of set samples each candidate's score is averaged over.
 pub const DEFAULT_RESAMPLES: usize = 10;
 /// Set samples per generation batch (official).
@@ -36,15 +46,26 @@ pub struct Budget {
     /// Most multiply-adds of the network (NAS-Bench-201 counting).
     pub max_flops: Option<u64>,
     pub max_params: Option<u64>,
-    /// The network the costs refer to.
+    /// The NB201 network the costs of cells refer to.
     #[serde(skip)]
     pub net: Nb201Net,
+    /// The MobileNetV3 network the costs of subnets refer to.
+    #[serde(skip)]
+    pub mbv3_net: Mbv3Net,
 }
 
 impl Budget {
-    /// True when the cell's network is within every cap.
-    pub fn admits(&self, a: &crate::space::Nb201Arch) -> bool {
-        let c = a.cost(&self.net);
+    /// FLOPs and parameters of the network of `a`.
+    pub fn cost(&self, a: &Arch) -> Cost {
+        match a {
+            Arch::Nb201(a) => a.cost(&self.net),
+            Arch::Mbv3(a) => a.cost(&self.mbv3_net),
+        }
+    }
+
+    /// True when the architecture's network is within every cap.
+    pub fn admits(&self, a: &Arch) -> bool {
+        let c = self.cost(a);
         self.max_flops.is_none_or(|f| c.flops <= f) && self.max_params.is_none_or(|p| c.params <= p)
     }
 }
@@ -99,11 +120,15 @@ impl SearchConfig {
 pub struct Candidate {
     /// 1 = best predicted.
     pub rank: usize,
-    /// NAS-Bench-201 string.
+    /// The architecture as text: the NAS-Bench-201 string, or the readable MobileNetV3 form.
     pub arch: String,
+    /// The MobileNetV3 architecture as the official `{ks, e, d}` object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arch_json: Option<serde_json::Value>,
     /// Predicted score (normalised accuracy of the meta-training data; higher is better).
     pub score: f32,
-    /// Multiply-adds of the network of `SearchConfig::budget.net`.
+    /// Multiply-adds of the network of `SearchConfig::budget` (`net` for NB201 cells,
+    /// `mbv3_net` for MobileNetV3 subnets).
     pub flops: u64,
     pub params: u64,
     /// Benchmark facts, when a NAS-Bench-201 table was given.

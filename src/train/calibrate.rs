@@ -161,62 +161,21 @@ pub fn summarize(results: &[CellResult]) -> Summary {
 
 /// A scatter plot (SVG) of benchmark accuracy against proxy accuracy.
 pub fn scatter_svg(results: &[CellResult], title: &str) -> String {
-    let (w, h, m) = (640.0, 480.0, 60.0);
-    let xs: Vec<f64> = results.iter().map(|r| r.nb201_cifar10).collect();
-    let ys: Vec<f64> = results.iter().map(|r| r.proxy_acc).collect();
-    let (x0, x1) = (0.0f64, 100.0f64);
-    let y1 = ys.iter().copied().fold(10.0f64, f64::max).ceil();
-    let (y0, y1) = (0.0, (y1 / 10.0).ceil() * 10.0);
-    let px = |x: f64| m + (x - x0) / (x1 - x0) * (w - 2.0 * m);
-    let py = |y: f64| h - m - (y - y0) / (y1 - y0) * (h - 2.0 * m);
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"14\">{}</text>\n",
-        w / 2.0,
-        title
+    let y1 = results.iter().map(|r| r.proxy_acc).fold(10.0f64, f64::max);
+    let mut p = super::svg::Plot::new(
+        640.0,
+        480.0,
+        (0.0, 100.0),
+        (0.0, (y1 / 10.0).ceil() * 10.0),
+        title,
     );
-    s += &format!(
-        "<line x1=\"{m}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n",
-        h - m,
-        w - m,
-        h - m
-    );
-    s += &format!(
-        "<line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{}\" stroke=\"black\"/>\n",
-        h - m
-    );
-    for t in (0..=10).map(|i| i as f64 * 10.0) {
-        s += &format!(
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{t}</text>\n",
-            px(t),
-            h - m + 16.0
-        );
+    let ticks: Vec<(f64, String)> = (0..=10)
+        .map(|i| (i as f64 * 10.0, format!("{}", i * 10)))
+        .collect();
+    p.x_ticks(&ticks, "NAS-Bench-201 CIFAR-10 test accuracy (%)");
+    p.y_ticks(5, 0, "proxy accuracy (%)");
+    for r in results {
+        p.circle(r.nb201_cifar10, r.proxy_acc, 3.0, "#1f77b4");
     }
-    let steps = 5;
-    for i in 0..=steps {
-        let t = y0 + (y1 - y0) * i as f64 / steps as f64;
-        s += &format!(
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{t:.0}</text>\n",
-            m - 6.0,
-            py(t) + 4.0
-        );
-    }
-    s += &format!(
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">NAS-Bench-201 CIFAR-10 test accuracy (%)</text>\n",
-        w / 2.0,
-        h - 16.0
-    );
-    s += &format!(
-        "<text x=\"16\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {})\">proxy accuracy (%)</text>\n",
-        h / 2.0,
-        h / 2.0
-    );
-    for (x, y) in xs.iter().zip(&ys) {
-        s += &format!(
-            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#1f77b4\" fill-opacity=\"0.8\"/>\n",
-            px(*x),
-            py(*y)
-        );
-    }
-    s += "</svg>\n";
-    s
+    p.finish()
 }

@@ -10,7 +10,9 @@ pub mod cell_train;
 #[cfg(target_arch = "x86_64")]
 mod conv_avx2;
 pub mod meta;
+pub mod meta_test;
 pub mod meta_train;
 pub mod metadb;
 pub mod naswot;
 pub mod ops;
+pub mod svg;

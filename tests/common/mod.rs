@@ -116,3 +116,122 @@ pub fn write_png_bytes(path: &Path, w: u32, h: u32, grey: bool, data: &[u8]) {
     let mut wr = enc.write_header().unwrap();
     wr.write_image_data(data).unwrap();
 }
+
+/// Tensors by name: shape and f32 values.
+pub type Tensors = std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// A parity fixture directory of `../shared/parity` (`nb201` or `mbv3`).
+pub struct Fixture {
+    pub dir: PathBuf,
+    pub inputs: Tensors,
+    pub expected: Tensors,
+    pub json: serde_json::Value,
+}
+
+impl Fixture {
+    pub fn load(shared: &Path, space: &str) -> Self {
+        let dir = shared.join("parity").join(space);
+        let json =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
+                .unwrap();
+        Fixture {
+            inputs: read_tensors(&dir.join("inputs.safetensors")),
+            expected: read_tensors(&dir.join("expected.safetensors")),
+            dir,
+            json,
+        }
+    }
+
+    pub fn input(&self, k: &str) -> &[f32] {
+        &self
+            .inputs
+            .get(k)
+            .unwrap_or_else(|| panic!("fixture lacks input {k}"))
+            .1
+    }
+
+    pub fn want(&self, k: &str) -> &[f32] {
+        &self
+            .expected
+            .get(k)
+            .unwrap_or_else(|| panic!("fixture lacks {k}"))
+            .1
+    }
+
+    /// Imports the fixture's official checkpoints into a fresh directory.
+    pub fn import(
+        &self,
+        dtype: metad2a::weights::import::ExportDtype,
+        keep_unused: bool,
+    ) -> PathBuf {
+        let out = temp_dir(&format!("import-{}", dtype.name()));
+        metad2a::weights::import::import_official(&metad2a::weights::import::ImportOptions {
+            generator: self.dir.join("generator_ckpt.pt"),
+            predictor: self.dir.join("predictor_ckpt.pt"),
+            out: out.clone(),
+            dtype,
+            keep_unused,
+            graph_cache: false,
+            command: "test".into(),
+            data: "parity fixture".into(),
+            feature_extractor: "fixture".into(),
+        })
+        .unwrap();
+        out
+    }
+
+    /// The importer reproduces the fixture's reference safetensors: every tensor when asked to
+    /// keep them all; by default the unused ones are dropped, listed, and the rest is exact.
+    pub fn check_import(&self, space: metad2a::space::Space) {
+        // With every tensor kept, the import equals the reference safetensors, tensor for tensor.
+        let full = self.import(metad2a::weights::import::ExportDtype::F32, true);
+        for model in ["generator", "predictor"] {
+            let got = read_tensors(&full.join(format!("{model}.safetensors")));
+            let want = read_tensors(&self.dir.join(format!("{model}.safetensors")));
+            assert_eq!(
+                got.keys().collect::<Vec<_>>(),
+                want.keys().collect::<Vec<_>>(),
+                "{model} names"
+            );
+            for (k, (shape, v)) in &want {
+                assert_eq!(&got[k].0, shape, "{model}.{k} shape");
+                assert!(got[k].1 == *v, "{model}.{k} values differ");
+            }
+        }
+        // By default the unused tensors are dropped, listed in the manifest, and the rest is exact.
+        let lean = self.import(metad2a::weights::import::ExportDtype::F32, false);
+        let manifest = metad2a::weights::Manifest::read(&lean).unwrap();
+        assert_eq!(manifest.space, space);
+        for (model, entry, unused) in [
+            (
+                "generator",
+                &manifest.generator,
+                metad2a::weights::import::GENERATOR_UNUSED,
+            ),
+            (
+                "predictor",
+                &manifest.predictor,
+                metad2a::weights::import::PREDICTOR_UNUSED,
+            ),
+        ] {
+            let got = read_tensors(&lean.join(&entry.file));
+            let want = read_tensors(&self.dir.join(format!("{model}.safetensors")));
+            for k in want.keys() {
+                let is_unused = unused.iter().any(|p| k.starts_with(p));
+                assert_eq!(got.contains_key(k), !is_unused, "{model}.{k} kept/dropped");
+                assert_eq!(
+                    entry.dropped.contains(k),
+                    is_unused,
+                    "{model}.{k} listed as dropped"
+                );
+                if !is_unused {
+                    assert!(got[k].1 == want[k].1, "{model}.{k} values differ");
+                }
+            }
+            let bytes = std::fs::read(lean.join(&entry.file)).unwrap();
+            assert_eq!(entry.sha256, metad2a::weights::sha256_hex(&bytes));
+        }
+        assert_eq!(manifest.generator.dropped.len(), 24);
+        assert_eq!(manifest.predictor.dropped.len(), 6);
+    }
+}

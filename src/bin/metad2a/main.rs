@@ -10,7 +10,6 @@ use clap::{Args, Parser, Subcommand};
 use metad2a::model::{Generator, Predictor};
 use metad2a::search::{Budget, Progress, SearchConfig, SearchReport};
 use metad2a::space::nb201_table::Nb201Table;
-use metad2a::space::Nb201Net;
 use metad2a::weights::import::{import_official, ExportDtype, ImportOptions};
 use metad2a::weights::WeightStore;
 use metad2a::{Dataset, Engine, Error};
@@ -31,6 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Search(SearchArgs),
+    Score(ScoreArgs),
     Features(FeaturesArgs),
     Import(ImportArgs),
     Cache(CacheArgs),
@@ -47,6 +47,8 @@ enum Command {
     #[cfg(feature = "train")]
     #[command(subcommand)]
     BuildDb(train_cli::BuildDbCommand),
+    #[cfg(feature = "train")]
+    MetaTest(train_cli::MetaTestArgs),
 }
 
 /// Measure how well backbone features separate classes, at several input resolutions.
@@ -97,9 +99,62 @@ struct ConvertBackboneArgs {
 /// them by the meta-predictor's score averaged over --resamples set samples. With --exhaustive it
 /// skips generation and scores all 15,625 NB201 cells. The same seed gives the same result.
 ///
+/// The search space is the one of the weights (their manifest): NB201 cells, or MobileNetV3
+/// (Once-for-All) subnets, printed as `k3e4 k5e6 [k7e6 k3e3] | ...` (blocks beyond a stage's
+/// depth in brackets) and, with --json, also as the official {ks, e, d} object.
+///
+/// Example: metad2a search --images examples/data/fashion-mnist --top-k 5
+///
 /// Example: metad2a search --weights weights/official-nb201 --features cifar10.safetensors --top-k 5
 #[derive(Args)]
 struct SearchArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    weights: WeightsArg,
+    /// Candidates to generate and rank [default: 500 for NB201, 200 for MobileNetV3].
+    #[arg(long)]
+    num_archs: Option<usize>,
+    /// Set samples each candidate's score is averaged over.
+    #[arg(long, default_value_t = metad2a::search::DEFAULT_RESAMPLES)]
+    resamples: usize,
+    /// Candidates to print (0: all ranked).
+    #[arg(long, default_value_t = 10)]
+    top_k: usize,
+    /// Random seed: the same seed gives the same candidates and ranking.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Score every NB201 cell instead of generating candidates.
+    #[arg(long)]
+    exhaustive: bool,
+    /// Keep only architectures whose network needs at most this many MFLOPs (multiply-adds;
+    /// NB201: the standard C=16, N=5 CIFAR network with 10 classes; MobileNetV3: the subnet at
+    /// 224x224 with the 1000-class head, counted as OFA does, see docs/mbv3-costs.md).
+    #[arg(long, value_name = "MFLOPS")]
+    max_flops: Option<f64>,
+    /// Keep only architectures whose network has at most this many million parameters.
+    #[arg(long, value_name = "MPARAMS")]
+    max_params: Option<f64>,
+    /// Feature rows per class in a set sample.
+    #[arg(long, default_value_t = metad2a::search::DEFAULT_PER_CLASS)]
+    per_class: usize,
+    /// Draw set rows with replacement (lets classes with fewer rows than --per-class take part).
+    #[arg(long)]
+    with_replacement: bool,
+    /// Stop generating after this many decoded graphs [default: 100 x --num-archs, at least 20000].
+    #[arg(long)]
+    max_decoded: Option<usize>,
+    /// A NAS-Bench-201 table (NATS-Bench CSV layout) to add benchmark index and accuracies.
+    #[arg(long, value_name = "CSV")]
+    nb201: Option<PathBuf>,
+    /// Print the report as JSON (stable; see README).
+    #[arg(long)]
+    json: bool,
+}
+
+/// The dataset to search for: a feature file, or images.
+#[derive(Args)]
+struct DataArgs {
     /// Feature file of the dataset: safetensors with `features` [N, D] (f32/f16) and `labels` [N].
     #[arg(
         long,
@@ -118,45 +173,143 @@ struct SearchArgs {
     /// With --images: input resolution of the backbone.
     #[arg(long, default_value_t = metad2a::features::DEFAULT_RESOLUTION)]
     resolution: usize,
+}
+
+impl DataArgs {
+    fn load(&self) -> metad2a::Result<Dataset> {
+        match (&self.features, &self.images) {
+            (Some(f), _) => Dataset::load(f),
+            (None, Some(d)) => images_to_dataset(
+                &ImageInput::Folder(d.clone()),
+                self.images_per_class,
+                self.resolution,
+                None,
+            ),
+            (None, None) => Err(Error::invalid("give --features FILE or --images DIR")),
+        }
+    }
+}
+
+/// Score given architectures for a dataset with the meta-predictor.
+///
+/// Reads architectures one per line from FILE (or standard input with `-`): NB201 strings
+/// (`|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`) or MobileNetV3 subnets (the official JSON object
+/// {"ks": [20], "e": [20], "d": [5]}, or the readable form search prints), matching the space of
+/// the weights; blank lines and lines starting with # are skipped. Prints each one's score
+/// (averaged over --resamples set samples, the same samples a search with that --seed ranks
+/// with), cost and rank, in input order.
+///
+/// Example: metad2a score --features cifar10.safetensors --archs mine.txt
+///
+/// Example: echo '|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|' | metad2a score --images photos/ --archs -
+#[derive(Args)]
+struct ScoreArgs {
+    #[command(flatten)]
+    data: DataArgs,
     #[command(flatten)]
     weights: WeightsArg,
-    /// Candidates to generate and rank.
-    #[arg(long, default_value_t = metad2a::search::DEFAULT_NUM_ARCHS)]
-    num_archs: usize,
-    /// Set samples each candidate's score is averaged over.
+    /// Architectures, one per line (`-`: standard input).
+    #[arg(long, value_name = "FILE|-")]
+    archs: PathBuf,
+    /// Set samples each score is averaged over.
     #[arg(long, default_value_t = metad2a::search::DEFAULT_RESAMPLES)]
     resamples: usize,
-    /// Candidates to print (0: all ranked).
-    #[arg(long, default_value_t = 10)]
-    top_k: usize,
-    /// Random seed: the same seed gives the same candidates and ranking.
+    /// Random seed of the set samples.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Score every NB201 cell instead of generating candidates.
-    #[arg(long)]
-    exhaustive: bool,
-    /// Keep only cells whose network needs at most this many MFLOPs (multiply-adds; standard
-    /// C=16, N=5 CIFAR network, 10 classes).
-    #[arg(long, value_name = "MFLOPS")]
-    max_flops: Option<f64>,
-    /// Keep only cells whose network has at most this many million parameters.
-    #[arg(long, value_name = "MPARAMS")]
-    max_params: Option<f64>,
     /// Feature rows per class in a set sample.
     #[arg(long, default_value_t = metad2a::search::DEFAULT_PER_CLASS)]
     per_class: usize,
-    /// Draw set rows with replacement (lets classes with fewer rows than --per-class take part).
+    /// Draw set rows with replacement.
     #[arg(long)]
     with_replacement: bool,
-    /// Stop generating after this many decoded graphs [default: 100 x --num-archs, at least 20000].
-    #[arg(long)]
-    max_decoded: Option<usize>,
-    /// A NAS-Bench-201 table (NATS-Bench CSV layout) to add benchmark index and accuracies.
-    #[arg(long, value_name = "CSV")]
-    nb201: Option<PathBuf>,
-    /// Print the report as JSON (stable; see README).
+    /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+fn read_archs(
+    path: &Path,
+    space: metad2a::space::Space,
+) -> metad2a::Result<Vec<metad2a::space::Arch>> {
+    let text = if path.as_os_str() == "-" {
+        let mut t = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+            .map_err(|e| Error::invalid(format!("reading standard input: {e}")))?;
+        t
+    } else {
+        std::fs::read_to_string(path)
+            .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?
+    };
+    let archs = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(|(i, l)| {
+            metad2a::space::Arch::parse(space, l)
+                .map_err(|e| Error::invalid(format!("{} line {}: {e}", path.display(), i + 1)))
+        })
+        .collect::<metad2a::Result<Vec<_>>>()?;
+    if archs.is_empty() {
+        return Err(Error::invalid(format!(
+            "{} holds no architectures",
+            path.display()
+        )));
+    }
+    Ok(archs)
+}
+
+fn score(a: ScoreArgs) -> metad2a::Result<()> {
+    let dir = a.weights.dir()?;
+    let engine = Engine::load(&dir)?;
+    let archs = read_archs(&a.archs, engine.space)?;
+    let data = a.data.load()?;
+    let cfg = SearchConfig {
+        seed: a.seed,
+        resamples: a.resamples,
+        per_class: a.per_class,
+        with_replacement: a.with_replacement,
+        ..SearchConfig::default()
+    };
+    let scores = engine.score(&data, &archs, &cfg)?;
+    let mut order: Vec<usize> = (0..archs.len()).collect();
+    order.sort_by(|&x, &y| scores[y].total_cmp(&scores[x]).then(x.cmp(&y)));
+    let mut rank = vec![0; archs.len()];
+    for (r, &i) in order.iter().enumerate() {
+        rank[i] = r + 1;
+    }
+    let budget = Budget::default();
+    if a.json {
+        let rows: Vec<serde_json::Value> = archs
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                let c = budget.cost(x);
+                serde_json::json!({"arch": x.to_string(), "arch_json": x.to_json(), "score": scores[i], "rank": rank[i], "flops": c.flops, "params": c.params})
+            })
+            .collect();
+        let out = serde_json::json!({"space": engine.space.name(), "seed": a.seed, "resamples": a.resamples, "per_class": a.per_class, "archs": rows});
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("serialises")
+        );
+    } else {
+        println!(
+            "{:>4}  {:>10}  {:>7}  {:>7}  architecture",
+            "rank", "score", "MFLOPs", "Mparams"
+        );
+        for (i, x) in archs.iter().enumerate() {
+            let c = budget.cost(x);
+            println!(
+                "{:>4}  {:>10.6}  {:>7.2}  {:>7.3}  {x}",
+                rank[i],
+                scores[i],
+                c.flops as f64 / 1e6,
+                c.params as f64 / 1e6
+            );
+        }
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -316,16 +469,7 @@ impl ProgressLine {
 fn search(a: SearchArgs) -> metad2a::Result<()> {
     let dir = a.weights.dir()?;
     let engine = Engine::load(&dir)?;
-    let data = match (&a.features, &a.images) {
-        (Some(f), _) => Dataset::load(f)?,
-        (None, Some(d)) => images_to_dataset(
-            &ImageInput::Folder(d.clone()),
-            a.images_per_class,
-            a.resolution,
-            None,
-        )?,
-        (None, None) => return Err(Error::invalid("give --features FILE or --images DIR")),
-    };
+    let data = a.data.load()?;
     let table = a.nb201.as_ref().map(Nb201Table::load).transpose()?;
     let mega = |x: Option<f64>, what: &str| -> metad2a::Result<Option<u64>> {
         match x {
@@ -338,7 +482,9 @@ fn search(a: SearchArgs) -> metad2a::Result<()> {
     };
     let cfg = SearchConfig {
         seed: a.seed,
-        num_archs: a.num_archs,
+        num_archs: a
+            .num_archs
+            .unwrap_or_else(|| metad2a::search::default_num_archs(engine.space)),
         resamples: a.resamples,
         top_k: a.top_k,
         per_class: a.per_class,
@@ -348,7 +494,7 @@ fn search(a: SearchArgs) -> metad2a::Result<()> {
         budget: Budget {
             max_flops: mega(a.max_flops, "--max-flops")?,
             max_params: mega(a.max_params, "--max-params")?,
-            net: Nb201Net::default(),
+            ..Default::default()
         },
     };
     let mut line = ProgressLine::new();
@@ -559,7 +705,7 @@ fn import(a: ImportArgs) -> metad2a::Result<()> {
             e.dropped.len()
         );
     }
-    if opts.graph_cache {
+    if opts.graph_cache && m.space == metad2a::space::Space::Nb201 {
         println!(
             "  {}: embeddings of all 15625 cells",
             metad2a::search::graph_cache::FILE_NAME
@@ -637,6 +783,7 @@ fn inspect(a: InspectArgs) -> metad2a::Result<()> {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Search(a) => search(a),
+        Command::Score(a) => score(a),
         Command::Features(a) => features(a),
         Command::Import(a) => import(a),
         Command::Cache(a) => cache(a),
@@ -651,6 +798,8 @@ fn main() -> ExitCode {
         Command::Train(c) => train_cli::train(c),
         #[cfg(feature = "train")]
         Command::BuildDb(c) => train_cli::build_db(c),
+        #[cfg(feature = "train")]
+        Command::MetaTest(a) => train_cli::meta_test(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -663,426 +812,4 @@ fn main() -> ExitCode {
 
 /// Commands of the `train` feature.
 #[cfg(feature = "train")]
-mod train_cli {
-    use std::path::{Path, PathBuf};
-
-    use clap::Args;
-    use metad2a::features::readers::read_folder;
-    use metad2a::space::nb201_table::Nb201Table;
-    use metad2a::train::calibrate;
-    use metad2a::train::cell_net::NetConfig;
-    use metad2a::train::cell_train::{ImageSet, TrainConfig, CIFAR_MEAN, CIFAR_STD};
-
-    /// Calibrate the cheap cell-training protocol against NAS-Bench-201 on CIFAR-10.
-    ///
-    /// Trains --cells NB201 cells spread over the benchmark's CIFAR-10 accuracy range with the
-    /// protocol given by the options, on --per-class training images per class of DIR/train,
-    /// evaluated on --valid-per-class images per class of DIR/test, and reports the Spearman and
-    /// Kendall correlation of the proxy accuracy with the benchmark, the top-10% overlap and the
-    /// time per cell. Results are appended to --out one line per cell; rerunning resumes.
-    ///
-    /// Example: metad2a calibrate --cifar /tmp/cifar10 --nb201 nats_bench.csv --out cal.jsonl --svg cal.svg
-    #[derive(Args)]
-    pub struct CalibrateArgs {
-        /// CIFAR-10 as image folders: DIR/train/<class>/*.jpg and DIR/test/<class>/*.jpg.
-        #[arg(long, value_name = "DIR")]
-        cifar: PathBuf,
-        /// The NAS-Bench-201 table (NATS-Bench CSV layout).
-        #[arg(long, value_name = "CSV")]
-        nb201: PathBuf,
-        /// Results file (JSON lines; appended, resumable).
-        #[arg(long, value_name = "FILE")]
-        out: PathBuf,
-        /// Write a scatter plot (SVG) of all results in --out.
-        #[arg(long, value_name = "FILE")]
-        svg: Option<PathBuf>,
-        #[arg(long, default_value_t = 60)]
-        cells: usize,
-        #[arg(long, default_value_t = 1000)]
-        per_class: usize,
-        #[arg(long, default_value_t = 300)]
-        valid_per_class: usize,
-        #[arg(long, default_value_t = 10)]
-        epochs: usize,
-        #[arg(long, default_value_t = 16)]
-        resolution: usize,
-        #[arg(long, default_value_t = 8)]
-        channels: usize,
-        /// Cells per stage (N).
-        #[arg(long, default_value_t = 1)]
-        cells_per_stage: usize,
-        #[arg(long, default_value_t = 64)]
-        batch: usize,
-        #[arg(long, default_value_t = 0.1)]
-        lr: f32,
-        #[arg(long, default_value_t = 5e-4)]
-        weight_decay: f32,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Threads per training run.
-        #[arg(long, default_value_t = 2)]
-        shards: usize,
-        /// Also compute each cell's NASWOT score (minibatch of this many validation images).
-        #[arg(long, value_name = "BATCH")]
-        naswot: Option<usize>,
-    }
-
-    fn load_cifar(
-        dir: &Path,
-        sub: &str,
-        per_class: usize,
-        resolution: usize,
-    ) -> metad2a::Result<ImageSet> {
-        let imgs = read_folder(&dir.join(sub), Some(per_class), &mut |_, _| {})?;
-        Ok(ImageSet::new(
-            &imgs.images,
-            &imgs.labels,
-            imgs.class_names.len(),
-            resolution,
-            CIFAR_MEAN,
-            CIFAR_STD,
-        ))
-    }
-
-    pub fn calibrate(a: CalibrateArgs) -> metad2a::Result<()> {
-        let table = Nb201Table::load(&a.nb201)?;
-        let cells = calibrate::spread_cells(&table, a.cells);
-        let train = load_cifar(&a.cifar, "train", a.per_class, a.resolution)?;
-        let valid = load_cifar(&a.cifar, "test", a.valid_per_class, a.resolution)?;
-        let cfg = TrainConfig {
-            net: NetConfig {
-                channels: a.channels,
-                cells: a.cells_per_stage,
-                classes: train.classes,
-            },
-            epochs: a.epochs,
-            batch: a.batch,
-            lr: a.lr,
-            weight_decay: a.weight_decay,
-            seed: a.seed,
-            shards: a.shards,
-            ..TrainConfig::default()
-        };
-        eprintln!(
-            "{} training images, {} validation images at {}px; {} cells",
-            train.len(),
-            valid.len(),
-            a.resolution,
-            cells.len()
-        );
-        let results = calibrate::run(
-            &cells,
-            &train,
-            &valid,
-            &cfg,
-            a.per_class,
-            a.naswot.map(|b| (b, &valid)),
-            &a.out,
-            &mut |l| eprintln!("{l}"),
-        )?;
-        let s = calibrate::summarize(&results);
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&s).expect("summary serialises")
-        );
-        if let Some(svg) = &a.svg {
-            let title = format!(
-                "{} cells; {}px, C={}, N={}, {} img/class, {} epochs: Spearman {:.3}, Kendall {:.3}",
-                s.cells, a.resolution, a.channels, a.cells_per_stage, a.per_class, a.epochs, s.spearman, s.kendall
-            );
-            metad2a::util::write_atomic(svg, calibrate::scatter_svg(&results, &title).as_bytes())?;
-        }
-        Ok(())
-    }
-
-    /// Score NB201 cells with NASWOT (training-free) and correlate with NAS-Bench-201 CIFAR-10.
-    ///
-    /// Uses the same spread of cells as `calibrate` and a freshly initialised network of the
-    /// given size; the score is log|det K| of the ReLU-code agreement kernel over one minibatch.
-    #[derive(Args)]
-    pub struct NaswotArgs {
-        #[arg(long, value_name = "DIR")]
-        cifar: PathBuf,
-        #[arg(long, value_name = "CSV")]
-        nb201: PathBuf,
-        #[arg(long, default_value_t = 60)]
-        cells: usize,
-        /// Minibatch size.
-        #[arg(long, default_value_t = 128)]
-        batch: usize,
-        #[arg(long, default_value_t = 16)]
-        channels: usize,
-        #[arg(long, default_value_t = 5)]
-        cells_per_stage: usize,
-        #[arg(long, default_value_t = 32)]
-        resolution: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-    }
-
-    /// Build the meta-database: tasks from labelled images, NB201 cells trained on each.
-    ///
-    /// Steps: `init` (features, tasks, plan), `run --shard i/n` (records; resumable, one shard
-    /// per machine or job), `merge` (records.jsonl in plan order).
-    #[derive(clap::Subcommand)]
-    pub enum BuildDbCommand {
-        /// Read the sources, compute class features, draw tasks and the cells to train.
-        Init(BuildInitArgs),
-        /// Train the planned cells of one shard (appends records; rerun to resume).
-        Run(BuildRunArgs),
-        /// Gather the shards' records into records.jsonl.
-        Merge(BuildMergeArgs),
-    }
-
-    #[derive(Args)]
-    pub struct BuildInitArgs {
-        /// SOURCES/<dataset>/<class>/*.png|jpg (scripts/fetch-meta-sources.sh prepares one).
-        #[arg(long, value_name = "DIR")]
-        sources: PathBuf,
-        /// The database directory to create.
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
-        #[arg(long, default_value_t = 120)]
-        tasks: usize,
-        #[arg(long, default_value_t = 10)]
-        archs_per_task: usize,
-        #[arg(long, default_value_t = 5)]
-        min_classes: usize,
-        #[arg(long, default_value_t = 10)]
-        max_classes: usize,
-        #[arg(long, default_value_t = 100)]
-        feature_rows: usize,
-        #[arg(long, default_value_t = 500)]
-        train_per_class: usize,
-        #[arg(long, default_value_t = 100)]
-        valid_per_class: usize,
-        #[arg(long, default_value_t = 10)]
-        valid_every: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Proxy protocol: epochs, resolution, channels, cells per stage.
-        #[arg(long, default_value_t = 10)]
-        epochs: usize,
-        #[arg(long, default_value_t = 16)]
-        resolution: usize,
-        #[arg(long, default_value_t = 8)]
-        channels: usize,
-        #[arg(long, default_value_t = 1)]
-        cells_per_stage: usize,
-    }
-
-    #[derive(Args)]
-    pub struct BuildRunArgs {
-        #[arg(long, value_name = "DIR")]
-        db: PathBuf,
-        /// This machine's share of the work, as i/n.
-        #[arg(long, default_value = "0/1")]
-        shard: String,
-    }
-
-    #[derive(Args)]
-    pub struct BuildMergeArgs {
-        #[arg(long, value_name = "DIR")]
-        db: PathBuf,
-        /// Merge even if some planned records are missing.
-        #[arg(long)]
-        partial: bool,
-    }
-
-    pub fn build_db(c: BuildDbCommand) -> metad2a::Result<()> {
-        use metad2a::train::build_db;
-        match c {
-            BuildDbCommand::Init(a) => {
-                let cfg = build_db::BuildConfig {
-                    tasks: a.tasks,
-                    archs_per_task: a.archs_per_task,
-                    min_classes: a.min_classes,
-                    max_classes: a.max_classes,
-                    feature_rows: a.feature_rows,
-                    feature_resolution: metad2a::features::DEFAULT_RESOLUTION,
-                    train_per_class: a.train_per_class,
-                    valid_per_class: a.valid_per_class,
-                    valid_every: a.valid_every,
-                    seed: a.seed,
-                    protocol: TrainConfig {
-                        net: NetConfig {
-                            channels: a.channels,
-                            cells: a.cells_per_stage,
-                            classes: 0,
-                        },
-                        epochs: a.epochs,
-                        ..TrainConfig::default()
-                    },
-                    resolution: a.resolution,
-                };
-                let plan = build_db::init(&a.sources, &a.out, &cfg, &mut |l| eprintln!("{l}"))?;
-                println!(
-                    "wrote {}: {} classes, {} tasks, {} planned records",
-                    a.out.display(),
-                    plan.classes.len(),
-                    plan.tasks.len(),
-                    plan.cells.iter().map(Vec::len).sum::<usize>()
-                );
-            }
-            BuildDbCommand::Run(a) => {
-                let (i, n) = a
-                    .shard
-                    .split_once('/')
-                    .and_then(|(i, n)| Some((i.parse().ok()?, n.parse().ok()?)))
-                    .ok_or_else(|| metad2a::Error::invalid("--shard takes i/n, e.g. 0/4"))?;
-                let done = build_db::run_shard(&a.db, i, n, &mut |p| {
-                    if let Some(r) = &p.last {
-                        eprintln!(
-                            "[{}/{}] task {} acc {:.2}% ({:.1} s) {}; ETA {:.0} min",
-                            p.done,
-                            p.total,
-                            r.task,
-                            r.acc,
-                            r.seconds,
-                            r.arch,
-                            p.eta_seconds / 60.0
-                        );
-                    }
-                })?;
-                println!("shard {i}/{n}: {} records", done.len());
-            }
-            BuildDbCommand::Merge(a) => {
-                let n = build_db::merge(&a.db, a.partial)?;
-                println!(
-                    "wrote {} ({n} records)",
-                    a.db.join("records.jsonl").display()
-                );
-            }
-        }
-        Ok(())
-    }
-
-    /// Meta-train the generator or the predictor on a meta-database.
-    #[derive(clap::Subcommand)]
-    pub enum TrainCommand {
-        /// Train the generator (official objective) on the best record of each task.
-        ///
-        /// Example: metad2a train generator --db db/ --out weights/mine --epochs 400
-        Generator(TrainArgs),
-        /// Train the meta-predictor on all records; keeps the best validation-Pearson epoch.
-        ///
-        /// Example: metad2a train predictor --db db/ --out weights/mine --epochs 400
-        Predictor(TrainArgs),
-    }
-
-    /// Options of `metad2a train`. A run resumes from OUT/<model>.ckpt.safetensors when it exists;
-    /// once both models are in OUT, the graph cache and manifest.json are written and OUT is a
-    /// weights directory `metad2a search` loads.
-    #[derive(Args)]
-    pub struct TrainArgs {
-        /// Meta-database directory (features.safetensors, tasks.jsonl, records.jsonl).
-        #[arg(long, value_name = "DIR")]
-        db: PathBuf,
-        /// Output weights directory.
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
-        #[arg(long, default_value_t = 400)]
-        epochs: usize,
-        #[arg(long, default_value_t = 32)]
-        batch: usize,
-        #[arg(long, default_value_t = 1e-4)]
-        lr: f64,
-        #[arg(long, default_value_t = 20)]
-        per_class: usize,
-        #[arg(long, default_value_t = 333)]
-        seed: u64,
-        /// Reduce-on-plateau patience (epochs).
-        #[arg(long, default_value_t = 10)]
-        patience: usize,
-    }
-
-    pub fn train(c: TrainCommand) -> metad2a::Result<()> {
-        use metad2a::train::meta_train::{self, Kind, MetaTrainConfig, TrainProgress};
-        let (kind, a) = match c {
-            TrainCommand::Generator(a) => (Kind::Generator, a),
-            TrainCommand::Predictor(a) => (Kind::Predictor, a),
-        };
-        let db = metad2a::train::metadb::MetaDb::load(&a.db)?;
-        eprintln!(
-            "{}: {} tasks, {} records, {}-d features ({})",
-            a.db.display(),
-            db.tasks.len(),
-            db.records.len(),
-            db.dim,
-            db.feature_extractor
-        );
-        let cfg = MetaTrainConfig {
-            epochs: a.epochs,
-            batch: a.batch,
-            lr: a.lr,
-            per_class: a.per_class,
-            seed: a.seed,
-            plateau_patience: a.patience,
-            ..MetaTrainConfig::default()
-        };
-        let init = meta_train::init_params(kind, db.dim, a.seed)?;
-        let mut line = super::ProgressLine::new();
-        meta_train::train(kind, &db, init, &cfg, &a.out, &mut |p| match p {
-            TrainProgress::Batch { epoch, done, total } => {
-                line.update(&format!("epoch {epoch}: {done}/{total}"))
-            }
-            TrainProgress::Epoch(l) => {
-                line.finish();
-                eprintln!("{}", serde_json::to_string(l).expect("log serialises"));
-            }
-        })?;
-        if a.out.join("generator.safetensors").is_file()
-            && a.out.join("predictor.safetensors").is_file()
-        {
-            let command = std::env::args().collect::<Vec<_>>().join(" ");
-            let data = format!(
-                "meta-database {} ({} tasks, {} records; {})",
-                a.db.display(),
-                db.tasks.len(),
-                db.records.len(),
-                db.feature_extractor
-            );
-            let m = meta_train::write_manifest(&a.out, &data, &command)?;
-            println!(
-                "wrote {} (generator and predictor, graph cache, manifest; {})",
-                a.out.display(),
-                m.feature_extractor
-            );
-        } else {
-            println!(
-                "wrote {} ({} only; train the other model into the same directory to complete it)",
-                a.out.join(format!("{}.safetensors", kind.name())).display(),
-                kind.name()
-            );
-        }
-        Ok(())
-    }
-
-    pub fn naswot(a: NaswotArgs) -> metad2a::Result<()> {
-        let table = Nb201Table::load(&a.nb201)?;
-        let cells = calibrate::spread_cells(&table, a.cells);
-        let imgs = load_cifar(&a.cifar, "train", a.batch.div_ceil(10), a.resolution)?;
-        let net = NetConfig {
-            channels: a.channels,
-            cells: a.cells_per_stage,
-            classes: 10,
-        };
-        let t = std::time::Instant::now();
-        let mut truth = Vec::new();
-        let mut scores = Vec::new();
-        for (arch, index, acc) in &cells {
-            let s = metad2a::train::naswot::score(arch, net, &imgs, a.batch, a.seed);
-            println!("{index}\t{acc:.2}\t{s:.3}\t{arch}");
-            truth.push(*acc);
-            scores.push(if s.is_finite() { s } else { -1e300 });
-        }
-        println!(
-            "NASWOT over {} cells: Spearman {:.3}, Kendall {:.3}, {:.2} s per cell",
-            cells.len(),
-            metad2a::stats::spearman(&truth, &scores),
-            metad2a::stats::kendall(&truth, &scores),
-            t.elapsed().as_secs_f64() / cells.len() as f64
-        );
-        Ok(())
-    }
-}
+mod train_cli;

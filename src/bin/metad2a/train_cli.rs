@@ -1,0 +1,512 @@
+//! Commands of the `train` feature: calibrate, naswot, build-db, train, meta-test.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use metad2a::features::readers::read_folder;
+use metad2a::space::nb201_table::Nb201Table;
+use metad2a::train::calibrate;
+use metad2a::train::cell_net::NetConfig;
+use metad2a::train::cell_train::{ImageSet, TrainConfig, CIFAR_MEAN, CIFAR_STD};
+
+/// Calibrate the cheap cell-training protocol against NAS-Bench-201 on CIFAR-10.
+///
+/// Trains --cells NB201 cells spread over the benchmark's CIFAR-10 accuracy range with the
+/// protocol given by the options, on --per-class training images per class of DIR/train,
+/// evaluated on --valid-per-class images per class of DIR/test, and reports the Spearman and
+/// Kendall correlation of the proxy accuracy with the benchmark, the top-10% overlap and the
+/// time per cell. Results are appended to --out one line per cell; rerunning resumes.
+///
+/// Example: metad2a calibrate --cifar /tmp/cifar10 --nb201 nats_bench.csv --out cal.jsonl --svg cal.svg
+#[derive(Args)]
+pub struct CalibrateArgs {
+    /// CIFAR-10 as image folders: DIR/train/<class>/*.jpg and DIR/test/<class>/*.jpg.
+    #[arg(long, value_name = "DIR")]
+    cifar: PathBuf,
+    /// The NAS-Bench-201 table (NATS-Bench CSV layout).
+    #[arg(long, value_name = "CSV")]
+    nb201: PathBuf,
+    /// Results file (JSON lines; appended, resumable).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Write a scatter plot (SVG) of all results in --out.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    #[arg(long, default_value_t = 60)]
+    cells: usize,
+    #[arg(long, default_value_t = 1000)]
+    per_class: usize,
+    #[arg(long, default_value_t = 300)]
+    valid_per_class: usize,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 16)]
+    resolution: usize,
+    #[arg(long, default_value_t = 8)]
+    channels: usize,
+    /// Cells per stage (N).
+    #[arg(long, default_value_t = 1)]
+    cells_per_stage: usize,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    #[arg(long, default_value_t = 0.1)]
+    lr: f32,
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Threads per training run.
+    #[arg(long, default_value_t = 2)]
+    shards: usize,
+    /// Also compute each cell's NASWOT score (minibatch of this many validation images).
+    #[arg(long, value_name = "BATCH")]
+    naswot: Option<usize>,
+}
+
+fn load_cifar(
+    dir: &Path,
+    sub: &str,
+    per_class: usize,
+    resolution: usize,
+) -> metad2a::Result<ImageSet> {
+    let imgs = read_folder(&dir.join(sub), Some(per_class), &mut |_, _| {})?;
+    Ok(ImageSet::new(
+        &imgs.images,
+        &imgs.labels,
+        imgs.class_names.len(),
+        resolution,
+        CIFAR_MEAN,
+        CIFAR_STD,
+    ))
+}
+
+pub fn calibrate(a: CalibrateArgs) -> metad2a::Result<()> {
+    let table = Nb201Table::load(&a.nb201)?;
+    let cells = calibrate::spread_cells(&table, a.cells);
+    let train = load_cifar(&a.cifar, "train", a.per_class, a.resolution)?;
+    let valid = load_cifar(&a.cifar, "test", a.valid_per_class, a.resolution)?;
+    let cfg = TrainConfig {
+        net: NetConfig {
+            channels: a.channels,
+            cells: a.cells_per_stage,
+            classes: train.classes,
+        },
+        epochs: a.epochs,
+        batch: a.batch,
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        seed: a.seed,
+        shards: a.shards,
+        ..TrainConfig::default()
+    };
+    eprintln!(
+        "{} training images, {} validation images at {}px; {} cells",
+        train.len(),
+        valid.len(),
+        a.resolution,
+        cells.len()
+    );
+    let results = calibrate::run(
+        &cells,
+        &train,
+        &valid,
+        &cfg,
+        a.per_class,
+        a.naswot.map(|b| (b, &valid)),
+        &a.out,
+        &mut |l| eprintln!("{l}"),
+    )?;
+    let s = calibrate::summarize(&results);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&s).expect("summary serialises")
+    );
+    if let Some(svg) = &a.svg {
+        let title = format!(
+            "{} cells; {}px, C={}, N={}, {} img/class, {} epochs: Spearman {:.3}, Kendall {:.3}",
+            s.cells,
+            a.resolution,
+            a.channels,
+            a.cells_per_stage,
+            a.per_class,
+            a.epochs,
+            s.spearman,
+            s.kendall
+        );
+        metad2a::util::write_atomic(svg, calibrate::scatter_svg(&results, &title).as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Score NB201 cells with NASWOT (training-free) and correlate with NAS-Bench-201 CIFAR-10.
+///
+/// Uses the same spread of cells as `calibrate` and a freshly initialised network of the
+/// given size; the score is log|det K| of the ReLU-code agreement kernel over one minibatch.
+#[derive(Args)]
+pub struct NaswotArgs {
+    #[arg(long, value_name = "DIR")]
+    cifar: PathBuf,
+    #[arg(long, value_name = "CSV")]
+    nb201: PathBuf,
+    #[arg(long, default_value_t = 60)]
+    cells: usize,
+    /// Minibatch size.
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    #[arg(long, default_value_t = 16)]
+    channels: usize,
+    #[arg(long, default_value_t = 5)]
+    cells_per_stage: usize,
+    #[arg(long, default_value_t = 32)]
+    resolution: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// Build the meta-database: tasks from labelled images, NB201 cells trained on each.
+///
+/// Steps: `init` (features, tasks, plan), `run --shard i/n` (records; resumable, one shard
+/// per machine or job), `merge` (records.jsonl in plan order).
+#[derive(clap::Subcommand)]
+pub enum BuildDbCommand {
+    /// Read the sources, compute class features, draw tasks and the cells to train.
+    Init(BuildInitArgs),
+    /// Train the planned cells of one shard (appends records; rerun to resume).
+    Run(BuildRunArgs),
+    /// Gather the shards' records into records.jsonl.
+    Merge(BuildMergeArgs),
+}
+
+#[derive(Args)]
+pub struct BuildInitArgs {
+    /// SOURCES/<dataset>/<class>/*.png|jpg (scripts/fetch-meta-sources.sh prepares one).
+    #[arg(long, value_name = "DIR")]
+    sources: PathBuf,
+    /// The database directory to create.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 110)]
+    tasks: usize,
+    #[arg(long, default_value_t = 10)]
+    archs_per_task: usize,
+    #[arg(long, default_value_t = 5)]
+    min_classes: usize,
+    #[arg(long, default_value_t = 10)]
+    max_classes: usize,
+    /// Feature rows kept per class (the set encoder samples from these).
+    #[arg(long, default_value_t = 40)]
+    feature_rows: usize,
+    #[arg(long, default_value_t = 500)]
+    train_per_class: usize,
+    #[arg(long, default_value_t = 100)]
+    valid_per_class: usize,
+    #[arg(long, default_value_t = 10)]
+    valid_every: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Proxy protocol: epochs, resolution, channels, cells per stage.
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 16)]
+    resolution: usize,
+    #[arg(long, default_value_t = 8)]
+    channels: usize,
+    #[arg(long, default_value_t = 1)]
+    cells_per_stage: usize,
+}
+
+#[derive(Args)]
+pub struct BuildRunArgs {
+    #[arg(long, value_name = "DIR")]
+    db: PathBuf,
+    /// This machine's share of the work, as i/n.
+    #[arg(long, default_value = "0/1")]
+    shard: String,
+}
+
+#[derive(Args)]
+pub struct BuildMergeArgs {
+    #[arg(long, value_name = "DIR")]
+    db: PathBuf,
+    /// Merge even if some planned records are missing.
+    #[arg(long)]
+    partial: bool,
+}
+
+pub fn build_db(c: BuildDbCommand) -> metad2a::Result<()> {
+    use metad2a::train::build_db;
+    match c {
+        BuildDbCommand::Init(a) => {
+            let cfg = build_db::BuildConfig {
+                tasks: a.tasks,
+                archs_per_task: a.archs_per_task,
+                min_classes: a.min_classes,
+                max_classes: a.max_classes,
+                feature_rows: a.feature_rows,
+                feature_resolution: metad2a::features::DEFAULT_RESOLUTION,
+                train_per_class: a.train_per_class,
+                valid_per_class: a.valid_per_class,
+                valid_every: a.valid_every,
+                seed: a.seed,
+                protocol: TrainConfig {
+                    net: NetConfig {
+                        channels: a.channels,
+                        cells: a.cells_per_stage,
+                        classes: 0,
+                    },
+                    epochs: a.epochs,
+                    ..TrainConfig::default()
+                },
+                resolution: a.resolution,
+            };
+            let plan = build_db::init(&a.sources, &a.out, &cfg, &mut |l| eprintln!("{l}"))?;
+            println!(
+                "wrote {}: {} classes, {} tasks, {} planned records",
+                a.out.display(),
+                plan.classes.len(),
+                plan.tasks.len(),
+                plan.cells.iter().map(Vec::len).sum::<usize>()
+            );
+        }
+        BuildDbCommand::Run(a) => {
+            let (i, n) = a
+                .shard
+                .split_once('/')
+                .and_then(|(i, n)| Some((i.parse().ok()?, n.parse().ok()?)))
+                .ok_or_else(|| metad2a::Error::invalid("--shard takes i/n, e.g. 0/4"))?;
+            let done = build_db::run_shard(&a.db, i, n, &mut |p| {
+                if let Some(r) = &p.last {
+                    eprintln!(
+                        "[{}/{}] task {} acc {:.2}% ({:.1} s) {}; ETA {:.0} min",
+                        p.done,
+                        p.total,
+                        r.task,
+                        r.acc,
+                        r.seconds,
+                        r.arch,
+                        p.eta_seconds / 60.0
+                    );
+                }
+            })?;
+            println!("shard {i}/{n}: {} records", done.len());
+        }
+        BuildDbCommand::Merge(a) => {
+            let n = build_db::merge(&a.db, a.partial)?;
+            println!(
+                "wrote {} ({n} records)",
+                a.db.join("records.jsonl").display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Meta-test a weights directory on a held-out image set with NAS-Bench-201 ground truth.
+///
+/// For each seed: draws --per-class test images of each class, computes their features,
+/// searches, and reports the NAS-Bench-201 CIFAR-10 test accuracy of our top-1 and of the
+/// best of our top-30 (the official protocol), of the best of 30 random cells, and of the
+/// NASWOT pick among 10 and 100 random cells scored on the same images; plus the
+/// predictor's Spearman correlation over all 15,625 cells and the search time. Writes
+/// OUT.jsonl (per seed), OUT.summary.json and OUT.svg (plot).
+///
+/// Example: metad2a meta-test --images cifar10/test --nb201 nats_bench.csv --out docs/meta-test/cifar10
+#[derive(Args)]
+pub struct MetaTestArgs {
+    /// Weights directory to test.
+    #[arg(long, value_name = "DIR", default_value = "weights/nb201-lite0")]
+    weights: PathBuf,
+    /// Held-out images, DIR/<class>/*.png|jpg (e.g. the CIFAR-10 test split).
+    #[arg(long, value_name = "DIR")]
+    images: PathBuf,
+    /// NAS-Bench-201 table (NATS-Bench CSV export) with the ground truth.
+    #[arg(long, value_name = "CSV")]
+    nb201: PathBuf,
+    /// Seeds 0..N.
+    #[arg(long, default_value_t = 10)]
+    seeds: u64,
+    #[arg(long, default_value_t = 20)]
+    per_class: usize,
+    /// Candidates each search generates and ranks.
+    #[arg(long, default_value_t = metad2a::search::DEFAULT_NUM_ARCHS)]
+    num_archs: usize,
+    /// Backbone input resolution.
+    #[arg(long, default_value_t = metad2a::features::DEFAULT_RESOLUTION)]
+    resolution: usize,
+    /// Output path prefix.
+    #[arg(long, value_name = "PREFIX")]
+    out: PathBuf,
+}
+
+pub fn meta_test(a: MetaTestArgs) -> metad2a::Result<()> {
+    use metad2a::train::meta_test::{self, MetaTestConfig};
+    let engine = metad2a::Engine::load(&a.weights)?;
+    let fx = metad2a::features::FeatureExtractor::builtin(a.resolution)?;
+    let table = Nb201Table::load(&a.nb201)?;
+    eprintln!("reading {}", a.images.display());
+    let test = read_folder(&a.images, None, &mut |_, _| {})?;
+    let cfg = MetaTestConfig {
+        seeds: (0..a.seeds).collect(),
+        per_class: a.per_class,
+        num_archs: a.num_archs,
+        ..MetaTestConfig::default()
+    };
+    let results = meta_test::run(&engine, &fx, &test, &table, &cfg, &mut |l| eprintln!("{l}"))?;
+    let summary = meta_test::summarize(&results, &table)?;
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| metad2a::Error::io(dir, e))?;
+    }
+    let with = |ext: &str| PathBuf::from(format!("{}.{ext}", a.out.display()));
+    let lines: String = results
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("result serialises") + "\n")
+        .collect();
+    metad2a::util::write_atomic(&with("jsonl"), lines.as_bytes())?;
+    let text = serde_json::to_string_pretty(
+        &serde_json::json!({"config": cfg, "weights": a.weights, "summary": summary}),
+    )
+    .expect("summary serialises");
+    metad2a::util::write_atomic(&with("summary.json"), format!("{text}\n").as_bytes())?;
+    let title = format!(
+        "{}: {} seeds, {} images/class; predictor Spearman {:.3}",
+        a.images.display(),
+        summary.seeds,
+        a.per_class,
+        summary.predictor_spearman_mean
+    );
+    metad2a::util::write_atomic(
+        &with("svg"),
+        meta_test::strip_svg(&results, &summary, &title).as_bytes(),
+    )?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Meta-train the generator or the predictor on a meta-database.
+#[derive(clap::Subcommand)]
+pub enum TrainCommand {
+    /// Train the generator (official objective) on the best record of each task.
+    ///
+    /// Example: metad2a train generator --db db/ --out weights/mine --epochs 400
+    Generator(TrainArgs),
+    /// Train the meta-predictor on all records; keeps the best validation-Pearson epoch.
+    ///
+    /// Example: metad2a train predictor --db db/ --out weights/mine --epochs 400
+    Predictor(TrainArgs),
+}
+
+/// Options of `metad2a train`. A run resumes from OUT/<model>.ckpt.safetensors when it exists;
+/// once both models are in OUT, the graph cache and manifest.json are written and OUT is a
+/// weights directory `metad2a search` loads.
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Meta-database directory (features.safetensors, tasks.jsonl, records.jsonl).
+    #[arg(long, value_name = "DIR")]
+    db: PathBuf,
+    /// Output weights directory.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 400)]
+    epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    #[arg(long, default_value_t = 20)]
+    per_class: usize,
+    #[arg(long, default_value_t = 333)]
+    seed: u64,
+    /// Reduce-on-plateau patience (epochs).
+    #[arg(long, default_value_t = 10)]
+    patience: usize,
+}
+
+pub fn train(c: TrainCommand) -> metad2a::Result<()> {
+    use metad2a::train::meta_train::{self, Kind, MetaTrainConfig, TrainProgress};
+    let (kind, a) = match c {
+        TrainCommand::Generator(a) => (Kind::Generator, a),
+        TrainCommand::Predictor(a) => (Kind::Predictor, a),
+    };
+    let db = metad2a::train::metadb::MetaDb::load(&a.db)?;
+    eprintln!(
+        "{}: {} tasks, {} records, {}-d features ({})",
+        a.db.display(),
+        db.tasks.len(),
+        db.records.len(),
+        db.dim,
+        db.feature_extractor
+    );
+    let cfg = MetaTrainConfig {
+        epochs: a.epochs,
+        batch: a.batch,
+        lr: a.lr,
+        per_class: a.per_class,
+        seed: a.seed,
+        plateau_patience: a.patience,
+        ..MetaTrainConfig::default()
+    };
+    let init = meta_train::init_params(kind, db.dim, a.seed)?;
+    let mut line = super::ProgressLine::new();
+    meta_train::train(kind, &db, init, &cfg, &a.out, &mut |p| match p {
+        TrainProgress::Batch { epoch, done, total } => {
+            line.update(&format!("epoch {epoch}: {done}/{total}"))
+        }
+        TrainProgress::Epoch(l) => {
+            line.finish();
+            eprintln!("{}", serde_json::to_string(l).expect("log serialises"));
+        }
+    })?;
+    if a.out.join("generator.safetensors").is_file()
+        && a.out.join("predictor.safetensors").is_file()
+    {
+        let command = std::env::args().collect::<Vec<_>>().join(" ");
+        let data = format!(
+            "meta-database {} ({} tasks, {} records; {})",
+            a.db.display(),
+            db.tasks.len(),
+            db.records.len(),
+            db.feature_extractor
+        );
+        let m = meta_train::write_manifest(&a.out, &data, &command)?;
+        println!(
+            "wrote {} (generator and predictor, graph cache, manifest; {})",
+            a.out.display(),
+            m.feature_extractor
+        );
+    } else {
+        println!(
+            "wrote {} ({} only; train the other model into the same directory to complete it)",
+            a.out.join(format!("{}.safetensors", kind.name())).display(),
+            kind.name()
+        );
+    }
+    Ok(())
+}
+
+pub fn naswot(a: NaswotArgs) -> metad2a::Result<()> {
+    let table = Nb201Table::load(&a.nb201)?;
+    let cells = calibrate::spread_cells(&table, a.cells);
+    let imgs = load_cifar(&a.cifar, "train", a.batch.div_ceil(10), a.resolution)?;
+    let net = NetConfig {
+        channels: a.channels,
+        cells: a.cells_per_stage,
+        classes: 10,
+    };
+    let t = std::time::Instant::now();
+    let mut truth = Vec::new();
+    let mut scores = Vec::new();
+    for (arch, index, acc) in &cells {
+        let s = metad2a::train::naswot::score(arch, net, &imgs, a.batch, a.seed);
+        println!("{index}\t{acc:.2}\t{s:.3}\t{arch}");
+        truth.push(*acc);
+        scores.push(if s.is_finite() { s } else { -1e300 });
+    }
+    println!(
+        "NASWOT over {} cells: Spearman {:.3}, Kendall {:.3}, {:.2} s per cell",
+        cells.len(),
+        metad2a::stats::spearman(&truth, &scores),
+        metad2a::stats::kendall(&truth, &scores),
+        t.elapsed().as_secs_f64() / cells.len() as f64
+    );
+    Ok(())
+}

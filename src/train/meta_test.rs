@@ -1,0 +1,380 @@
+//! The meta-test on a held-out labelled image set with NAS-Bench-201 ground truth (CIFAR-10):
+//! for each seed, draw a few test images per class, search with the engine, and compare the
+//! benchmark accuracy of what it picks with random search and NASWOT at the same seed.
+//!
+//! Per seed: our top-1 and the best of our top-30 (the official MetaD2A protocol), the best of
+//! 30 random cells, the NASWOT pick among 10 and among 100 random cells (scored on the same
+//! images), the predictor's Spearman correlation with the benchmark over every cell, and the
+//! search's wall-clock time.
+
+use serde::Serialize;
+
+use super::cell_net::NetConfig;
+use super::cell_train::{ImageSet, CIFAR_MEAN, CIFAR_STD};
+use super::naswot;
+use crate::dataset::Dataset;
+use crate::error::{Error, Result};
+use crate::features::{FeatureExtractor, LabelledImages};
+use crate::rng::Rng;
+use crate::search::{Engine, SearchConfig};
+use crate::space::nb201::NUM_ARCHS;
+use crate::space::nb201_table::Nb201Table;
+use crate::space::Nb201Arch;
+
+/// What the meta-test does.
+#[derive(Clone, Debug, Serialize)]
+pub struct MetaTestConfig {
+    pub seeds: Vec<u64>,
+    /// Test images drawn per class for each seed.
+    pub per_class: usize,
+    /// Candidates the search generates and ranks.
+    pub num_archs: usize,
+    /// Size of the shortlist whose best cell is reported (official: 30).
+    pub top: usize,
+    /// Random-search sample size.
+    pub random: usize,
+    /// NASWOT sample sizes (each a prefix of one random draw of the largest).
+    pub naswot: Vec<usize>,
+    pub naswot_net: NetConfig,
+    pub naswot_batch: usize,
+    pub naswot_resolution: usize,
+}
+
+impl Default for MetaTestConfig {
+    fn default() -> Self {
+        MetaTestConfig {
+            seeds: (0..10).collect(),
+            per_class: 20,
+            num_archs: crate::search::DEFAULT_NUM_ARCHS,
+            top: 30,
+            random: 30,
+            naswot: vec![10, 100],
+            naswot_net: NetConfig {
+                channels: 16,
+                cells: 5,
+                classes: 10,
+            },
+            naswot_batch: 128,
+            naswot_resolution: 32,
+        }
+    }
+}
+
+/// A method's pick at one seed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Pick {
+    pub method: String,
+    pub arch: String,
+    /// NAS-Bench-201 test accuracy of the pick (for shortlists: of its best member), %.
+    pub acc: f64,
+}
+
+/// One seed's results.
+#[derive(Clone, Debug, Serialize)]
+pub struct SeedResult {
+    pub seed: u64,
+    pub picks: Vec<Pick>,
+    /// Spearman correlation of the predictor's scores with the benchmark over every cell.
+    pub predictor_spearman: f64,
+    /// The search alone (generation and ranking), milliseconds.
+    pub search_ms: f64,
+    /// Unique candidates the search ranked.
+    pub candidates: usize,
+    /// Seconds spent on the NASWOT baseline (all sample sizes).
+    pub naswot_seconds: f64,
+}
+
+/// Mean and spread of one method over the seeds.
+#[derive(Clone, Debug, Serialize)]
+pub struct MethodSummary {
+    pub method: String,
+    pub mean: f64,
+    pub std: f64,
+    pub min: f64,
+    pub max: f64,
+    /// Seeds at which our best-of-top shortlist is at least as good as this method's pick.
+    pub ours_at_least_as_good: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub seeds: usize,
+    pub methods: Vec<MethodSummary>,
+    pub predictor_spearman_mean: f64,
+    pub predictor_spearman_std: f64,
+    pub search_ms_median: f64,
+    /// The benchmark's best accuracy, for reference.
+    pub optimum: f64,
+}
+
+/// The benchmark column used as ground truth.
+fn truth(table: &Nb201Table) -> Result<Vec<f64>> {
+    Nb201Arch::all()
+        .map(|a| {
+            table.get(&a).map(|e| e.cifar10).ok_or_else(|| {
+                Error::invalid(format!("the NAS-Bench-201 table has no row for {a}"))
+            })
+        })
+        .collect()
+}
+
+/// Runs the meta-test; `log` receives one line per seed.
+pub fn run(
+    engine: &Engine,
+    fx: &FeatureExtractor,
+    test: &LabelledImages,
+    table: &Nb201Table,
+    cfg: &MetaTestConfig,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<SeedResult>> {
+    let acc = truth(table)?;
+    let all: Vec<crate::space::Arch> = Nb201Arch::all().map(Into::into).collect();
+    let classes = test.class_names.len();
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); classes];
+    for (i, &l) in test.labels.iter().enumerate() {
+        members[l as usize].push(i);
+    }
+    if let Some(c) = members.iter().position(|m| m.len() < cfg.per_class) {
+        return Err(Error::invalid(format!(
+            "class {} has {} test images, fewer than --per-class {}",
+            test.class_names[c],
+            members[c].len(),
+            cfg.per_class
+        )));
+    }
+    let best_of = |archs: &[Nb201Arch]| -> (String, f64) {
+        archs.iter().map(|a| (a.to_string(), acc[a.code()])).fold(
+            (String::new(), f64::NEG_INFINITY),
+            |b, x| if x.1 > b.1 { x } else { b },
+        )
+    };
+    let mut out = Vec::new();
+    for &seed in &cfg.seeds {
+        let mut rng = Rng::new(seed, 0x7e57);
+        // the seed's images: `per_class` of each class, then shuffled (NASWOT takes a prefix)
+        let (mut scratch, mut pick) = (Vec::new(), Vec::new());
+        let mut chosen = Vec::with_capacity(classes * cfg.per_class);
+        for m in &members {
+            rng.sample_without_replacement(m.len(), cfg.per_class, &mut scratch, &mut pick);
+            chosen.extend(pick.iter().map(|&k| m[k as usize]));
+        }
+        let images: Vec<_> = chosen.iter().map(|&i| test.images[i].clone()).collect();
+        let labels: Vec<u32> = chosen.iter().map(|&i| test.labels[i]).collect();
+        let features = fx.extract(&images, &mut |_, _| {});
+        let data = Dataset::new(
+            features,
+            crate::features::FEATURE_DIM,
+            labels.clone(),
+            Some(test.class_names.clone()),
+        )?;
+
+        let scfg = SearchConfig {
+            seed,
+            num_archs: cfg.num_archs,
+            top_k: cfg.top,
+            ..SearchConfig::default()
+        };
+        let report = engine.search(&data, &scfg)?;
+        let ranked: Vec<Nb201Arch> = report
+            .candidates
+            .iter()
+            .map(|c| c.arch.parse())
+            .collect::<Result<_>>()?;
+        let first = ranked
+            .first()
+            .ok_or_else(|| Error::invalid("the search returned no candidate"))?;
+        let mut picks = vec![
+            Pick {
+                method: "ours top-1".into(),
+                arch: first.to_string(),
+                acc: acc[first.code()],
+            },
+            {
+                let (arch, a) = best_of(&ranked);
+                Pick {
+                    method: format!("ours best of top-{}", cfg.top),
+                    arch,
+                    acc: a,
+                }
+            },
+        ];
+        // every cell, in code order (the exhaustive path reuses the cached graph half of the head)
+        let scores = engine.score(
+            &data,
+            &all,
+            &SearchConfig {
+                exhaustive: true,
+                ..scfg.clone()
+            },
+        )?;
+        let predictor_spearman =
+            crate::stats::spearman(&acc, &scores.iter().map(|&s| s as f64).collect::<Vec<_>>());
+
+        // random search
+        let random = random_cells(&mut rng, cfg.random);
+        let (arch, a) = best_of(&random);
+        picks.push(Pick {
+            method: format!("random-{}", cfg.random),
+            arch,
+            acc: a,
+        });
+
+        // NASWOT on the same images at the benchmark's input size
+        let t0 = std::time::Instant::now();
+        let mut order: Vec<usize> = (0..images.len()).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        let shuffled: Vec<_> = order.iter().map(|&i| images[i].clone()).collect();
+        let shuffled_labels: Vec<u32> = order.iter().map(|&i| labels[i]).collect();
+        let set = ImageSet::new(
+            &shuffled,
+            &shuffled_labels,
+            classes,
+            cfg.naswot_resolution,
+            CIFAR_MEAN,
+            CIFAR_STD,
+        );
+        let largest = cfg.naswot.iter().copied().max().unwrap_or(0);
+        let sample = random_cells(&mut rng, largest);
+        let mut net = cfg.naswot_net;
+        net.classes = classes;
+        let nw: Vec<f64> = sample
+            .iter()
+            .map(|a| {
+                let s = naswot::score(a, net, &set, cfg.naswot_batch, seed);
+                if s.is_finite() {
+                    s
+                } else {
+                    f64::NEG_INFINITY
+                }
+            })
+            .collect();
+        for &k in &cfg.naswot {
+            let best = (0..k).fold(0, |b, i| if nw[i] > nw[b] { i } else { b });
+            picks.push(Pick {
+                method: format!("NASWOT-{k}"),
+                arch: sample[best].to_string(),
+                acc: acc[sample[best].code()],
+            });
+        }
+        let r = SeedResult {
+            seed,
+            picks,
+            predictor_spearman,
+            search_ms: report.timings.total_ms,
+            candidates: report.counts.ranked,
+            naswot_seconds: t0.elapsed().as_secs_f64(),
+        };
+        log(&format!(
+            "seed {seed}: {}; predictor Spearman {:.3}; search {:.0} ms",
+            r.picks
+                .iter()
+                .map(|p| format!("{} {:.2}", p.method, p.acc))
+                .collect::<Vec<_>>()
+                .join(", "),
+            r.predictor_spearman,
+            r.search_ms
+        ));
+        out.push(r);
+    }
+    Ok(out)
+}
+
+fn random_cells(rng: &mut Rng, n: usize) -> Vec<Nb201Arch> {
+    let (mut scratch, mut pick) = (Vec::new(), Vec::new());
+    rng.sample_without_replacement(NUM_ARCHS, n.min(NUM_ARCHS), &mut scratch, &mut pick);
+    pick.iter()
+        .map(|&c| Nb201Arch::from_code(c as usize).expect("code in range"))
+        .collect()
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (m, var.sqrt())
+}
+
+pub fn summarize(results: &[SeedResult], table: &Nb201Table) -> Result<Summary> {
+    let optimum = truth(table)?.into_iter().fold(f64::NEG_INFINITY, f64::max);
+    let methods: Vec<String> = results
+        .first()
+        .map(|r| r.picks.iter().map(|p| p.method.clone()).collect())
+        .unwrap_or_default();
+    let ours = |r: &SeedResult| r.picks.get(1).map(|p| p.acc).unwrap_or(f64::NAN);
+    let methods = methods
+        .iter()
+        .enumerate()
+        .map(|(k, name)| {
+            let v: Vec<f64> = results.iter().map(|r| r.picks[k].acc).collect();
+            let (mean, std) = mean_std(&v);
+            MethodSummary {
+                method: name.clone(),
+                mean,
+                std,
+                min: v.iter().copied().fold(f64::INFINITY, f64::min),
+                max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                ours_at_least_as_good: results.iter().filter(|r| ours(r) >= r.picks[k].acc).count(),
+            }
+        })
+        .collect();
+    let sp: Vec<f64> = results.iter().map(|r| r.predictor_spearman).collect();
+    let (spm, sps) = mean_std(&sp);
+    let mut ms: Vec<f64> = results.iter().map(|r| r.search_ms).collect();
+    ms.sort_by(f64::total_cmp);
+    Ok(Summary {
+        seeds: results.len(),
+        methods,
+        predictor_spearman_mean: spm,
+        predictor_spearman_std: sps,
+        search_ms_median: ms.get(ms.len() / 2).copied().unwrap_or(f64::NAN),
+        optimum,
+    })
+}
+
+/// A strip plot: each method's pick at every seed, its mean, and the benchmark optimum.
+pub fn strip_svg(results: &[SeedResult], summary: &Summary, title: &str) -> String {
+    let all: Vec<f64> = results
+        .iter()
+        .flat_map(|r| r.picks.iter().map(|p| p.acc))
+        .collect();
+    let lo = all.iter().copied().fold(summary.optimum, f64::min);
+    let y0 = (lo - 0.5).floor();
+    let y1 = (summary.optimum + 0.5).ceil();
+    let k = summary.methods.len() as f64;
+    let mut p = super::svg::Plot::new(720.0, 480.0, (0.0, k), (y0, y1), title);
+    let ticks: Vec<(f64, String)> = summary
+        .methods
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (i as f64 + 0.5, m.method.clone()))
+        .collect();
+    p.x_ticks(&ticks, "method (one dot per seed; bar: mean)");
+    p.y_ticks(
+        ((y1 - y0) as usize).clamp(2, 10),
+        1,
+        "NAS-Bench-201 CIFAR-10 test accuracy (%)",
+    );
+    p.line(
+        (0.0, summary.optimum),
+        (k, summary.optimum),
+        "#999999",
+        true,
+    );
+    p.text(
+        0.05,
+        summary.optimum + 0.08,
+        &format!("benchmark optimum {:.2}", summary.optimum),
+    );
+    let colors = ["#d62728", "#1f77b4", "#7f7f7f", "#2ca02c", "#9467bd"];
+    for (i, m) in summary.methods.iter().enumerate() {
+        let c = colors[i % colors.len()];
+        for (j, r) in results.iter().enumerate() {
+            let jitter = (j as f64 / results.len().max(1) as f64 - 0.5) * 0.4;
+            p.circle(i as f64 + 0.5 + jitter, r.picks[i].acc, 3.5, c);
+        }
+        p.line((i as f64 + 0.2, m.mean), (i as f64 + 0.8, m.mean), c, false);
+    }
+    p.finish()
+}
