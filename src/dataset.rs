@@ -35,6 +35,10 @@ pub struct Dataset {
 
 /// Most classes a dataset may have.
 pub const MAX_CLASSES: usize = 100_000;
+/// Most rows a dataset may have (16 Mi; a search samples 20 per class).
+pub const MAX_ROWS: usize = 1 << 24;
+/// Largest feature file read.
+pub const MAX_FEATURE_FILE_BYTES: u64 = 4 << 30;
 
 impl Dataset {
     /// Builds a dataset from rows and labels, checking them.
@@ -49,6 +53,11 @@ impl Dataset {
             return Err(Error::invalid(
                 "the dataset is empty (no rows or zero-width features)",
             ));
+        }
+        if n > MAX_ROWS {
+            return Err(Error::invalid(format!(
+                "{n} rows exceed the limit of {MAX_ROWS} rows"
+            )));
         }
         if features.len() != n * dim {
             return Err(Error::invalid(format!(
@@ -156,7 +165,7 @@ impl Dataset {
     /// Reads a feature file (see the module documentation).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::util::read_limited(path, MAX_FEATURE_FILE_BYTES, "a feature file")?;
         Self::from_safetensors(&bytes, &path.display().to_string())
     }
 
@@ -175,6 +184,9 @@ impl Dataset {
             [n, d] => (*n, *d),
             s => return Err(bad(format!("`features` has shape {s:?}; [N, D] expected"))),
         };
+        if n > MAX_ROWS {
+            return Err(bad(format!("{n} rows exceed the limit of {MAX_ROWS} rows")));
+        }
         let data = f.data();
         let features: Vec<f32> = match f.dtype() {
             Dtype::F32 => data

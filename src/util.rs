@@ -31,3 +31,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Error::io(path, e)
     })
 }
+
+/// Reads a whole file of at most `max` bytes; a larger file is refused before anything is
+/// read, with an error that names the limit (`what` says what the file is).
+pub fn read_limited(path: &Path, max: u64, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len > max {
+        return Err(Error::invalid(format!(
+            "{}: {len} bytes is more than the limit of {max} bytes for {what}",
+            path.display()
+        )));
+    }
+    let mut out = Vec::with_capacity(len as usize);
+    f.take(max + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::io(path, e))?;
+    if out.len() as u64 > max {
+        return Err(Error::invalid(format!(
+            "{}: grew past the limit of {max} bytes for {what} while being read",
+            path.display()
+        )));
+    }
+    Ok(out)
+}

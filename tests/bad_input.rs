@@ -131,39 +131,14 @@ fn predictor_weights_are_not_a_generator() {
     assert!(matches!(&e, Error::MissingTensor { .. }), "{e}");
 }
 
-/// A legacy-format torch file whose object pickle is `main`.
-fn legacy_file(main: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x80, 2, 0x8a, 10];
-    f.extend_from_slice(&0x1950a86a20f9469cfc6cu128.to_le_bytes()[..10]);
-    f.push(b'.');
-    f.extend([0x80, 2, b'M', 0xe9, 0x03, b'.']); // protocol version 1001
-    f.extend([0x80, 2, b'}', b'.']); // sys info
-    f.extend_from_slice(main);
-    f.extend([0x80, 2, b']', b'.']); // no storages
-    f
-}
-
-/// A zip-format torch file whose `archive/data.pkl` is `pkl`.
-fn zip_file(pkl: &[u8]) -> Vec<u8> {
-    let mut buf = std::io::Cursor::new(Vec::new());
-    {
-        let mut z = zip::ZipWriter::new(&mut buf);
-        let opts = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored);
-        z.start_file("archive/data.pkl", opts).unwrap();
-        z.write_all(pkl).unwrap();
-        z.start_file("archive/version", opts).unwrap();
-        z.write_all(b"3\n").unwrap();
-        z.finish().unwrap();
-    }
-    buf.into_inner()
-}
-
 #[test]
 fn checkpoint_that_is_not_a_state_dict() {
     // a pickled list
     let list = [0x80, 2, b']', b'.'];
-    for bytes in [legacy_file(&list), zip_file(&list)] {
+    for bytes in [
+        common::torch_legacy_file(&list),
+        common::torch_zip_file(&list),
+    ] {
         let e = read_state_dict(&bytes).unwrap_err();
         assert!(e.contains("holds a list, not a state_dict"), "{e}");
     }
@@ -171,10 +146,10 @@ fn checkpoint_that_is_not_a_state_dict() {
     let dict = [
         0x80, 2, b'}', b'(', 0x8c, 5, b'e', b'p', b'o', b'c', b'h', b'K', 3, b'u', b'.',
     ];
-    let e = read_state_dict(&zip_file(&dict)).unwrap_err();
+    let e = read_state_dict(&common::torch_zip_file(&dict)).unwrap_err();
     assert!(e.contains("entry `epoch`: is an int, not a tensor"), "{e}");
     // an empty dict
-    let e = read_state_dict(&zip_file(&[0x80, 2, b'}', b'.'])).unwrap_err();
+    let e = read_state_dict(&common::torch_zip_file(&[0x80, 2, b'}', b'.'])).unwrap_err();
     assert!(e.contains("empty"), "{e}");
     // not a torch file at all
     let e = read_state_dict(b"hello world").unwrap_err();
@@ -191,7 +166,7 @@ fn checkpoint_that_is_not_a_state_dict() {
     let e = read_state_dict(&buf.into_inner()).unwrap_err();
     assert!(e.contains("no <prefix>/data.pkl"), "{e}");
     // a pickle that would call a function with a forbidden opcode (INST)
-    let e = read_state_dict(&zip_file(b"\x80\x02ios\nsystem\n.")).unwrap_err();
+    let e = read_state_dict(&common::torch_zip_file(b"\x80\x02ios\nsystem\n.")).unwrap_err();
     assert!(e.contains("not accepted"), "{e}");
 }
 
@@ -199,7 +174,7 @@ fn checkpoint_that_is_not_a_state_dict() {
 fn importer_errors_name_the_file_and_write_nothing() {
     let dir = common::temp_dir("bad-import");
     let bad = dir.join("bad.pt");
-    std::fs::write(&bad, zip_file(&[0x80, 2, b']', b'.'])).unwrap();
+    std::fs::write(&bad, common::torch_zip_file(&[0x80, 2, b']', b'.'])).unwrap();
     let out = dir.join("out");
     let e = import_official(&ImportOptions {
         generator: bad.clone(),

@@ -264,33 +264,24 @@ fn cap_on_decoded_graphs_is_reported() {
 fn concurrent_searches_equal_sequential_ones() {
     let shared = need_shared!();
     let (e, data) = (engine(&shared), wider_data(&shared));
-    let seq: Vec<Vec<String>> = (0..4)
-        .map(|s| {
-            e.search(&data, &small_cfg(s))
-                .unwrap()
-                .candidates
-                .into_iter()
-                .map(|c| c.arch)
-                .collect()
-        })
-        .collect();
-    let par: Vec<Vec<String>> = std::thread::scope(|sc| {
-        let hs: Vec<_> = (0..4)
-            .map(|s| {
-                let data = &data;
-                sc.spawn(move || {
-                    e.search(data, &small_cfg(s))
-                        .unwrap()
-                        .candidates
-                        .into_iter()
-                        .map(|c| c.arch)
-                        .collect()
-                })
-            })
-            .collect();
+    // architectures and the exact bits of their scores
+    let run = |s: u64| -> Vec<(String, u32)> {
+        e.search(&data, &small_cfg(s))
+            .unwrap()
+            .candidates
+            .into_iter()
+            .map(|c| (c.arch, c.score.to_bits()))
+            .collect()
+    };
+    let seq: Vec<_> = (0..4).map(run).collect();
+    // 8 threads on one engine, two per seed
+    let par: Vec<_> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..8u64).map(|t| sc.spawn(move || run(t % 4))).collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert_eq!(seq, par);
+    for (t, p) in par.iter().enumerate() {
+        assert_eq!(p, &seq[t % 4], "thread {t}");
+    }
 }
 
 #[test]
@@ -475,16 +466,62 @@ fn engine_load_detects_damaged_directories() {
     let d = copy("nomanifest");
     std::fs::remove_file(d.join("manifest.json")).unwrap();
     assert!(matches!(Engine::load(&d).unwrap_err(), Error::Io { .. }));
-    // a graph cache from other weights
+    // one byte changed, same size: the checksum catches it
+    let d = copy("flip");
+    let p = d.join("predictor.safetensors");
+    let mut b = std::fs::read(&p).unwrap();
+    let k = b.len() - 100;
+    b[k] ^= 0x40;
+    std::fs::write(&p, &b).unwrap();
+    let e = Engine::load(&d).unwrap_err().to_string();
+    assert!(
+        e.contains("sha256") && e.contains("changed or damaged"),
+        "{e}"
+    );
+    // a graph cache from other weights, and a damaged one
     let d = copy("cache");
-    let m = d.join("manifest.json");
-    let text = std::fs::read_to_string(&m).unwrap();
-    let mut v: Value = serde_json::from_str(&text).unwrap();
-    let sha = v["predictor"]["sha256"].as_str().unwrap().to_string();
-    v["predictor"]["sha256"] = Value::String(sha.chars().rev().collect());
-    std::fs::write(&m, serde_json::to_string(&v).unwrap()).unwrap();
+    let cache = d.join(metad2a::search::graph_cache::FILE_NAME);
+    let emb = vec![0.5f32; NUM_ARCHS * 56];
+    metad2a::search::graph_cache::GraphCache::write(&cache, &emb, 56, "0123").unwrap();
     let e = Engine::load(&d).unwrap_err().to_string();
     assert!(e.contains("graph cache was computed from predictor"), "{e}");
+    let d = copy("cache2");
+    let cache = d.join(metad2a::search::graph_cache::FILE_NAME);
+    let mut b = std::fs::read(&cache).unwrap();
+    let k = b.len() - 7;
+    b[k] ^= 1;
+    std::fs::write(&cache, &b).unwrap();
+    let e = Engine::load(&d).unwrap_err().to_string();
+    assert!(e.contains("does not match its checksum"), "{e}");
+    // files changed after loading: the engine keeps working, verify() says so
+    let d = copy("later");
+    let engine = Engine::load(&d).unwrap();
+    engine.verify().unwrap();
+    let data = fixture_data(&shared, "x.c10");
+    let answer = |e: &Engine| -> Vec<(String, u32)> {
+        e.search(&data, &small_cfg(1))
+            .unwrap()
+            .candidates
+            .into_iter()
+            .map(|c| (c.arch, c.score.to_bits()))
+            .collect()
+    };
+    let before = answer(&engine);
+    let p = d.join("generator.safetensors");
+    let mut b = std::fs::read(&p).unwrap();
+    let k = b.len() / 2;
+    b[k] ^= 0x10;
+    // replaced by rename, as every writer of this crate does: the mapping keeps the old file
+    let tmp = d.join("g.tmp");
+    std::fs::write(&tmp, &b).unwrap();
+    std::fs::rename(&tmp, &p).unwrap();
+    let e = engine.verify().unwrap_err().to_string();
+    assert!(e.contains("changed or damaged"), "{e}");
+    assert_eq!(
+        answer(&engine),
+        before,
+        "the loaded engine keeps the old file's answers"
+    );
 }
 
 #[test]

@@ -149,7 +149,7 @@ pub fn convert_file(
     dtype: ExportDtype,
     command: &str,
 ) -> Result<BackboneManifest> {
-    let bytes = std::fs::read(pth).map_err(|e| Error::io(pth, e))?;
+    let bytes = crate::weights::torch::read_checkpoint_file(pth)?;
     let sd =
         crate::weights::torch::read_state_dict(&bytes).map_err(|reason| Error::Checkpoint {
             file: pth.display().to_string(),

@@ -118,72 +118,107 @@ pub fn read_folder(
     })
 }
 
-/// The bytes of a file, gunzipped when it starts with the gzip signature. At most `limit`
-/// decompressed bytes are accepted.
-fn read_maybe_gz(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .take(limit + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| Error::invalid(format!("{}: broken gzip stream: {e}", path.display())))?;
-        if out.len() as u64 > limit {
-            return Err(Error::invalid(format!(
-                "{}: decompresses to more than {limit} bytes",
-                path.display()
-            )));
-        }
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
-}
-
 fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
 }
 
 /// Reads MNIST-style idx files (see the module docs). Class names are the label values.
 pub fn read_idx(images: &Path, labels: &Path, per_class: Option<usize>) -> Result<LabelledImages> {
-    let limit = (MAX_PIXELS as u64) * 64;
-    let img = read_maybe_gz(images, limit)?;
-    let lab = read_maybe_gz(labels, limit)?;
-    let bad = |p: &Path, why: String| Error::invalid(format!("{}: {why}", p.display()));
-    if img.len() < 16 || be32(&img, 0) != 0x0000_0803 {
-        return Err(bad(
-            images,
+    let read = |p: &Path| -> Result<Vec<u8>> {
+        let raw = crate::util::read_limited(p, MAX_IDX_BYTES, "an idx file")?;
+        maybe_gunzip(raw).map_err(|e| Error::invalid(format!("{}: {e}", p.display())))
+    };
+    parse_idx(&read(images)?, &read(labels)?, per_class).map_err(|(which, why)| {
+        let p = if which == 0 { images } else { labels };
+        Error::invalid(format!("{}: {why}", p.display()))
+    })
+}
+
+/// Most bytes an idx file may decompress to (the image cap of 64 Mi pixels, 64 times).
+pub const MAX_IDX_BYTES: u64 = (MAX_PIXELS as u64) * 64;
+
+/// Gzip's best ratio is about 1032:1; a stream claiming more is forged or broken.
+const MAX_GZIP_RATIO: u64 = 1100;
+
+/// `raw`, gunzipped when it starts with the gzip signature. Refuses to decompress beyond
+/// [`MAX_IDX_BYTES`] or beyond what deflate can encode in `raw.len()` bytes.
+pub fn maybe_gunzip(raw: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    maybe_gunzip_within(raw, MAX_IDX_BYTES)
+}
+
+/// [`maybe_gunzip`] with a cap of `max` bytes instead of [`MAX_IDX_BYTES`].
+pub fn maybe_gunzip_within(raw: Vec<u8>, max: u64) -> std::result::Result<Vec<u8>, String> {
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        if raw.len() as u64 > max {
+            return Err(format!(
+                "{} bytes exceed the limit of {max} bytes",
+                raw.len()
+            ));
+        }
+        return Ok(raw);
+    }
+    let limit = max.min((raw.len() as u64).saturating_mul(MAX_GZIP_RATIO));
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(&raw[..])
+        .take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("broken gzip stream: {e}"))?;
+    if out.len() as u64 > limit {
+        return Err(format!("decompresses to more than {limit} bytes (limit: {max} bytes, and {MAX_GZIP_RATIO}x the compressed size)"));
+    }
+    Ok(out)
+}
+
+/// Parses idx image and label bytes (already decompressed). Errors say which input is at fault
+/// (0: images, 1: labels).
+pub fn parse_idx(
+    img: &[u8],
+    lab: &[u8],
+    per_class: Option<usize>,
+) -> std::result::Result<LabelledImages, (u8, String)> {
+    if img.len() < 16 || be32(img, 0) != 0x0000_0803 {
+        return Err((
+            0,
             "not an idx image file (magic 0x00000803, 16-byte header)".into(),
         ));
     }
-    if lab.len() < 8 || be32(&lab, 0) != 0x0000_0801 {
-        return Err(bad(
-            labels,
+    if lab.len() < 8 || be32(lab, 0) != 0x0000_0801 {
+        return Err((
+            1,
             "not an idx label file (magic 0x00000801, 8-byte header)".into(),
         ));
     }
     let (n, rows, cols) = (
-        be32(&img, 4) as usize,
-        be32(&img, 8) as usize,
-        be32(&img, 12) as usize,
+        be32(img, 4) as usize,
+        be32(img, 8) as usize,
+        be32(img, 12) as usize,
     );
     let need = n
         .checked_mul(rows)
         .and_then(|x| x.checked_mul(cols))
         .and_then(|x| x.checked_add(16));
     if need != Some(img.len()) || rows == 0 || cols == 0 {
-        return Err(bad(
-            images,
+        return Err((
+            0,
             format!(
                 "header says {n} images of {rows}x{cols}, the file holds {} bytes",
                 img.len()
             ),
         ));
     }
-    let nl = be32(&lab, 4) as usize;
+    if rows > super::image::MAX_SIDE || cols > super::image::MAX_SIDE {
+        return Err((
+            0,
+            format!(
+                "images of {rows}x{cols} exceed the limit of {} per side",
+                super::image::MAX_SIDE
+            ),
+        ));
+    }
+    let nl = be32(lab, 4) as usize;
     if nl != n || lab.len() != 8 + n {
-        return Err(bad(
-            labels,
+        return Err((
+            1,
             format!(
                 "holds {} labels for {n} images",
                 lab.len().saturating_sub(8).min(nl)

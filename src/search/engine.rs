@@ -60,16 +60,54 @@ fn check_file_size(dir: &Path, file: &str, bytes: u64) -> Result<()> {
     Ok(())
 }
 
+fn check_sha256(dir: &Path, file: &str, store: &WeightStore, want: &str) -> Result<()> {
+    let got = store.sha256_hex();
+    if got != want {
+        return Err(Error::Manifest {
+            file: dir.join(file).display().to_string(),
+            reason: format!(
+                "sha256 is {got}, the manifest says {want}: the file was changed or damaged"
+            ),
+        });
+    }
+    Ok(())
+}
+
 impl Engine {
-    /// Loads a weights directory: `manifest.json`, the two model files (memory-mapped, every
-    /// tensor checked) and, when present, the graph-embedding cache.
+    /// Checks the weights files again against the manifest (size and sha256), e.g. before a
+    /// long run or after the files may have been touched. The engine keeps using what it
+    /// loaded either way; an error says the files on disk no longer match it.
+    pub fn verify(&self) -> Result<()> {
+        let (Some(dir), Some(m)) = (&self.dir, &self.manifest) else {
+            return Ok(());
+        };
+        for e in [&m.generator, &m.predictor] {
+            check_file_size(dir, &e.file, e.bytes)?;
+            check_sha256(
+                dir,
+                &e.file,
+                &WeightStore::open(dir.join(&e.file))?,
+                &e.sha256,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Loads a weights directory: `manifest.json`, the two model files (memory-mapped; their
+    /// sizes and sha256 checked against the manifest, every tensor checked by name and shape)
+    /// and, when present, the graph-embedding cache (checked against its own checksum and bound
+    /// to the predictor's).
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let manifest = Manifest::read(dir)?;
-        check_file_size(dir, &manifest.generator.file, manifest.generator.bytes)?;
-        check_file_size(dir, &manifest.predictor.file, manifest.predictor.bytes)?;
-        let generator = Generator::load(&WeightStore::open(dir.join(&manifest.generator.file))?)?;
-        let predictor = Predictor::load(&WeightStore::open(dir.join(&manifest.predictor.file))?)?;
+        let open = |e: &crate::weights::manifest::ModelEntry| -> Result<WeightStore> {
+            check_file_size(dir, &e.file, e.bytes)?;
+            let store = WeightStore::open(dir.join(&e.file))?;
+            check_sha256(dir, &e.file, &store, &e.sha256)?;
+            Ok(store)
+        };
+        let generator = Generator::load(&open(&manifest.generator)?)?;
+        let predictor = Predictor::load(&open(&manifest.predictor)?)?;
         let cache_path = dir.join(graph_cache::FILE_NAME);
         let graph_cache = if cache_path.is_file() {
             Some(GraphCache::open(

@@ -4,7 +4,8 @@
 //! (a few seconds; the graph encoder shares the work of common prefixes and suffixes) and
 //! stored beside the weights as `graph_cache.safetensors`: tensor `embeddings`
 //! `[15625, nz]` f32 in cell-code order (see [`Nb201Arch::code`]), metadata `predictor_sha256`
-//! binding it to the predictor file it was computed from.
+//! binding it to the predictor file it was computed from and `embeddings_sha256`, the checksum
+//! of its own content.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,6 +16,9 @@ use crate::space::nb201::{Nb201Arch, NUM_ARCHS};
 use crate::weights::{Param, WeightStore};
 
 pub const FILE_NAME: &str = "graph_cache.safetensors";
+
+/// Metadata key of the sha256 of the embeddings' bytes (little-endian f32), checked at open.
+const CONTENT_SHA256: &str = "embeddings_sha256";
 
 /// A loaded cache.
 #[derive(Debug)]
@@ -49,7 +53,11 @@ impl GraphCache {
         nz: usize,
         predictor_sha256: &str,
     ) -> Result<Vec<u8>> {
-        let meta = HashMap::from([("predictor_sha256".to_string(), predictor_sha256.to_string())]);
+        let raw: Vec<u8> = embeddings.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let meta = HashMap::from([
+            ("predictor_sha256".to_string(), predictor_sha256.to_string()),
+            (CONTENT_SHA256.to_string(), crate::weights::sha256_hex(&raw)),
+        ]);
         let bytes = crate::weights::serialize(
             &[(
                 "embeddings".into(),
@@ -81,6 +89,12 @@ impl GraphCache {
             None => return Err(bad("graph cache does not say which predictor it belongs to".into())),
         }
         let embeddings = store.param("embeddings", &[NUM_ARCHS, nz])?;
+        let sum = crate::weights::sha256_hex(store.raw("embeddings")?);
+        if store.metadata().get(CONTENT_SHA256) != Some(&sum) {
+            return Err(bad(
+                "graph cache content does not match its checksum (damaged or changed); rebuild it with `metad2a cache`".into(),
+            ));
+        }
         Ok(GraphCache { embeddings, nz })
     }
 

@@ -31,7 +31,9 @@ pub struct Nb201Table {
 impl Nb201Table {
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::util::read_limited(path, 256 << 20, "a NAS-Bench-201 table")?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::invalid(format!("{}: not UTF-8 text", path.display())))?;
         Self::parse(&text).map_err(|e| match e {
             Error::InvalidInput(m) => Error::invalid(format!("{}: {m}", path.display())),
             other => other,

@@ -80,7 +80,7 @@ pub struct ImportOptions {
 }
 
 fn read_checkpoint(path: &Path) -> Result<(StateDict, InputFile)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::weights::torch::read_checkpoint_file(path)?;
     let sd = read_state_dict(&bytes).map_err(|reason| Error::Checkpoint {
         file: path.display().to_string(),
         reason,

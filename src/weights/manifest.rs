@@ -23,6 +23,8 @@ use crate::space::Space;
 pub const FORMAT: &str = "metad2a-weights";
 pub const VERSION: u32 = 1;
 pub const FILE_NAME: &str = "manifest.json";
+/// Largest manifest read (real ones are a few kilobytes).
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
 /// One model file of a weights directory.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -81,7 +83,11 @@ impl Manifest {
     /// Reads and checks `dir/manifest.json`.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(FILE_NAME);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let bytes = crate::util::read_limited(&path, MAX_MANIFEST_BYTES, "a manifest")?;
+        let text = String::from_utf8(bytes).map_err(|_| Error::Manifest {
+            file: path.display().to_string(),
+            reason: "not UTF-8 text".into(),
+        })?;
         Self::parse(&text, &path.display().to_string())
     }
 

@@ -156,6 +156,11 @@ impl WeightStore {
         })
     }
 
+    /// sha256 of the whole file, as the manifest records it (hashes the mapped bytes).
+    pub fn sha256_hex(&self) -> String {
+        crate::weights::sha256_hex(self.backing.bytes())
+    }
+
     /// Where the store came from (a path or a caller-given label), for messages.
     pub fn label(&self) -> &str {
         &self.label

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::rc::Rc;
 
 use super::pickle::{self, Id, Obj, Pickle};
 
@@ -123,6 +124,15 @@ impl StateDict {
     }
 }
 
+/// Largest checkpoint file read (the official MetaD2A checkpoints are a few MB, the backbone
+/// 19 MB).
+pub const MAX_CHECKPOINT_BYTES: u64 = 1 << 30;
+
+/// Reads a checkpoint file of at most [`MAX_CHECKPOINT_BYTES`].
+pub fn read_checkpoint_file(path: &std::path::Path) -> crate::Result<Vec<u8>> {
+    crate::util::read_limited(path, MAX_CHECKPOINT_BYTES, "a PyTorch checkpoint")
+}
+
 /// Reads a `torch.save`d state_dict from the bytes of a checkpoint file.
 pub fn read_state_dict(bytes: &[u8]) -> Result<StateDict, String> {
     if bytes.starts_with(b"PK\x03\x04") {
@@ -152,7 +162,7 @@ fn read_zip(bytes: &[u8]) -> Result<StateDict, String> {
     let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
     if let Ok(mut f) = zip.by_name(&format!("{prefix}byteorder")) {
         let mut s = String::new();
-        f.read_to_string(&mut s).ok();
+        (&mut f).take(64).read_to_string(&mut s).ok();
         if s.trim() != "little" {
             return Err(format!(
                 "storages are stored {s:?}-endian; only little is read"
@@ -161,14 +171,14 @@ fn read_zip(bytes: &[u8]) -> Result<StateDict, String> {
     }
     let pkl = read_entry(&mut zip, &pkl_name, bytes.len())?;
     let pk = pickle::read(&pkl).map_err(|e| format!("data.pkl: {e}"))?;
-    let mut cache: HashMap<String, Vec<u8>> = HashMap::new();
-    extract(&pk, |s: &StorageRef| {
+    let mut cache: HashMap<String, Rc<[u8]>> = HashMap::new();
+    extract(&pk, bytes.len(), |s: &StorageRef| {
         if !cache.contains_key(&s.key) {
             let name = format!("{prefix}data/{}", s.key);
             let data = read_entry(&mut zip, &name, bytes.len())?;
-            cache.insert(s.key.clone(), data);
+            cache.insert(s.key.clone(), data.into());
         }
-        Ok(cache[&s.key].clone())
+        Ok(Rc::clone(&cache[&s.key]))
     })
 }
 
@@ -227,7 +237,7 @@ fn read_legacy(bytes: &[u8]) -> Result<StateDict, String> {
             types.insert(s.key, s.dtype);
         }
     }
-    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut storages: HashMap<String, Rc<[u8]>> = HashMap::new();
     for key in keys {
         let dtype = *types
             .get(&key)
@@ -244,13 +254,13 @@ fn read_legacy(bytes: &[u8]) -> Result<StateDict, String> {
             .ok_or_else(|| {
                 format!("storage {key}: {numel} elements run past the end of the file")
             })?;
-        storages.insert(key, bytes[pos..pos + len].to_vec());
+        storages.insert(key, bytes[pos..pos + len].into());
         pos += len;
     }
-    extract(&main, |s: &StorageRef| {
+    extract(&main, bytes.len(), |s: &StorageRef| {
         storages
             .get(&s.key)
-            .cloned()
+            .map(Rc::clone)
             .ok_or_else(|| format!("storage {} is missing from the file", s.key))
     })
 }
@@ -296,10 +306,19 @@ fn int_tuple(pk: &Pickle, id: Id, what: &str) -> Result<Vec<i64>, String> {
 }
 
 /// Walks the root dict and rebuilds every tensor with the storage bytes that `load` returns.
+/// Most tensor bytes a checkpoint of `file_len` bytes may rebuild: the storages it holds can be
+/// viewed more than once (tied weights), but a forged file must not turn zero strides or many
+/// views of one storage into allocations far beyond its own size.
+pub const TENSOR_BYTES_PER_FILE_BYTE: usize = 4;
+
 fn extract(
     pk: &Pickle,
-    mut load: impl FnMut(&StorageRef) -> Result<Vec<u8>, String>,
+    file_len: usize,
+    mut load: impl FnMut(&StorageRef) -> Result<Rc<[u8]>, String>,
 ) -> Result<StateDict, String> {
+    let mut budget = file_len
+        .saturating_mul(TENSOR_BYTES_PER_FILE_BYTE)
+        .saturating_add(1 << 20);
     let Obj::Dict(items) = pk.get(pk.root) else {
         return Err(format!(
             "the file holds {}, not a state_dict (a dict of tensors)",
@@ -315,7 +334,7 @@ fn extract(
             Obj::Str(s) => s.clone(),
             _ => return Err(format!("a state_dict key is {}, not a string", pk.kind(k))),
         };
-        let t = rebuild(pk, v, &mut load).map_err(|e| {
+        let t = rebuild(pk, v, &mut load, &mut budget).map_err(|e| {
             format!("entry `{name}`: {e} (a plain state_dict maps names to tensors)")
         })?;
         out.tensors.push((name, t));
@@ -326,7 +345,8 @@ fn extract(
 fn rebuild(
     pk: &Pickle,
     id: Id,
-    load: &mut impl FnMut(&StorageRef) -> Result<Vec<u8>, String>,
+    load: &mut impl FnMut(&StorageRef) -> Result<Rc<[u8]>, String>,
+    budget: &mut usize,
 ) -> Result<TorchTensor, String> {
     let not_tensor = || format!("is {}, not a tensor", pk.kind(id));
     let Obj::Call { func, args } = pk.get(id) else {
@@ -339,7 +359,7 @@ fn rebuild(
         return Err(not_tensor());
     };
     match (m.as_str(), n.as_str()) {
-        ("torch._utils", "_rebuild_parameter") if !a.is_empty() => rebuild(pk, a[0], load),
+        ("torch._utils", "_rebuild_parameter") if !a.is_empty() => rebuild(pk, a[0], load, budget),
         ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor")
             if a.len() >= 4 =>
         {
@@ -354,7 +374,7 @@ fn rebuild(
             let size = int_tuple(pk, a[2], "size")?;
             let stride = int_tuple(pk, a[3], "stride")?;
             let storage = load(&s)?;
-            gather(&storage, &s, offset, &size, &stride)
+            gather(&storage, &s, offset, &size, &stride, budget)
         }
         _ => Err(not_tensor()),
     }
@@ -367,6 +387,7 @@ fn gather(
     offset: usize,
     size: &[i64],
     stride: &[i64],
+    budget: &mut usize,
 ) -> Result<TorchTensor, String> {
     let es = s.dtype.size();
     if size.len() != stride.len() {
@@ -388,6 +409,13 @@ fn gather(
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or("tensor size overflows")?;
+    let bytes = numel.checked_mul(es).ok_or("tensor size overflows")?;
+    if bytes > *budget {
+        return Err(format!(
+            "the tensors rebuild more than {TENSOR_BYTES_PER_FILE_BYTE}x the file's size (views of shared or broadcast storage): refused"
+        ));
+    }
+    *budget -= bytes;
     if numel == 0 {
         return Ok(TorchTensor {
             dtype: s.dtype,

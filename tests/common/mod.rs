@@ -235,3 +235,81 @@ impl Fixture {
         assert_eq!(manifest.predictor.dropped.len(), 6);
     }
 }
+
+/// A legacy-format torch file whose object pickle is `main` and that holds no storages.
+pub fn torch_legacy_file(main: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80, 2, 0x8a, 10];
+    f.extend_from_slice(&0x1950a86a20f9469cfc6cu128.to_le_bytes()[..10]);
+    f.push(b'.');
+    f.extend([0x80, 2, b'M', 0xe9, 0x03, b'.']); // protocol version 1001
+    f.extend([0x80, 2, b'}', b'.']); // sys info
+    f.extend_from_slice(main);
+    f.extend([0x80, 2, b']', b'.']); // no storages
+    f
+}
+
+/// A zip-format torch file whose `archive/data.pkl` is `pkl`.
+pub fn torch_zip_file(pkl: &[u8]) -> Vec<u8> {
+    torch_zip_with_storages(pkl, &[])
+}
+
+/// A zip-format torch file with `archive/data.pkl` and storages `archive/data/<key>`.
+pub fn torch_zip_with_storages(pkl: &[u8], storages: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut z = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        z.start_file("archive/data.pkl", opts).unwrap();
+        z.write_all(pkl).unwrap();
+        for (key, bytes) in storages {
+            z.start_file(format!("archive/data/{key}"), opts).unwrap();
+            z.write_all(bytes).unwrap();
+        }
+        z.start_file("archive/version", opts).unwrap();
+        z.write_all(b"3\n").unwrap();
+        z.finish().unwrap();
+    }
+    buf.into_inner()
+}
+
+/// A protocol-2 pickle of `{name: tensor}` as `torch.save` writes it: each tensor is
+/// `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False, {})` over a float
+/// storage `('storage', torch.FloatStorage, key, 'cpu', numel)`.
+pub fn state_dict_pickle(tensors: &[(&str, &str, usize, &[i64], &[i64])]) -> Vec<u8> {
+    fn text(p: &mut Vec<u8>, s: &str) {
+        p.push(b'X');
+        p.extend((s.len() as u32).to_le_bytes());
+        p.extend(s.as_bytes());
+    }
+    fn int(p: &mut Vec<u8>, v: i64) {
+        p.push(b'J');
+        p.extend((v as i32).to_le_bytes());
+    }
+    fn tuple(p: &mut Vec<u8>, xs: &[i64]) {
+        p.push(b'(');
+        for &x in xs {
+            int(p, x);
+        }
+        p.push(b't');
+    }
+    let mut p = vec![0x80, 2, b'}', b'('];
+    for &(name, key, numel, size, stride) in tensors {
+        text(&mut p, name);
+        p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n(");
+        p.push(b'(');
+        text(&mut p, "storage");
+        p.extend(b"ctorch\nFloatStorage\n");
+        text(&mut p, key);
+        text(&mut p, "cpu");
+        int(&mut p, numel as i64);
+        p.extend(b"tQ");
+        int(&mut p, 0);
+        tuple(&mut p, size);
+        tuple(&mut p, stride);
+        p.extend([0x89, b'}', b't', b'R']);
+    }
+    p.extend(b"u.");
+    p
+}

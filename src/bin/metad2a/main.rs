@@ -234,7 +234,7 @@ fn read_archs(
 ) -> metad2a::Result<Vec<metad2a::space::Arch>> {
     let text = if path.as_os_str() == "-" {
         let mut t = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+        std::io::Read::read_to_string(&mut std::io::Read::take(std::io::stdin(), 64 << 20), &mut t)
             .map_err(|e| Error::invalid(format!("reading standard input: {e}")))?;
         t
     } else {

@@ -1,0 +1,9 @@
+//! A weights directory's manifest.json.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = metad2a::weights::Manifest::parse(text, "fuzz");
+    }
+});
