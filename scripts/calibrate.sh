@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Calibrates the cheap cell-training protocol against NAS-Bench-201 (CIFAR-10 from ../shared).
-# Each protocol's results go to docs/calibration/<name>.jsonl, one line per cell; rerunning
-# resumes. Needs about 1-2 hours on 2 cores for all protocols.
+# Calibrates the cheap cell-training protocol against NAS-Bench-201 (CIFAR-10 from ../shared):
+# the protocols of docs/calibration.md, then NASWOT on the same 60 cells. Each protocol's
+# results go to docs/calibration/<name>.jsonl, one line per cell; rerunning resumes.
+# About 1.5 hours on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cifar=${CIFAR_DIR:-/tmp/metad2a-cifar10}
@@ -20,6 +21,5 @@ run() { # name per-class epochs resolution channels cells-per-stage
 }
 run p500-e10-r16-c8-n1 500 10 16 8 1
 run p1000-e10-r16-c8-n1 1000 10 16 8 1
-run p1000-e5-r16-c8-n1 1000 5 16 8 1
-run p2000-e5-r16-c8-n1 2000 5 16 8 1
-run p250-e10-r16-c8-n1 250 10 16 8 1
+# NASWOT with the standard network (C=16, N=5, 32x32, batch 128)
+$bin naswot --cifar "$cifar" --nb201 "$csv" --cells 60 > docs/calibration/naswot-c16-n5-r32.txt
