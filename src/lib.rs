@@ -20,6 +20,8 @@
 //! # Ok::<(), metad2a::Error>(())
 //! ```
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod dataset;
 pub mod error;
 pub mod features;

@@ -32,6 +32,11 @@ impl Rng {
         Rng { s }
     }
 
+    /// The generator's state (for a device that continues the same stream).
+    pub fn state(&self) -> [u64; 4] {
+        self.s
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = self.s[1] << 17;

@@ -44,6 +44,11 @@ impl GruCell {
         })
     }
 
+    /// `W_ih` transposed with `b_ih` folded in: row `t` is `W_ih e_t + b_ih`, `[input, 3H]`.
+    pub fn input_rows(&self) -> &[f32] {
+        &self.input_rows
+    }
+
     /// One step for `rows` rows: `h_out[r] = GRU(onehot(types[r]), h_in[r])`, where `h_in` is
     /// `None` for an all-zero hidden input. `scratch` is resized as needed.
     pub fn step_onehot(

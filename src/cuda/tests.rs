@@ -1,0 +1,202 @@
+//! The kernels against the CPU blocks of `src/nn` (themselves tested against the composed
+//! references), on random official-size weights and random inputs. Without a usable GPU the
+//! device tests print why and stop (CI has none); the PTX checks run everywhere.
+
+use super::{Gpu, KERNELS, PTX};
+use crate::model::dims::{GeneratorDims, SetEncoderDims};
+use crate::model::inventory::{self, pytorch_init};
+use crate::model::Generator;
+use crate::rng::Rng;
+use crate::weights::import::ExportDtype;
+use crate::weights::{serialize, WeightStore};
+
+/// Largest relative error allowed between device and CPU (relative to max(1, |cpu|)).
+const TOL: f32 = 1e-4;
+
+fn gpu() -> Option<Gpu> {
+    match Gpu::open_default() {
+        Ok(g) => Some(g),
+        Err(why) if std::env::var_os("METAD2A_REQUIRE_GPU").is_some() => {
+            panic!("METAD2A_REQUIRE_GPU is set but no GPU is usable: {why}")
+        }
+        Err(why) => {
+            eprintln!("\n**************** SKIPPED: no usable GPU ({why}) ****************\n");
+            None
+        }
+    }
+}
+
+fn official_generator(seed: u64) -> Generator {
+    let d = GeneratorDims {
+        set: SetEncoderDims {
+            feat_dim: 512,
+            intra_hidden: 56,
+            proto_dim: 56,
+            inter_hidden: 56,
+            out_dim: 56,
+            heads: 4,
+        },
+        nz: 56,
+        hs: 56,
+        nvt: 7,
+        max_n: 8,
+    };
+    let bytes = serialize(
+        &pytorch_init(&inventory::generator(&d), seed),
+        ExportDtype::F32,
+        None,
+    )
+    .unwrap();
+    Generator::load(&WeightStore::from_bytes("random", bytes).unwrap()).unwrap()
+}
+
+fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut r = Rng::new(seed, 7);
+    (0..n).map(|_| (r.next_f32() * 2.0 - 1.0) * scale).collect()
+}
+
+fn check(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs() / w.abs().max(1.0))
+        .fold(0.0f32, f32::max);
+    eprintln!("{what}: worst relative error {worst:.2e}");
+    assert!(worst <= TOL, "{what}: {worst} > {TOL}");
+}
+
+#[test]
+fn ptx_holds_every_kernel_for_sm90() {
+    assert!(
+        PTX.contains(".target sm_90"),
+        "PTX not built for compute_90"
+    );
+    assert!(
+        PTX.contains(".version 8.4"),
+        "PTX ISA is not 8.4 (scripts/build-ptx.sh)"
+    );
+    for k in KERNELS {
+        assert!(
+            PTX.contains(&format!(".entry {k}(")),
+            "kernel {k} missing from kernels/metad2a.ptx: rerun scripts/build-ptx.sh"
+        );
+    }
+}
+
+#[test]
+fn open_without_a_device_is_an_error_not_a_panic() {
+    // On a machine with a GPU this opens it; elsewhere it must come back with a reason.
+    match Gpu::open(0) {
+        Ok(g) => assert!(!g.name.is_empty()),
+        Err(why) => assert!(why.contains("CUDA") || why.contains("PTX"), "{why}"),
+    }
+    assert!(Gpu::open(1 << 20).is_err(), "device 2^20 cannot exist");
+}
+
+#[test]
+fn set_attention_blocks_match_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let gen = official_generator(1);
+    let intra = &gen.set_encoder.intra;
+    for (name, m, din) in [("sab1", &intra.sab1, 512), ("sab2", &intra.sab2, 56)] {
+        for (nsets, n) in [(1, 20), (10, 20), (100, 20), (7, 100)] {
+            let x = random(nsets * n * din, nsets as u64, 2.0);
+            let want = m.forward(&x, &x, nsets, n, n);
+            let got = g.mab(m, &x, false, &x, nsets, n, n).unwrap();
+            check(&format!("{name} {nsets}x{n}"), &got, &want);
+        }
+    }
+    // PMA: one query block shared by every set.
+    let (nsets, n) = (50, 20);
+    let x = random(nsets * n * 56, 3, 2.0);
+    let seed: Vec<f32> = intra.seed.to_vec();
+    let tiled: Vec<f32> = (0..nsets).flat_map(|_| seed.iter().copied()).collect();
+    let want = intra.pma.forward(&tiled, &x, nsets, 1, n);
+    let got = g.mab(&intra.pma, &seed, true, &x, nsets, 1, n).unwrap();
+    check("pma", &got, &want);
+}
+
+#[test]
+fn gated_messages_and_gru_step_match_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let gen = official_generator(2);
+    let dec = &gen.decoder;
+    let (hs, max_n, rows) = (dec.hs, dec.max_n, 300);
+    // messages of vertices with assorted indices
+    let h = random(rows * hs, 4, 1.5);
+    let vid: Vec<i32> = (0..rows).map(|r| (r * 5 % max_n) as i32).collect();
+    let got = g.gated_messages(&dec.message, &h, &vid).unwrap();
+    let mut want = vec![0.0; rows * hs];
+    let mut scratch = Vec::new();
+    for r in 0..rows {
+        dec.message.messages(
+            &h[r * hs..(r + 1) * hs],
+            1,
+            vid[r] as usize,
+            &mut want[r * hs..(r + 1) * hs],
+            &mut scratch,
+        );
+    }
+    check("gated messages", &got, &want);
+    // GRU step on the sum of each row's predecessors' messages
+    let msgs = random(rows * max_n * hs, 5, 1.0);
+    let mut rng = Rng::new(9, 0);
+    let types: Vec<u8> = (0..rows).map(|_| rng.below(dec.nvt as u64) as u8).collect();
+    let preds: Vec<u64> = (0..rows).map(|_| rng.below(1 << max_n)).collect();
+    let got = g
+        .gru_gated_step(&dec.grud, &types, &preds, &msgs, max_n)
+        .unwrap();
+    let mut sums = vec![0.0f32; rows * hs];
+    for r in 0..rows {
+        for u in 0..max_n {
+            if preds[r] >> u & 1 == 1 {
+                for c in 0..hs {
+                    sums[r * hs + c] += msgs[(r * max_n + u) * hs + c];
+                }
+            }
+        }
+    }
+    let mut want = vec![0.0; rows * hs];
+    dec.grud
+        .step_onehot(&types, Some(&sums), &mut want, &mut scratch);
+    check("gru step", &got, &want);
+}
+
+#[test]
+fn device_sampling_follows_the_cpu_streams() {
+    let Some(g) = gpu() else { return };
+    let (rows, nvt) = (2000, 7);
+    let logits = random(rows * nvt, 6, 4.0);
+    let mut rngs: Vec<Rng> = (0..rows).map(|r| Rng::new(42, r as u64)).collect();
+    let mut state: Vec<u64> = rngs.iter().flat_map(|r| r.state()).collect();
+    let got = g.sample_types(&logits, nvt, &mut state).unwrap();
+    let want: Vec<u8> = logits
+        .chunks_exact(nvt)
+        .zip(rngs.iter_mut())
+        .map(|(l, r)| {
+            let mut p = l.to_vec();
+            crate::nn::linalg::softmax_inplace(&mut p);
+            crate::model::decoder::sample_categorical(&p, r) as u8
+        })
+        .collect();
+    let same = got.iter().zip(&want).filter(|(a, b)| a == b).count();
+    eprintln!("types: {same}/{rows} draws equal to the CPU's");
+    // float differences in exp may move a draw sitting on a bin edge; nothing more
+    assert!(same >= rows - 2, "{same}/{rows}");
+    let after: Vec<u64> = rngs.iter().flat_map(|r| r.state()).collect();
+    assert_eq!(
+        state, after,
+        "the device advanced the streams as the CPU does"
+    );
+    let edge_logits = random(rows, 8, 3.0);
+    let got = g.sample_edges(&edge_logits, &mut state).unwrap();
+    let want: Vec<bool> = edge_logits
+        .iter()
+        .zip(rngs.iter_mut())
+        .map(|(&l, r)| r.next_f32() < crate::nn::linalg::sigmoid(l))
+        .collect();
+    let same = got.iter().zip(&want).filter(|(a, b)| a == b).count();
+    eprintln!("edges: {same}/{rows} draws equal to the CPU's");
+    assert!(same >= rows - 2, "{same}/{rows}");
+}
