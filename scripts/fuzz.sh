@@ -5,7 +5,8 @@
 # Targets: weights_store manifest feature_file idx image torch_checkpoint arch_text.
 # Builds with the flags cargo-fuzz uses (coverage instrumentation, debug assertions, overflow
 # checks) plus AddressSanitizer when a nightly toolchain is installed; cargo-fuzz itself is not
-# needed (`cargo fuzz run TARGET` works too where it is installed). Seeds: fuzz/corpus/TARGET
+# needed (`cargo fuzz run TARGET` works too where it is installed). FUZZ_ASAN=0 forces the
+# stable toolchain without AddressSanitizer. Seeds: fuzz/corpus/TARGET
 # (committed) and, when ../shared exists, real files from it copied into the working corpus
 # target/fuzz/corpus/TARGET (never committed). Crashes land in target/fuzz/artifacts/TARGET/.
 set -euo pipefail
@@ -22,16 +23,18 @@ case " $all " in *" $target "*) ;; *) echo "unknown target $target (one of: $all
 
 flags="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
 toolchain=()
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+kind=plain
+if [ "${FUZZ_ASAN:-auto}" != 0 ] && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   toolchain=(+nightly)
   flags="$flags -Zsanitizer=address"
+  kind=asan
 else
-  echo "note: no nightly toolchain; fuzzing without AddressSanitizer" >&2
+  echo "note: no nightly toolchain (or FUZZ_ASAN=0); fuzzing without AddressSanitizer" >&2
 fi
 host=$(rustc -vV | sed -n 's/^host: //p')
 (cd fuzz && RUSTFLAGS="$flags" cargo "${toolchain[@]}" build --release --locked --quiet \
-  --target "$host" --target-dir ../target/fuzz/build --bin "$target")
-bin=target/fuzz/build/$host/release/$target
+  --target "$host" --target-dir "../target/fuzz/build-$kind" --bin "$target")
+bin=target/fuzz/build-$kind/$host/release/$target
 
 work=target/fuzz/corpus/$target
 mkdir -p "$work" "target/fuzz/artifacts/$target"

@@ -106,18 +106,25 @@ impl Engine {
             check_sha256(dir, &e.file, &store, &e.sha256)?;
             Ok(store)
         };
-        let generator = Generator::load(&open(&manifest.generator)?)?;
-        let predictor = Predictor::load(&open(&manifest.predictor)?)?;
+        // The checksums dominate loading: the generator is checked on a second thread while
+        // this one checks the predictor and the graph cache.
         let cache_path = dir.join(graph_cache::FILE_NAME);
-        let graph_cache = if cache_path.is_file() {
-            Some(GraphCache::open(
-                &cache_path,
-                predictor.dims.nz,
-                &manifest.predictor.sha256,
-            )?)
-        } else {
-            None
-        };
+        let (generator, predictor, graph_cache) = std::thread::scope(|s| -> Result<_> {
+            let generator = s.spawn(|| Generator::load(&open(&manifest.generator)?));
+            let predictor = Predictor::load(&open(&manifest.predictor)?);
+            let graph_cache = match &predictor {
+                Ok(p) if cache_path.is_file() => Some(GraphCache::open(
+                    &cache_path,
+                    p.dims.nz,
+                    &manifest.predictor.sha256,
+                )),
+                _ => None,
+            };
+            let generator = generator
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+            Ok((generator, predictor?, graph_cache.transpose()?))
+        })?;
         let mut e = Self::from_models(generator, predictor, graph_cache)?;
         if e.space != manifest.space {
             return Err(Error::Manifest {

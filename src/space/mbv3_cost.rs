@@ -77,6 +77,7 @@ struct Acc {
 
 impl Acc {
     /// A convolution (optionally grouped as depthwise) producing `hw` output positions.
+    #[allow(clippy::too_many_arguments)]
     fn conv(
         &mut self,
         cin: usize,
