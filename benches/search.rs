@@ -97,5 +97,45 @@ fn bench_mbv3(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_search, bench_mbv3);
+/// The same searches with decoding on the GPU (feature `cuda`; skipped without a usable GPU).
+/// Every decode batch ends in a device-to-host copy, so times include device synchronisation.
+#[cfg(feature = "cuda")]
+fn bench_gpu(c: &mut Criterion) {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let mut engine = Engine::load(common::fixture_weights(&shared, "nb201")).unwrap();
+    match engine.use_cuda() {
+        Ok(name) => eprintln!("search-gpu: decoding on {name}"),
+        Err(why) => {
+            eprintln!("\n**************** SKIPPED: search-gpu ({why}) ****************\n");
+            return;
+        }
+    }
+    let mut g = c.benchmark_group("search-gpu");
+    g.sample_size(15)
+        .measurement_time(Duration::from_secs(6))
+        .warm_up_time(Duration::from_secs(1));
+    for (shape, classes, per) in [("c10", 10, 20), ("c100", 100, 20)] {
+        let data = common::dataset(classes, per, 512, Some(&shared));
+        let cfg = SearchConfig::default();
+        let r = engine.search(&data, &cfg).unwrap();
+        eprintln!(
+            "search-gpu {shape}: sets {:.2} ms, decode {:.2} ms, rank {:.2} ms",
+            r.timings.sets_ms, r.timings.decode_ms, r.timings.rank_ms
+        );
+        g.bench_function(format!("{shape}-{per}pc/end_to_end"), |b| {
+            b.iter(|| engine.search(&data, &cfg).unwrap())
+        });
+        g.bench_function(format!("{shape}-{per}pc/generate"), |b| {
+            b.iter(|| engine.generate(&data, &cfg).unwrap())
+        });
+    }
+    g.finish();
+}
+
+#[cfg(not(feature = "cuda"))]
+fn bench_gpu(_: &mut Criterion) {}
+
+criterion_group!(benches, bench_search, bench_mbv3, bench_gpu);
 criterion_main!(benches);

@@ -11,6 +11,12 @@
 
 typedef unsigned long long u64;
 
+// Dynamic shared memory; tests/cuda_emulated.rs compiles this file as C++ with one thread per
+// block (tests/cuda_emu/emulate.h) and defines it otherwise.
+#ifndef METAD2A_EMULATE
+#define DYN_SHARED(name) extern __shared__ float name[]
+#endif
+
 __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 // ---------------------------------------------------------------------------------------------
@@ -29,7 +35,7 @@ extern "C" __global__ void mab_fused(const float* __restrict__ q, int q_shared,
                                      const float* __restrict__ bk, const float* __restrict__ wv,
                                      const float* __restrict__ bv, const float* __restrict__ wo,
                                      const float* __restrict__ bo, float* __restrict__ out) {
-    extern __shared__ float smem[];
+    DYN_SHARED(smem);
     const int set = blockIdx.x;
     const int tid = threadIdx.x, nt = blockDim.x;
     float* qp = smem;                 // [nq, dv]
@@ -149,7 +155,7 @@ extern "C" __global__ void gru_gated_step(const unsigned char* __restrict__ type
                                           const float* __restrict__ whh,
                                           const float* __restrict__ bhh,
                                           float* __restrict__ hout) {
-    extern __shared__ float m[];
+    DYN_SHARED(m);
     const int r = blockIdx.x;
     const u64 mask = preds[r];
     const float* mr = msgs + (size_t)r * max_n * hs;
@@ -235,4 +241,241 @@ extern "C" __global__ void sample_edges(const float* __restrict__ logit, int row
     u64* s = state + (size_t)r * 4;
     float u = (float)(xoshiro_next(s) >> 40) * (1.0f / 16777216.0f);
     add[r] = u < p ? 1 : 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The whole stochastic D-VAE decode of a graph in one thread block (one launch decodes a batch
+// of graphs: no launch per step, no host round trip per decision). Block b decodes graph b from
+// its latent z[b] with its own random stream state[b] (xoshiro256**, as src/rng.rs), following
+// src/model/decoder.rs step for step:
+//   h_0 = GRU(e_START, tanh(fc3 z)); then for idx = 1 .. max_n-1 while not finished:
+//   type = END at idx = max_n-1, else a draw from softmax(av2 relu(av0 h_{idx-1} + b) + b);
+//   h = GRU(e_type, 0); END: connect every vertex without successors, finish, and when any
+//   was connected h = GRU(e_END, sum of their messages); otherwise for vi = idx-1 .. 0 an edge
+//   vi -> idx with probability sigmoid(ae2 relu(ae0 [h_vi ; h]) + b), and after each added edge
+//   h = GRU(e_type, sum of the messages of idx's predecessors).
+// Messages m_v = sigmoid(Wg [h_v ; e_v] + bg) * (Wm [h_v ; e_v]) and the h_v half of ae0 are
+// computed once per vertex. argmax != 0 takes the most likely type and edges with p > 0.5.
+// Out: types[b, max_n] (0xff past the end), preds[b, max_n] (bit u of preds[b, v]: edge u -> v).
+// Dynamic shared memory (floats): 2*max_n*hs + max_n*eh + 3*hs + eh + 2*hs + nvt + blockDim.x.
+
+struct DecodeWeights {
+    const float *fc3_w, *fc3_b;                  // [hs, nz], [hs]
+    const float *gru_in, *gru_whh, *gru_bhh;     // [nvt, 3hs] (W_ih^T + b_ih), [3hs, hs], [3hs]
+    const float *av0_w, *av0_b, *av2_w, *av2_b;  // [2hs, hs], [2hs], [nvt, 2hs], [nvt]
+    const float *ae0_w, *ae0_b, *ae2_w, *ae2_b;  // [eh, 2hs], [eh], [1, eh], [1]
+    const float *gate_w, *gate_b, *map_w;        // [hs, hs + max_n], [hs], [hs, hs + max_n]
+};
+
+// out[o] = (b ? b[o] : 0) + sum_j w[o*ld + j] * x[j] for o < n_out (block-cooperative).
+__device__ void block_matvec(const float* w, int ld, const float* b, const float* x, int n_in,
+                             int n_out, float* out) {
+    for (int o = threadIdx.x; o < n_out; o += blockDim.x) {
+        const float* wr = w + (size_t)o * ld;
+        float acc = b ? b[o] : 0.0f;
+        for (int j = 0; j < n_in; ++j) acc += wr[j] * x[j];
+        out[o] = acc;
+    }
+    __syncthreads();
+}
+
+// out = GRU(e_type, x) (x == 0 when null); out may not alias x.
+__device__ void block_gru(const DecodeWeights& W, int hs, int type, const float* x, float* out) {
+    const float* gi = W.gru_in + (size_t)type * 3 * hs;
+    for (int c = threadIdx.x; c < hs; c += blockDim.x) {
+        float ar = W.gru_bhh[c], az = W.gru_bhh[hs + c], an = W.gru_bhh[2 * hs + c];
+        if (x) {
+            const float* wr = W.gru_whh + (size_t)c * hs;
+            const float* wz = W.gru_whh + (size_t)(hs + c) * hs;
+            const float* wn = W.gru_whh + (size_t)(2 * hs + c) * hs;
+            for (int j = 0; j < hs; ++j) {
+                ar += wr[j] * x[j];
+                az += wz[j] * x[j];
+                an += wn[j] * x[j];
+            }
+        }
+        float rg = sigmoidf_(gi[c] + ar);
+        float zg = sigmoidf_(gi[hs + c] + az);
+        float ng = tanhf(gi[2 * hs + c] + rg * an);
+        out[c] = (1.0f - zg) * ng + zg * (x ? x[c] : 0.0f);
+    }
+    __syncthreads();
+}
+
+// sum[c] = sum of msg[u, c] over the bits u of mask.
+__device__ void block_msg_sum(const float* msg, int hs, u64 mask, int n, float* sum) {
+    for (int c = threadIdx.x; c < hs; c += blockDim.x) {
+        float s = 0.0f;
+        for (int u = 0; u < n; ++u)
+            if ((mask >> u) & 1ull) s += msg[u * hs + c];
+        sum[c] = s;
+    }
+    __syncthreads();
+}
+
+// The message and the h_v half of ae0 (with its bias) of vertex v.
+__device__ void block_finalize(const DecodeWeights& W, int hs, int eh, int max_n, int v,
+                               const float* h, float* msg, float* ea) {
+    const int ld = hs + max_n;
+    for (int c = threadIdx.x; c < hs; c += blockDim.x) {
+        const float* g = W.gate_w + (size_t)c * ld;
+        const float* m = W.map_w + (size_t)c * ld;
+        float ag = W.gate_b[c] + g[hs + v], am = m[hs + v];
+        for (int j = 0; j < hs; ++j) {
+            ag += h[j] * g[j];
+            am += h[j] * m[j];
+        }
+        msg[c] = sigmoidf_(ag) * am;
+    }
+    block_matvec(W.ae0_w, 2 * hs, W.ae0_b, h, hs, eh, ea);
+}
+
+// b2 + sum_k w2[k] * relu(ea[k] + eb[k]), reduced over the block; every thread gets it.
+__device__ float block_edge_logit(const DecodeWeights& W, int eh, const float* ea,
+                                  const float* eb, float* red) {
+    float part = 0.0f;
+    for (int k = threadIdx.x; k < eh; k += blockDim.x)
+        part += W.ae2_w[k] * fmaxf(ea[k] + eb[k], 0.0f);
+    red[threadIdx.x] = part;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if ((int)threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
+        __syncthreads();
+    }
+    float logit = W.ae2_b[0] + red[0];
+    __syncthreads();
+    return logit;
+}
+
+extern "C" __global__ void decode_graphs(
+    const float* __restrict__ z, int nz, int hs, int eh, int nvt, int max_n, int start_type,
+    int end_type, int argmax, const float* fc3_w, const float* fc3_b, const float* gru_in,
+    const float* gru_whh, const float* gru_bhh, const float* av0_w, const float* av0_b,
+    const float* av2_w, const float* av2_b, const float* ae0_w, const float* ae0_b,
+    const float* ae2_w, const float* ae2_b, const float* gate_w, const float* gate_b,
+    const float* map_w, u64* __restrict__ state, unsigned char* __restrict__ types_out,
+    u64* __restrict__ preds_out) {
+    const DecodeWeights W = {fc3_w, fc3_b, gru_in, gru_whh, gru_bhh, av0_w, av0_b, av2_w,
+                             av2_b, ae0_w, ae0_b, ae2_w, ae2_b, gate_w, gate_b, map_w};
+    DYN_SHARED(smem);
+    const int g = blockIdx.x;
+    float* h = smem;                 // [max_n, hs]
+    float* msg = h + max_n * hs;     // [max_n, hs]
+    float* ea = msg + max_n * hs;    // [max_n, eh]
+    float* cur = ea + max_n * eh;    // [hs]
+    float* sum = cur + hs;           // [hs]
+    float* h0 = sum + hs;            // [hs]
+    float* eb = h0 + hs;             // [eh]
+    float* hid = eb + eh;            // [2hs]
+    float* logits = hid + 2 * hs;    // [nvt]
+    float* red = logits + nvt;       // [blockDim.x]
+    __shared__ u64 preds[64];
+    __shared__ int types[64];
+    __shared__ int decision;
+    u64* st = state + (size_t)g * 4;
+    const bool lead = threadIdx.x == 0;
+
+    // vertex 0
+    block_matvec(W.fc3_w, nz, W.fc3_b, z + (size_t)g * nz, nz, hs, h0);
+    for (int c = threadIdx.x; c < hs; c += blockDim.x) h0[c] = tanhf(h0[c]);
+    __syncthreads();
+    block_gru(W, hs, start_type, h0, h);
+    if (lead) {
+        for (int v = 0; v < max_n; ++v) {
+            preds[v] = 0;
+            types[v] = -1;
+        }
+        types[0] = start_type;
+    }
+    __syncthreads();
+    block_finalize(W, hs, eh, max_n, 0, h, msg, ea);
+
+    for (int idx = 1; idx < max_n; ++idx) {
+        // the type of vertex idx
+        if (idx == max_n - 1) {
+            if (lead) decision = end_type;
+        } else {
+            block_matvec(W.av0_w, hs, W.av0_b, h + (idx - 1) * hs, hs, 2 * hs, hid);
+            for (int k = threadIdx.x; k < 2 * hs; k += blockDim.x) hid[k] = fmaxf(hid[k], 0.0f);
+            __syncthreads();
+            block_matvec(W.av2_w, 2 * hs, W.av2_b, hid, 2 * hs, nvt, logits);
+            if (lead) {
+                if (argmax) {
+                    int best = 0;
+                    for (int t = 1; t < nvt; ++t)
+                        if (logits[t] > logits[best]) best = t;
+                    decision = best;
+                } else {
+                    float mx = logits[0];
+                    for (int t = 1; t < nvt; ++t) mx = fmaxf(mx, logits[t]);
+                    float s = 0.0f;
+                    for (int t = 0; t < nvt; ++t) s += expf(logits[t] - mx);
+                    float inv = 1.0f / s;
+                    double total = 0.0;
+                    for (int t = 0; t < nvt; ++t) total += (double)(expf(logits[t] - mx) * inv);
+                    double u = (double)(xoshiro_next(st) >> 11) * (1.0 / 9007199254740992.0) * total;
+                    double acc = 0.0;
+                    int pick = -1, last = 0;
+                    for (int t = 0; t < nvt; ++t) {
+                        float p = expf(logits[t] - mx) * inv;
+                        if (p > 0.0f) last = t;
+                        acc += (double)p;
+                        if (pick < 0 && u < acc) pick = t;
+                    }
+                    decision = pick < 0 ? last : pick;
+                }
+            }
+        }
+        __syncthreads();
+        const int type = decision;
+        if (lead) types[idx] = type;
+        block_gru(W, hs, type, 0, cur);
+
+        bool finished = false;
+        if (type == end_type) {
+            u64 has_succ = 0;
+            for (int v = 0; v < idx; ++v) has_succ |= preds[v];
+            u64 loose = ~has_succ & ((1ull << idx) - 1ull);
+            if (lead) preds[idx] = loose;
+            __syncthreads();
+            finished = true;
+            if (loose != 0) {
+                block_msg_sum(msg, hs, loose, idx, sum);
+                block_gru(W, hs, type, sum, cur);
+            }
+        } else {
+            block_matvec(W.ae0_w + hs, 2 * hs, 0, cur, hs, eh, eb);
+            for (int vi = idx - 1; vi >= 0; --vi) {
+                float logit = block_edge_logit(W, eh, ea + vi * eh, eb, red);
+                if (lead) {
+                    float p = sigmoidf_(logit);
+                    int add;
+                    if (argmax) {
+                        add = p > 0.5f;
+                    } else {
+                        float u = (float)(xoshiro_next(st) >> 40) * (1.0f / 16777216.0f);
+                        add = u < p;
+                    }
+                    decision = add;
+                    if (add) preds[idx] |= 1ull << vi;
+                }
+                __syncthreads();
+                if (decision) {
+                    block_msg_sum(msg, hs, preds[idx], idx, sum);
+                    block_gru(W, hs, type, sum, cur);
+                    if (vi > 0) block_matvec(W.ae0_w + hs, 2 * hs, 0, cur, hs, eh, eb);
+                }
+            }
+        }
+        for (int c = threadIdx.x; c < hs; c += blockDim.x) h[idx * hs + c] = cur[c];
+        __syncthreads();
+        if (finished) break;
+        if (idx + 1 < max_n) block_finalize(W, hs, eh, max_n, idx, h + idx * hs, msg + idx * hs, ea + idx * eh);
+    }
+    if (lead) {
+        for (int v = 0; v < max_n; ++v) {
+            types_out[(size_t)g * max_n + v] = types[v] < 0 ? 0xff : (unsigned char)types[v];
+            preds_out[(size_t)g * max_n + v] = preds[v];
+        }
+    }
 }

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# The device check of the CUDA kernels, as one script for a machine with an NVIDIA GPU:
-#   scripts/gpu-check.sh [TEST_BINARY]
-# Runs the kernels-vs-CPU tests of src/cuda/tests.rs on the GPU (METAD2A_REQUIRE_GPU=1: a missing
-# or unusable GPU fails instead of skipping) and prints the measured errors. TEST_BINARY is the
-# library's test executable built elsewhere with
-#   cargo test --release --features cuda --lib --no-run
-# (the path it prints); without it the script builds it here.
+# The device check of the CUDA backend, as one script for a machine with an NVIDIA GPU:
+#   scripts/gpu-check.sh [TEST_BINARY [BENCH_BINARY]]
+# 1. the kernels-vs-CPU tests of src/cuda/tests.rs on the GPU (METAD2A_REQUIRE_GPU=1: a missing
+#    or unusable GPU fails instead of skipping), printing the measured errors and agreement;
+# 2. the device bench `search-gpu` (benches/search.rs): searches at CIFAR-10 and CIFAR-100
+#    shapes with decoding on the GPU, per stage; it needs ../shared for the fixture models.
+# The binaries can be built elsewhere and carried:
+#   cargo test  --release --features cuda --lib --no-run        # TEST_BINARY: the path printed
+#   cargo bench --features cuda --bench search --no-run          # BENCH_BINARY
+# Without arguments the script builds both here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=${1:-}
-if [ -z "$bin" ]; then
-  bin=$(cargo test --release --features cuda --lib --no-run --message-format=json 2>/dev/null |
-    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
-fi
+exe() { sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1; }
+test_bin=${1:-$(cargo test --release --features cuda --lib --no-run --message-format=json 2>/dev/null | exe)}
+bench_bin=${2:-$(cargo bench --features cuda --bench search --no-run --message-format=json 2>/dev/null | exe)}
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-METAD2A_REQUIRE_GPU=1 "$bin" cuda:: --nocapture --test-threads 1
+METAD2A_REQUIRE_GPU=1 "$test_bin" cuda:: --nocapture --test-threads 1
+"$bench_bin" --bench search-gpu

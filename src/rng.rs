@@ -37,6 +37,11 @@ impl Rng {
         self.s
     }
 
+    /// A generator continuing from `state` (e.g. as a device left it).
+    pub fn from_state(s: [u64; 4]) -> Self {
+        Rng { s }
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = self.s[1] << 17;

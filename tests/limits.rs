@@ -177,7 +177,7 @@ fn torch_views_may_not_rebuild_far_more_than_the_file() {
     // Many views of one storage add up against the same budget.
     let big = vec![0u8; 256 << 10]; // 64 Ki floats
     let views: Vec<(String, i64)> = (0..40).map(|i| (format!("v{i}"), 1 << 16)).collect();
-    let entries: Vec<(&str, &str, usize, &[i64], &[i64])> = views
+    let entries: Vec<common::PickledTensor> = views
         .iter()
         .map(|(n, s)| {
             (

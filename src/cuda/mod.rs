@@ -12,8 +12,9 @@
 //! returns the reason, and callers use the CPU path (always built).
 //!
 //! Status: the kernels (set-attention block, gated messages, GRU step fused with the message
-//! sum, on-device sampling with the engine's random streams) and their launchers; the search
-//! itself still runs on the CPU.
+//! sum, on-device sampling with the engine's random streams, and the whole stochastic graph
+//! decode in one launch, one thread block per graph) and their launchers; the search itself
+//! still runs on the CPU.
 
 pub mod ops;
 
@@ -25,12 +26,13 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
 pub const PTX: &str = include_str!("../../kernels/metad2a.ptx");
 
 /// Kernel names in [`PTX`].
-pub const KERNELS: [&str; 5] = [
+pub const KERNELS: [&str; 6] = [
     "mab_fused",
     "gated_messages",
     "gru_gated_step",
     "sample_types",
     "sample_edges",
+    "decode_graphs",
 ];
 
 /// A CUDA device with the engine's kernels loaded.
@@ -94,6 +96,19 @@ impl Gpu {
             .position(|k| *k == name)
             .expect("a kernel of KERNELS");
         &self.funcs[i]
+    }
+}
+
+/// A GPU with a generator's decoder resident on it: what an [`crate::Engine`] decodes with
+/// once [`crate::Engine::use_cuda`] succeeded.
+pub struct DeviceDecoder {
+    pub gpu: Gpu,
+    pub decoder: ops::GpuDecoder,
+}
+
+impl std::fmt::Debug for DeviceDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeviceDecoder({})", self.gpu.name)
     }
 }
 

@@ -242,3 +242,132 @@ impl Gpu {
             .collect())
     }
 }
+
+/// The graph decoder's weights resident on the device, for [`GpuDecoder::decode`].
+pub struct GpuDecoder {
+    nz: usize,
+    hs: usize,
+    eh: usize,
+    nvt: usize,
+    max_n: usize,
+    /// fc3 w/b, gru input rows/whh/bhh, av0 w/b, av2 w/b, ae0 w/b, ae2 w/b, gate w/b, mapper w.
+    w: Vec<CudaSlice<f32>>,
+}
+
+impl GpuDecoder {
+    /// Uploads the weights of `dec`.
+    pub fn new(gpu: &Gpu, dec: &crate::model::GraphDecoder) -> Result<Self, String> {
+        if dec.max_n > 64 {
+            return Err("graphs of more than 64 vertices".into());
+        }
+        let mut w = vec![gpu.up(&dec.fc3.weight)?, gpu.bias_or_zero(&dec.fc3)?];
+        w.push(gpu.up(dec.grud.input_rows())?);
+        w.push(gpu.up(&dec.grud.weight_hh)?);
+        w.push(gpu.up(&dec.grud.bias_hh)?);
+        for l in [
+            &dec.add_vertex[0],
+            &dec.add_vertex[1],
+            &dec.add_edge[0],
+            &dec.add_edge[1],
+            &dec.message.gate,
+        ] {
+            w.push(gpu.up(&l.weight)?);
+            w.push(gpu.bias_or_zero(l)?);
+        }
+        w.push(gpu.up(&dec.message.mapper.weight)?);
+        Ok(GpuDecoder {
+            nz: dec.nz,
+            hs: dec.hs,
+            eh: dec.add_edge[0].out_dim,
+            nvt: dec.nvt,
+            max_n: dec.max_n,
+            w,
+        })
+    }
+
+    /// Decodes one graph per latent row of `z` (`[n, nz]`) in one launch, as
+    /// [`crate::model::GraphDecoder::decode`]: graph `i` draws from `rngs[i]`, which is advanced
+    /// as the CPU would advance it.
+    pub fn decode(
+        &self,
+        gpu: &Gpu,
+        z: &[f32],
+        mode: crate::model::DecodeMode,
+        rngs: &mut [crate::rng::Rng],
+    ) -> Result<Vec<crate::model::Dag>, String> {
+        let n = rngs.len();
+        if n == 0 || z.len() != n * self.nz {
+            return Err(format!(
+                "decode: {} latent values for {n} random streams of nz = {}",
+                z.len(),
+                self.nz
+            ));
+        }
+        let dz = gpu.up(z)?;
+        let state: Vec<u64> = rngs.iter().flat_map(|r| r.state()).collect();
+        let mut ds = gpu.up(&state)?;
+        let mut types = gpu.stream.alloc_zeros::<u8>(n * self.max_n).map_err(de)?;
+        let mut preds = gpu.stream.alloc_zeros::<u64>(n * self.max_n).map_err(de)?;
+        let threads = 128usize;
+        let shared = (2 * self.max_n * self.hs
+            + self.max_n * self.eh
+            + 5 * self.hs
+            + self.eh
+            + self.nvt
+            + threads)
+            * 4;
+        let ints = [
+            self.nz as i32,
+            self.hs as i32,
+            self.eh as i32,
+            self.nvt as i32,
+            self.max_n as i32,
+            crate::model::START_TYPE as i32,
+            crate::model::END_TYPE as i32,
+            (mode == crate::model::DecodeMode::Argmax) as i32,
+        ];
+        let f = gpu.func("decode_graphs");
+        if shared > 48 * 1024 {
+            f.set_attribute(
+                cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                shared as i32,
+            )
+            .map_err(de)?;
+        }
+        let mut b = gpu.stream.launch_builder(f);
+        b.arg(&dz);
+        for v in &ints {
+            b.arg(v);
+        }
+        for w in &self.w {
+            b.arg(w);
+        }
+        b.arg(&mut ds).arg(&mut types).arg(&mut preds);
+        let cfg = LaunchConfig {
+            grid_dim: (n as u32, 1, 1),
+            block_dim: (threads as u32, 1, 1),
+            shared_mem_bytes: shared as u32,
+        };
+        // SAFETY: argument order and types match `decode_graphs` (8 ints after z, then the 16
+        // weight buffers in the kernel's order); buffers are sized for n graphs.
+        unsafe { b.launch(cfg) }.map_err(de)?;
+        let types = gpu.stream.clone_dtoh(&types).map_err(de)?;
+        let preds = gpu.stream.clone_dtoh(&preds).map_err(de)?;
+        let state = gpu.stream.clone_dtoh(&ds).map_err(de)?;
+        for (r, s) in rngs.iter_mut().zip(state.chunks_exact(4)) {
+            *r = crate::rng::Rng::from_state([s[0], s[1], s[2], s[3]]);
+        }
+        let mn = self.max_n;
+        Ok((0..n)
+            .map(|g| {
+                let t: Vec<u8> = types[g * mn..(g + 1) * mn]
+                    .iter()
+                    .copied()
+                    .take_while(|&t| t != 0xff)
+                    .collect();
+                let p = preds[g * mn..g * mn + t.len()].to_vec();
+                crate::model::Dag { types: t, preds: p }
+            })
+            .collect())
+    }
+}

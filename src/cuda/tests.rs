@@ -200,3 +200,82 @@ fn device_sampling_follows_the_cpu_streams() {
     eprintln!("edges: {same}/{rows} draws equal to the CPU's");
     assert!(same >= rows - 2, "{same}/{rows}");
 }
+
+#[test]
+fn one_launch_decode_matches_the_cpu_decoder() {
+    let Some(g) = gpu() else { return };
+    let gen = official_generator(3);
+    let dec = &gen.decoder;
+    let gd = super::ops::GpuDecoder::new(&g, dec).unwrap();
+    let n = 2000;
+    let z = random(n * dec.nz, 10, 1.5);
+    for mode in [
+        crate::model::DecodeMode::Sample,
+        crate::model::DecodeMode::Argmax,
+    ] {
+        let mut cpu_rngs: Vec<Rng> = (0..n).map(|i| Rng::new(5, i as u64)).collect();
+        let mut gpu_rngs = cpu_rngs.clone();
+        let want = dec.decode(&z, mode, &mut cpu_rngs).unwrap();
+        let got = gd.decode(&g, &z, mode, &mut gpu_rngs).unwrap();
+        let same = got.iter().zip(&want).filter(|(a, b)| a == b).count();
+        eprintln!("{mode:?}: {same}/{n} graphs identical to the CPU's");
+        assert!(same >= n - n / 500, "{mode:?}: {same}/{n}");
+    }
+}
+
+#[test]
+fn searches_decoding_on_the_gpu_find_what_the_cpu_finds() {
+    let Some(_) = gpu() else { return };
+    let set = SetEncoderDims {
+        feat_dim: 512,
+        intra_hidden: 56,
+        proto_dim: 56,
+        inter_hidden: 56,
+        out_dim: 56,
+        heads: 4,
+    };
+    let pd = crate::model::dims::PredictorDims {
+        set,
+        nz: 56,
+        hs: 56,
+        nvt: 7,
+        max_n: 8,
+        head_hidden: 56,
+    };
+    let pbytes = serialize(
+        &pytorch_init(&inventory::predictor(&pd), 4),
+        ExportDtype::F32,
+        None,
+    )
+    .unwrap();
+    let load = || {
+        let p =
+            crate::model::Predictor::load(&WeightStore::from_bytes("p", pbytes.clone()).unwrap())
+                .unwrap();
+        crate::Engine::from_models(official_generator(4), p, None).unwrap()
+    };
+    let cpu = load();
+    let mut dev = load();
+    let name = dev.use_cuda().unwrap();
+    assert_eq!(dev.device_name(), Some(name.as_str()));
+    let data = crate::Dataset::from_contiguous(random(10 * 20 * 512, 12, 1.0), 512, 20).unwrap();
+    let cfg = crate::SearchConfig {
+        num_archs: 100,
+        ..Default::default()
+    };
+    let a = cpu.search(&data, &cfg).unwrap();
+    let b = dev.search(&data, &cfg).unwrap();
+    let sa: std::collections::HashSet<_> = a.candidates.iter().map(|c| c.arch.clone()).collect();
+    let common = b.candidates.iter().filter(|c| sa.contains(&c.arch)).count();
+    eprintln!(
+        "GPU decode: {common}/{} candidates shared with the CPU search; decode {:.2} ms (CPU {:.2} ms)",
+        a.candidates.len(),
+        b.timings.decode_ms,
+        a.timings.decode_ms
+    );
+    assert!(
+        common * 100 >= a.candidates.len() * 98,
+        "{common}/{}",
+        a.candidates.len()
+    );
+}

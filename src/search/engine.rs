@@ -32,6 +32,9 @@ pub struct Engine {
     /// `A = G W₁ᵀ + b₁` (graph half of the predictor head) for every NB201 cell, made on
     /// first use by an exhaustive search (NB201 only).
     all_heads: OnceLock<Vec<f32>>,
+    /// The GPU the decoder runs on, after [`Engine::use_cuda`].
+    #[cfg(feature = "cuda")]
+    device: Option<crate::cuda::DeviceDecoder>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -182,6 +185,8 @@ impl Engine {
             dir: None,
             graph_cache,
             all_heads: OnceLock::new(),
+            #[cfg(feature = "cuda")]
+            device: None,
         })
     }
 
@@ -208,6 +213,28 @@ impl Engine {
     }
 
     /// Width of the feature rows the engine reads.
+    /// Decodes on the first CUDA device from now on (one launch per generation batch, the same
+    /// graphs as the CPU decoder from the same random streams). Returns the device's name, or
+    /// why it cannot be used; the engine then keeps using the CPU. Call before sharing the
+    /// engine between threads.
+    #[cfg(feature = "cuda")]
+    pub fn use_cuda(&mut self) -> std::result::Result<String, String> {
+        let gpu = crate::cuda::Gpu::open_default()?;
+        let decoder = crate::cuda::ops::GpuDecoder::new(&gpu, &self.generator.decoder)?;
+        let name = gpu.name.clone();
+        self.device = Some(crate::cuda::DeviceDecoder { gpu, decoder });
+        Ok(name)
+    }
+
+    /// The GPU the engine decodes on, if any.
+    pub fn device_name(&self) -> Option<&str> {
+        #[cfg(feature = "cuda")]
+        if let Some(d) = &self.device {
+            return Some(&d.gpu.name);
+        }
+        None
+    }
+
     pub fn feature_dim(&self) -> usize {
         self.generator.dims.set.feat_dim
     }
@@ -460,6 +487,13 @@ impl Engine {
     /// Decodes a batch in fixed halves on two threads (results do not depend on the split:
     /// each graph has its own random stream and its own rows).
     fn decode_parallel(&self, z: &[f32], rngs: &mut [Rng]) -> Result<Vec<crate::model::Dag>> {
+        #[cfg(feature = "cuda")]
+        if let Some(d) = &self.device {
+            return d
+                .decoder
+                .decode(&d.gpu, z, DecodeMode::Sample, rngs)
+                .map_err(|e| Error::invalid(format!("decoding on {}: {e}", d.gpu.name)));
+        }
         let nz = self.generator.dims.nz;
         let n = rngs.len();
         if n < 16 {

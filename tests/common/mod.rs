@@ -274,10 +274,13 @@ pub fn torch_zip_with_storages(pkl: &[u8], storages: &[(&str, &[u8])]) -> Vec<u8
     buf.into_inner()
 }
 
+/// A tensor entry of [`state_dict_pickle`]: name, storage key, storage elements, size, stride.
+pub type PickledTensor<'a> = (&'a str, &'a str, usize, &'a [i64], &'a [i64]);
+
 /// A protocol-2 pickle of `{name: tensor}` as `torch.save` writes it: each tensor is
 /// `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False, {})` over a float
 /// storage `('storage', torch.FloatStorage, key, 'cpu', numel)`.
-pub fn state_dict_pickle(tensors: &[(&str, &str, usize, &[i64], &[i64])]) -> Vec<u8> {
+pub fn state_dict_pickle(tensors: &[PickledTensor]) -> Vec<u8> {
     fn text(p: &mut Vec<u8>, s: &str) {
         p.push(b'X');
         p.extend((s.len() as u32).to_le_bytes());

@@ -150,6 +150,10 @@ struct SearchArgs {
     /// Print the report as JSON (stable; see README).
     #[arg(long)]
     json: bool,
+    /// Where graphs are decoded: `cpu`, or `cuda` (the first GPU; needs a build with feature
+    /// `cuda`; when no GPU is usable the search says why and runs on the CPU).
+    #[arg(long, default_value = "cpu", value_name = "cpu|cuda")]
+    device: String,
 }
 
 /// The dataset to search for: a feature file, or images.
@@ -466,9 +470,33 @@ impl ProgressLine {
     }
 }
 
+/// Moves decoding to the GPU when `device` asks for it and one is usable; says why not otherwise.
+fn choose_device(engine: &mut Engine, device: &str) -> metad2a::Result<()> {
+    match device {
+        "cpu" => Ok(()),
+        "cuda" => {
+            #[cfg(feature = "cuda")]
+            match engine.use_cuda() {
+                Ok(name) => eprintln!("decoding on {name}"),
+                Err(why) => eprintln!("note: CUDA unavailable ({why}); using the CPU"),
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                let _ = engine;
+                eprintln!("note: this build has no CUDA support (build with --features cuda); using the CPU");
+            }
+            Ok(())
+        }
+        other => Err(Error::invalid(format!(
+            "--device {other}: expected cpu or cuda"
+        ))),
+    }
+}
+
 fn search(a: SearchArgs) -> metad2a::Result<()> {
     let dir = a.weights.dir()?;
-    let engine = Engine::load(&dir)?;
+    let mut engine = Engine::load(&dir)?;
+    choose_device(&mut engine, &a.device)?;
     let data = a.data.load()?;
     let table = a.nb201.as_ref().map(Nb201Table::load).transpose()?;
     let mega = |x: Option<f64>, what: &str| -> metad2a::Result<Option<u64>> {

@@ -1,0 +1,81 @@
+// Runs one kernel of kernels/metad2a.cu, emulated (see emulate.h), on inputs from a file:
+//   harness KERNEL IN OUT
+// IN: int32 header values, then arrays, each an u64 element count and its little-endian data,
+// in the order the kernel's section below reads them. OUT: the results, in the same format.
+#include "emulate.h"
+#include "../../kernels/metad2a.cu"
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+static FILE* in;
+static FILE* out;
+
+static int rd_int() {
+    int v;
+    if (fread(&v, 4, 1, in) != 1) exit(3);
+    return v;
+}
+template <class T> static std::vector<T> rd() {
+    uint64_t n;
+    if (fread(&n, 8, 1, in) != 1) exit(3);
+    std::vector<T> v(n);
+    if (n && fread(v.data(), sizeof(T), n, in) != n) exit(3);
+    return v;
+}
+template <class T> static void wr(const std::vector<T>& v) {
+    uint64_t n = v.size();
+    fwrite(&n, 8, 1, out);
+    fwrite(v.data(), sizeof(T), n, out);
+}
+
+int main(int argc, char** argv) {
+    if (argc != 4) return 2;
+    std::string k = argv[1];
+    in = fopen(argv[2], "rb");
+    out = fopen(argv[3], "wb");
+    if (!in || !out) return 2;
+    std::vector<float> shared(1 << 20);
+    emu_shared = shared.data();
+    if (k == "mab_fused") {
+        int q_shared = rd_int(), nsets = rd_int(), nq = rd_int(), nk = rd_int(), dq = rd_int(),
+            dk = rd_int(), dv = rd_int(), heads = rd_int();
+        auto q = rd<float>(), kk = rd<float>(), wq = rd<float>(), bq = rd<float>(),
+             wk = rd<float>(), bk = rd<float>(), wv = rd<float>(), bv = rd<float>(),
+             wo = rd<float>(), bo = rd<float>();
+        std::vector<float> o((size_t)nsets * nq * dv);
+        for (int b = 0; b < nsets; ++b) {
+            blockIdx.x = b;
+            mab_fused(q.data(), q_shared, kk.data(), nq, nk, dq, dk, dv, heads, wq.data(),
+                      bq.data(), wk.data(), bk.data(), wv.data(), bv.data(), wo.data(),
+                      bo.data(), o.data());
+        }
+        wr(o);
+    } else if (k == "decode_graphs") {
+        int nz = rd_int(), hs = rd_int(), eh = rd_int(), nvt = rd_int(), max_n = rd_int(),
+            start = rd_int(), end = rd_int(), argmax = rd_int(), n = rd_int();
+        auto z = rd<float>();
+        std::vector<std::vector<float>> w;
+        for (int i = 0; i < 16; ++i) w.push_back(rd<float>());
+        auto state = rd<u64>();
+        std::vector<unsigned char> types((size_t)n * max_n);
+        std::vector<u64> preds((size_t)n * max_n);
+        for (int b = 0; b < n; ++b) {
+            blockIdx.x = b;
+            decode_graphs(z.data(), nz, hs, eh, nvt, max_n, start, end, argmax, w[0].data(),
+                          w[1].data(), w[2].data(), w[3].data(), w[4].data(), w[5].data(),
+                          w[6].data(), w[7].data(), w[8].data(), w[9].data(), w[10].data(),
+                          w[11].data(), w[12].data(), w[13].data(), w[14].data(), w[15].data(),
+                          state.data(), types.data(), preds.data());
+        }
+        wr(types);
+        wr(preds);
+        wr(state);
+    } else {
+        return 2;
+    }
+    fclose(out);
+    return 0;
+}
