@@ -285,6 +285,38 @@ fn concurrent_searches_equal_sequential_ones() {
 }
 
 #[test]
+fn decoding_several_batches_at_once_changes_nothing() {
+    let shared = need_shared!();
+    let data = wider_data(&shared);
+    let one = engine(&shared);
+    let mut many = Engine::load(weights(&shared)).unwrap();
+    many.set_decode_lookahead(8);
+    for s in 0..2 {
+        // enough candidates to need several batches; the last batch is consumed part-way
+        let cfg = SearchConfig {
+            num_archs: 300,
+            ..small_cfg(s)
+        };
+        let (a, b) = (
+            one.search(&data, &cfg).unwrap(),
+            many.search(&data, &cfg).unwrap(),
+        );
+        let key = |r: &metad2a::SearchReport| -> Vec<(String, u32)> {
+            r.candidates
+                .iter()
+                .map(|c| (c.arch.clone(), c.score.to_bits()))
+                .collect()
+        };
+        assert_eq!(key(&a), key(&b));
+        assert_eq!(
+            serde_json::to_value(&a.counts).unwrap(),
+            serde_json::to_value(&b.counts).unwrap()
+        );
+        assert!(a.counts.decoded > 100, "more than one batch was needed");
+    }
+}
+
+#[test]
 fn bad_datasets_are_refused() {
     let shared = need_shared!();
     let e = engine(&shared);

@@ -15,6 +15,9 @@ use crate::space::nb201_table::Nb201Table;
 use crate::space::{Arch, Space};
 use crate::weights::{Manifest, WeightStore};
 
+/// Generation batches one GPU launch decodes.
+const GPU_LOOKAHEAD_BATCHES: usize = 8;
+
 /// Random streams of a search, each indexed by sample or graph number.
 const STREAM_GENERATION_SET: u64 = 1 << 40;
 const STREAM_DECODE: u64 = 2 << 40;
@@ -35,6 +38,8 @@ pub struct Engine {
     /// The GPU the decoder runs on, after [`Engine::use_cuda`].
     #[cfg(feature = "cuda")]
     device: Option<crate::cuda::DeviceDecoder>,
+    /// Generation batches decoded together (1 on the CPU).
+    decode_lookahead: usize,
 }
 
 impl std::fmt::Debug for Engine {
@@ -187,6 +192,7 @@ impl Engine {
             all_heads: OnceLock::new(),
             #[cfg(feature = "cuda")]
             device: None,
+            decode_lookahead: 1,
         })
     }
 
@@ -223,7 +229,15 @@ impl Engine {
         let decoder = crate::cuda::ops::GpuDecoder::new(&gpu, &self.generator.decoder)?;
         let name = gpu.name.clone();
         self.device = Some(crate::cuda::DeviceDecoder { gpu, decoder });
+        self.decode_lookahead = GPU_LOOKAHEAD_BATCHES;
         Ok(name)
+    }
+
+    /// Decodes this many generation batches together (what a GPU engine does); results do not
+    /// change, only how work is grouped. For tests of that claim.
+    #[doc(hidden)]
+    pub fn set_decode_lookahead(&mut self, batches: usize) {
+        self.decode_lookahead = batches.max(1);
     }
 
     /// The GPU the engine decodes on, if any.
@@ -431,14 +445,25 @@ impl Engine {
         let mut out = Vec::with_capacity(cfg.num_archs);
         let cap = cfg.decode_cap();
         let mut batch_start = 0usize;
+        // On a GPU one launch decodes several batches (each graph keeps its own set sample and
+        // random stream, so the graphs are the ones sequential batches would give; graphs past
+        // the point where enough candidates were found are discarded and not counted).
+        let lookahead = self.decode_lookahead.max(1);
         'batches: while out.len() < cfg.num_archs {
             if counts.decoded >= cap {
                 counts.capped = true;
                 break;
             }
-            let n = GENERATION_BATCH.min(cap - counts.decoded);
+            let mut sizes = Vec::with_capacity(lookahead);
+            let mut planned = counts.decoded;
+            while sizes.len() < lookahead && planned < cap {
+                let n = GENERATION_BATCH.min(cap - planned);
+                sizes.push(n);
+                planned += n;
+            }
+            let total: usize = sizes.iter().sum();
             let t0 = Instant::now();
-            let samples: Vec<SetSample> = (0..n)
+            let samples: Vec<SetSample> = (0..total)
                 .map(|i| {
                     let mut rng =
                         Rng::new(cfg.seed, STREAM_GENERATION_SET + (batch_start + i) as u64);
@@ -446,40 +471,44 @@ impl Engine {
                 })
                 .collect();
             let v = sets.embed(&samples);
-            let (mu, _) = self.generator.heads(&v, n);
-            counts.set_samples += n;
+            let (mu, _) = self.generator.heads(&v, total);
             t.sets_ms += ms(t0);
             let t0 = Instant::now();
-            let mut rngs: Vec<Rng> = (0..n)
+            let mut rngs: Vec<Rng> = (0..total)
                 .map(|i| Rng::new(cfg.seed, STREAM_DECODE + (batch_start + i) as u64))
                 .collect();
             let dags = self.decode_parallel(&mu, &mut rngs)?;
             t.decode_ms += ms(t0);
-            batch_start += n;
-            for dag in &dags {
-                counts.decoded += 1;
-                let Some(a) = Arch::from_graph(self.space, dag) else {
-                    continue;
-                };
-                counts.valid += 1;
-                if !seen.insert(a) {
-                    continue;
+            let mut at = 0;
+            for n in sizes {
+                counts.set_samples += n;
+                batch_start += n;
+                for dag in &dags[at..at + n] {
+                    counts.decoded += 1;
+                    let Some(a) = Arch::from_graph(self.space, dag) else {
+                        continue;
+                    };
+                    counts.valid += 1;
+                    if !seen.insert(a) {
+                        continue;
+                    }
+                    counts.unique += 1;
+                    if !within(&a) {
+                        counts.over_budget += 1;
+                        continue;
+                    }
+                    out.push(a);
+                    if out.len() == cfg.num_archs {
+                        break 'batches;
+                    }
                 }
-                counts.unique += 1;
-                if !within(&a) {
-                    counts.over_budget += 1;
-                    continue;
-                }
-                out.push(a);
-                if out.len() == cfg.num_archs {
-                    break 'batches;
-                }
+                at += n;
+                progress(Progress::Generating {
+                    unique: out.len(),
+                    target: cfg.num_archs,
+                    decoded: counts.decoded,
+                });
             }
-            progress(Progress::Generating {
-                unique: out.len(),
-                target: cfg.num_archs,
-                decoded: counts.decoded,
-            });
         }
         Ok(out)
     }
