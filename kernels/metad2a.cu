@@ -114,6 +114,22 @@ extern "C" __global__ void mab_fused(const float* __restrict__ q, int q_shared,
     }
 }
 
+// Component c of the gated message of a vertex with state h and index v:
+// sigmoid(Wg[c] . [h ; e_v] + bg[c]) * (Wm[c] . [h ; e_v]); wg, wm: [hs, hs + max_n].
+__device__ __forceinline__ float gated_message(const float* h, int v, int c, int hs, int max_n,
+                                               const float* wg, const float* bg,
+                                               const float* wm) {
+    const int ld = hs + max_n;
+    const float* g = wg + (size_t)c * ld;
+    const float* m = wm + (size_t)c * ld;
+    float ag = bg[c] + g[hs + v], am = m[hs + v];
+    for (int j = 0; j < hs; ++j) {
+        ag += h[j] * g[j];
+        am += h[j] * m[j];
+    }
+    return sigmoidf_(ag) * am;
+}
+
 // ---------------------------------------------------------------------------------------------
 // D-VAE gated messages of final vertices: for row r with state h[r] and vertex index vid[r],
 //   out[r] = sigmoid(Wg [h ; e_vid] + bg) * (Wm [h ; e_vid])
@@ -123,19 +139,10 @@ extern "C" __global__ void gated_messages(const float* __restrict__ h,
                                           int max_n, const float* __restrict__ wg,
                                           const float* __restrict__ bg,
                                           const float* __restrict__ wm, float* __restrict__ out) {
-    const int ld = hs + max_n;
     for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < rows * hs;
          e += gridDim.x * blockDim.x) {
-        int r = e / hs, c = e % hs, v = vid[r];
-        const float* x = h + (size_t)r * hs;
-        const float* g = wg + (size_t)c * ld;
-        const float* m = wm + (size_t)c * ld;
-        float ag = bg[c] + g[hs + v], am = m[hs + v];
-        for (int j = 0; j < hs; ++j) {
-            ag += x[j] * g[j];
-            am += x[j] * m[j];
-        }
-        out[e] = sigmoidf_(ag) * am;
+        int r = e / hs, c = e % hs;
+        out[e] = gated_message(h + (size_t)r * hs, vid[r], c, hs, max_n, wg, bg, wm);
     }
 }
 
@@ -316,17 +323,8 @@ __device__ void block_msg_sum(const float* msg, int hs, u64 mask, int n, float* 
 // The message and the h_v half of ae0 (with its bias) of vertex v.
 __device__ void block_finalize(const DecodeWeights& W, int hs, int eh, int max_n, int v,
                                const float* h, float* msg, float* ea) {
-    const int ld = hs + max_n;
-    for (int c = threadIdx.x; c < hs; c += blockDim.x) {
-        const float* g = W.gate_w + (size_t)c * ld;
-        const float* m = W.map_w + (size_t)c * ld;
-        float ag = W.gate_b[c] + g[hs + v], am = m[hs + v];
-        for (int j = 0; j < hs; ++j) {
-            ag += h[j] * g[j];
-            am += h[j] * m[j];
-        }
-        msg[c] = sigmoidf_(ag) * am;
-    }
+    for (int c = threadIdx.x; c < hs; c += blockDim.x)
+        msg[c] = gated_message(h, v, c, hs, max_n, W.gate_w, W.gate_b, W.map_w);
     block_matvec(W.ae0_w, 2 * hs, W.ae0_b, h, hs, eh, ea);
 }
 

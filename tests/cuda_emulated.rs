@@ -9,7 +9,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use metad2a::model::dims::{GeneratorDims, SetEncoderDims};
 use metad2a::model::inventory::{self, pytorch_init};
 use metad2a::model::{DecodeMode, Generator, END_TYPE, START_TYPE};
 use metad2a::nn::{Linear, Mab};
@@ -122,21 +121,7 @@ fn u64s(b: &[u8]) -> Vec<u64> {
 }
 
 fn generator(seed: u64) -> Generator {
-    let d = GeneratorDims {
-        set: SetEncoderDims {
-            feat_dim: 512,
-            intra_hidden: 56,
-            proto_dim: 56,
-            inter_hidden: 56,
-            out_dim: 56,
-            heads: 4,
-        },
-        nz: 56,
-        hs: 56,
-        nvt: 7,
-        max_n: 8,
-    };
-    let inv = inventory::generator(&d);
+    let inv = inventory::generator(&inventory::nb201_generator_dims());
     let bytes = serialize(&pytorch_init(&inv, seed), ExportDtype::F32, None).unwrap();
     Generator::load(&WeightStore::from_bytes("random", bytes).unwrap()).unwrap()
 }

@@ -81,18 +81,20 @@ fn small_cfg(seed: u64) -> SearchConfig {
     }
 }
 
+/// A report's candidates with the exact bits of their scores.
+fn key(r: &metad2a::SearchReport) -> Vec<(String, u32)> {
+    r.candidates
+        .iter()
+        .map(|c| (c.arch.clone(), c.score.to_bits()))
+        .collect()
+}
+
 #[test]
 fn same_seed_same_result_other_seed_other_result() {
     let shared = need_shared!();
     let (e, data) = (engine(&shared), wider_data(&shared));
     let a = e.search(&data, &small_cfg(7)).unwrap();
     let b = e.search(&data, &small_cfg(7)).unwrap();
-    let key = |r: &metad2a::SearchReport| -> Vec<(String, u32)> {
-        r.candidates
-            .iter()
-            .map(|c| (c.arch.clone(), c.score.to_bits()))
-            .collect()
-    };
     assert_eq!(key(&a), key(&b));
     assert_eq!(a.counts.decoded, b.counts.decoded);
     let c = e.search(&data, &small_cfg(8)).unwrap();
@@ -265,14 +267,7 @@ fn concurrent_searches_equal_sequential_ones() {
     let shared = need_shared!();
     let (e, data) = (engine(&shared), wider_data(&shared));
     // architectures and the exact bits of their scores
-    let run = |s: u64| -> Vec<(String, u32)> {
-        e.search(&data, &small_cfg(s))
-            .unwrap()
-            .candidates
-            .into_iter()
-            .map(|c| (c.arch, c.score.to_bits()))
-            .collect()
-    };
+    let run = |s: u64| key(&e.search(&data, &small_cfg(s)).unwrap());
     let seq: Vec<_> = (0..4).map(run).collect();
     // 8 threads on one engine, two per seed
     let par: Vec<_> = std::thread::scope(|sc| {
@@ -301,12 +296,6 @@ fn decoding_several_batches_at_once_changes_nothing() {
             one.search(&data, &cfg).unwrap(),
             many.search(&data, &cfg).unwrap(),
         );
-        let key = |r: &metad2a::SearchReport| -> Vec<(String, u32)> {
-            r.candidates
-                .iter()
-                .map(|c| (c.arch.clone(), c.score.to_bits()))
-                .collect()
-        };
         assert_eq!(key(&a), key(&b));
         assert_eq!(
             serde_json::to_value(&a.counts).unwrap(),
@@ -530,14 +519,7 @@ fn engine_load_detects_damaged_directories() {
     let engine = Engine::load(&d).unwrap();
     engine.verify().unwrap();
     let data = fixture_data(&shared, "x.c10");
-    let answer = |e: &Engine| -> Vec<(String, u32)> {
-        e.search(&data, &small_cfg(1))
-            .unwrap()
-            .candidates
-            .into_iter()
-            .map(|c| (c.arch, c.score.to_bits()))
-            .collect()
-    };
+    let answer = |e: &Engine| key(&e.search(&data, &small_cfg(1)).unwrap());
     let before = answer(&engine);
     let p = d.join("generator.safetensors");
     let mut b = std::fs::read(&p).unwrap();

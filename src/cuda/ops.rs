@@ -12,8 +12,25 @@ fn de(e: cudarc::driver::DriverError) -> String {
     format!("CUDA: {e}")
 }
 
-/// The largest dynamic shared memory one block of `mab_fused` may ask for (H100/H200: 227 KiB).
+/// The largest dynamic shared memory one block may ask for (H100/H200: 227 KiB).
 const MAX_SHARED_BYTES: usize = 227 * 1024;
+
+/// Lets `f` use `bytes` of dynamic shared memory (beyond 48 KiB it must opt in).
+fn allow_shared(f: &cudarc::driver::CudaFunction, bytes: usize) -> Result<(), String> {
+    if bytes > MAX_SHARED_BYTES {
+        return Err(format!(
+            "{bytes} bytes of shared memory per block are more than {MAX_SHARED_BYTES}"
+        ));
+    }
+    if bytes > 48 * 1024 {
+        f.set_attribute(
+            cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            bytes as i32,
+        )
+        .map_err(de)?;
+    }
+    Ok(())
+}
 
 impl Gpu {
     fn up<T: DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>, String> {
@@ -56,13 +73,7 @@ impl Gpu {
             ));
         }
         let f = self.func("mab_fused");
-        if shared > 48 * 1024 {
-            f.set_attribute(
-                cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                shared as i32,
-            )
-            .map_err(de)?;
-        }
+        allow_shared(f, shared)?;
         let (dq_q, dk_k) = (self.up(q)?, self.up(k)?);
         let (wq, bq) = (self.up(&m.fc_q.weight)?, self.bias_or_zero(&m.fc_q)?);
         let (wk, bk) = (self.up(&m.fc_k.weight)?, self.bias_or_zero(&m.fc_k)?);
@@ -327,13 +338,7 @@ impl GpuDecoder {
             (mode == crate::model::DecodeMode::Argmax) as i32,
         ];
         let f = gpu.func("decode_graphs");
-        if shared > 48 * 1024 {
-            f.set_attribute(
-                cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                shared as i32,
-            )
-            .map_err(de)?;
-        }
+        allow_shared(f, shared)?;
         let mut b = gpu.stream.launch_builder(f);
         b.arg(&dz);
         for v in &ints {

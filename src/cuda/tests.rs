@@ -3,7 +3,6 @@
 //! device tests print why and stop (CI has none); the PTX checks run everywhere.
 
 use super::{Gpu, KERNELS, PTX};
-use crate::model::dims::{GeneratorDims, SetEncoderDims};
 use crate::model::inventory::{self, pytorch_init};
 use crate::model::Generator;
 use crate::rng::Rng;
@@ -27,20 +26,7 @@ fn gpu() -> Option<Gpu> {
 }
 
 fn official_generator(seed: u64) -> Generator {
-    let d = GeneratorDims {
-        set: SetEncoderDims {
-            feat_dim: 512,
-            intra_hidden: 56,
-            proto_dim: 56,
-            inter_hidden: 56,
-            out_dim: 56,
-            heads: 4,
-        },
-        nz: 56,
-        hs: 56,
-        nvt: 7,
-        max_n: 8,
-    };
+    let d = inventory::nb201_generator_dims();
     let bytes = serialize(
         &pytorch_init(&inventory::generator(&d), seed),
         ExportDtype::F32,
@@ -226,21 +212,11 @@ fn one_launch_decode_matches_the_cpu_decoder() {
 #[test]
 fn searches_decoding_on_the_gpu_find_what_the_cpu_finds() {
     let Some(_) = gpu() else { return };
-    let set = SetEncoderDims {
-        feat_dim: 512,
-        intra_hidden: 56,
-        proto_dim: 56,
-        inter_hidden: 56,
-        out_dim: 56,
-        heads: 4,
-    };
+    // a narrower head than the official 512 keeps the test quick
     let pd = crate::model::dims::PredictorDims {
-        set,
-        nz: 56,
         hs: 56,
-        nvt: 7,
-        max_n: 8,
         head_hidden: 56,
+        ..inventory::nb201_predictor_dims()
     };
     let pbytes = serialize(
         &pytorch_init(&inventory::predictor(&pd), 4),
