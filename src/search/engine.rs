@@ -16,6 +16,7 @@ use crate::space::{Arch, Space};
 use crate::weights::{Manifest, WeightStore};
 
 /// Generation batches one GPU launch decodes.
+#[cfg(feature = "cuda")]
 const GPU_LOOKAHEAD_BATCHES: usize = 8;
 
 /// Random streams of a search, each indexed by sample or graph number.

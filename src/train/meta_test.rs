@@ -175,6 +175,10 @@ pub fn run(
             ..SearchConfig::default()
         };
         let report = engine.search(&data, &scfg)?;
+        log(&format!(
+            "seed {seed}: searched {} candidates in {:.0} ms",
+            report.counts.ranked, report.timings.total_ms
+        ));
         let ranked: Vec<Nb201Arch> = report
             .candidates
             .iter()
@@ -239,17 +243,19 @@ pub fn run(
         let sample = random_cells(&mut rng, largest);
         let mut net = cfg.naswot_net;
         net.classes = classes;
-        let nw: Vec<f64> = sample
-            .iter()
-            .map(|a| {
-                let s = naswot::score(a, net, &set, cfg.naswot_batch, seed);
-                if s.is_finite() {
-                    s
-                } else {
-                    f64::NEG_INFINITY
-                }
-            })
-            .collect();
+        let mut nw = Vec::with_capacity(sample.len());
+        for (i, a) in sample.iter().enumerate() {
+            let s = naswot::score(a, net, &set, cfg.naswot_batch, seed);
+            nw.push(if s.is_finite() { s } else { f64::NEG_INFINITY });
+            if (i + 1) % 20 == 0 || i + 1 == sample.len() {
+                log(&format!(
+                    "seed {seed}: NASWOT {}/{} cells ({:.1} s)",
+                    i + 1,
+                    sample.len(),
+                    t0.elapsed().as_secs_f64()
+                ));
+            }
+        }
         for &k in &cfg.naswot {
             let best = (0..k).fold(0, |b, i| if nw[i] > nw[b] { i } else { b });
             picks.push(Pick {
