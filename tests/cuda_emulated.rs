@@ -67,6 +67,16 @@ impl Input {
         self.0.extend(v.iter().flat_map(|x| x.to_le_bytes()));
         self
     }
+    fn i32s(&mut self, v: &[i32]) -> &mut Self {
+        self.0.extend((v.len() as u64).to_le_bytes());
+        self.0.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+        self
+    }
+    fn bytes(&mut self, v: &[u8]) -> &mut Self {
+        self.0.extend((v.len() as u64).to_le_bytes());
+        self.0.extend(v);
+        self
+    }
     fn u64s(&mut self, v: &[u64]) -> &mut Self {
         self.0.extend((v.len() as u64).to_le_bytes());
         self.0.extend(v.iter().flat_map(|x| x.to_le_bytes()));
@@ -97,6 +107,7 @@ fn run(bin: &Path, kernel: &str, input: &Input) -> Vec<Vec<u8>> {
     let (mut at, mut out) = (0, Vec::new());
     let sizes: &[usize] = match kernel {
         "decode_graphs" => &[1, 8, 8],
+        "sample_types" | "sample_edges" => &[1, 8],
         _ => &[4],
     };
     for &size in sizes {
@@ -245,4 +256,101 @@ fn set_attention_kernel_matches_the_cpu_block() {
         )[0],
     );
     common::assert_close("pma", &got, &want, 1e-5);
+}
+
+#[test]
+fn message_and_gru_kernels_match_the_cpu_blocks() {
+    let Some(bin) = harness() else { return };
+    let gen = generator(13);
+    let dec = &gen.decoder;
+    let (hs, mn, rows) = (dec.hs, dec.max_n, 120);
+    let h = common::random_vec(rows * hs, 8, 1.5);
+    let vid: Vec<i32> = (0..rows).map(|r| (r * 3 % mn) as i32).collect();
+    let mut input = Input::default();
+    input
+        .int(rows)
+        .int(hs)
+        .int(mn)
+        .f32s(&h)
+        .i32s(&vid)
+        .linear(&dec.message.gate)
+        .f32s(&dec.message.mapper.weight);
+    let got = f32s(&run(&bin, "gated_messages", &input)[0]);
+    let mut want = vec![0.0; rows * hs];
+    let mut scratch = Vec::new();
+    for r in 0..rows {
+        let (a, b) = (r * hs, (r + 1) * hs);
+        dec.message
+            .messages(&h[a..b], 1, vid[r] as usize, &mut want[a..b], &mut scratch);
+    }
+    common::assert_close("gated messages", &got, &want, 1e-5);
+
+    let msgs = common::random_vec(rows * mn * hs, 9, 1.0);
+    let mut rng = Rng::new(4, 4);
+    let types: Vec<u8> = (0..rows).map(|_| rng.below(dec.nvt as u64) as u8).collect();
+    let preds: Vec<u64> = (0..rows).map(|_| rng.below(1 << mn)).collect();
+    let mut input = Input::default();
+    input
+        .int(rows)
+        .int(hs)
+        .int(mn)
+        .bytes(&types)
+        .u64s(&preds)
+        .f32s(&msgs)
+        .f32s(dec.grud.input_rows())
+        .f32s(&dec.grud.weight_hh)
+        .f32s(&dec.grud.bias_hh);
+    let got = f32s(&run(&bin, "gru_gated_step", &input)[0]);
+    let mut sums = vec![0.0f32; rows * hs];
+    for r in 0..rows {
+        for u in (0..mn).filter(|u| preds[r] >> u & 1 == 1) {
+            for c in 0..hs {
+                sums[r * hs + c] += msgs[(r * mn + u) * hs + c];
+            }
+        }
+    }
+    let mut want = vec![0.0; rows * hs];
+    dec.grud
+        .step_onehot(&types, Some(&sums), &mut want, &mut scratch);
+    common::assert_close("gru step", &got, &want, 1e-5);
+}
+
+#[test]
+fn sampling_kernels_continue_the_cpu_streams() {
+    let Some(bin) = harness() else { return };
+    let (rows, nvt) = (1000, 7);
+    let logits = common::random_vec(rows * nvt, 10, 4.0);
+    let mut rngs: Vec<Rng> = (0..rows).map(|r| Rng::new(42, r as u64)).collect();
+    let state: Vec<u64> = rngs.iter().flat_map(|r| r.state()).collect();
+    let mut input = Input::default();
+    input.int(rows).int(nvt).f32s(&logits).u64s(&state);
+    let out = run(&bin, "sample_types", &input);
+    let want: Vec<u8> = logits
+        .chunks_exact(nvt)
+        .zip(rngs.iter_mut())
+        .map(|(l, r)| {
+            let mut p = l.to_vec();
+            metad2a::nn::linalg::softmax_inplace(&mut p);
+            metad2a::model::decoder::sample_categorical(&p, r) as u8
+        })
+        .collect();
+    let same = out[0].iter().zip(&want).filter(|(a, b)| a == b).count();
+    assert!(same >= rows - 1, "types: {same}/{rows}");
+    assert!(want.iter().any(|&t| t != want[0]), "the draws vary");
+    let after: Vec<u64> = rngs.iter().flat_map(|r| r.state()).collect();
+    assert_eq!(u64s(&out[1]), after, "streams advanced as on the CPU");
+
+    let edge_logits = common::random_vec(rows, 11, 3.0);
+    let mut input = Input::default();
+    input.int(rows).f32s(&edge_logits).u64s(&after);
+    let out = run(&bin, "sample_edges", &input);
+    let want: Vec<u8> = edge_logits
+        .iter()
+        .zip(rngs.iter_mut())
+        .map(|(&l, r)| (r.next_f32() < metad2a::nn::linalg::sigmoid(l)) as u8)
+        .collect();
+    let same = out[0].iter().zip(&want).filter(|(a, b)| a == b).count();
+    assert!(same >= rows - 1, "edges: {same}/{rows}");
+    let after: Vec<u64> = rngs.iter().flat_map(|r| r.state()).collect();
+    assert_eq!(u64s(&out[1]), after);
 }

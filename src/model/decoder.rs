@@ -330,7 +330,7 @@ impl GraphDecoder {
 
 /// Index drawn from a probability row (inverse CDF; a draw past the rounded total picks the
 /// last type with nonzero probability).
-pub(crate) fn sample_categorical(probs: &[f32], rng: &mut Rng) -> usize {
+pub fn sample_categorical(probs: &[f32], rng: &mut Rng) -> usize {
     let total: f64 = probs.iter().map(|&p| p as f64).sum();
     let u = rng.next_f64() * total;
     let mut acc = 0.0f64;

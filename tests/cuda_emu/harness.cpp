@@ -73,6 +73,49 @@ int main(int argc, char** argv) {
         wr(types);
         wr(preds);
         wr(state);
+    } else if (k == "gru_gated_step") {
+        int rows = rd_int(), hs = rd_int(), max_n = rd_int();
+        auto types = rd<unsigned char>();
+        auto preds = rd<u64>();
+        auto msgs = rd<float>(), gi = rd<float>(), whh = rd<float>(), bhh = rd<float>();
+        std::vector<float> o((size_t)rows * hs);
+        for (int b = 0; b < rows; ++b) {
+            blockIdx.x = b;
+            gru_gated_step(types.data(), preds.data(), msgs.data(), hs, max_n, gi.data(),
+                           whh.data(), bhh.data(), o.data());
+        }
+        wr(o);
+    } else if (k == "gated_messages") {
+        int rows = rd_int(), hs = rd_int(), max_n = rd_int();
+        auto h = rd<float>();
+        auto vid = rd<int>();
+        auto wg = rd<float>(), bg = rd<float>(), wm = rd<float>();
+        std::vector<float> o((size_t)rows * hs);
+        gated_messages(h.data(), vid.data(), rows, hs, max_n, wg.data(), bg.data(), wm.data(),
+                       o.data());
+        wr(o);
+    } else if (k == "sample_types") {
+        int rows = rd_int(), nvt = rd_int();
+        auto logits = rd<float>();
+        auto state = rd<u64>();
+        std::vector<unsigned char> o(rows);
+        for (int r = 0; r < rows; ++r) {
+            blockIdx.x = r;
+            sample_types(logits.data(), rows, nvt, state.data(), o.data());
+        }
+        wr(o);
+        wr(state);
+    } else if (k == "sample_edges") {
+        int rows = rd_int();
+        auto logits = rd<float>();
+        auto state = rd<u64>();
+        std::vector<unsigned char> o(rows);
+        for (int r = 0; r < rows; ++r) {
+            blockIdx.x = r;
+            sample_edges(logits.data(), rows, state.data(), o.data());
+        }
+        wr(o);
+        wr(state);
     } else {
         return 2;
     }
