@@ -44,7 +44,34 @@ pub struct Task {
 pub struct Record {
     pub task: usize,
     pub arch: String,
+    /// Accuracy on the task's held-out images, % (the label models learn by default).
     pub acc: f64,
+    /// Accuracy on the task's training images at the end of training, %, when recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_acc: Option<f64>,
+}
+
+/// Which accuracy of a record the models learn from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Label {
+    /// Held-out accuracy (`acc`).
+    Valid,
+    /// Final training accuracy (`train_acc`); on CIFAR-10 it ranks cells better than the
+    /// held-out accuracy under the cheap protocols (docs/calibration.md).
+    Train,
+}
+
+impl std::str::FromStr for Label {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "valid" => Ok(Label::Valid),
+            "train" => Ok(Label::Train),
+            _ => Err(Error::invalid(format!(
+                "label {s}: expected valid or train"
+            ))),
+        }
+    }
 }
 
 /// A loaded meta-database.
@@ -300,6 +327,19 @@ impl MetaDb {
             .collect()
     }
 
+    /// Makes `label` the accuracy every record is learned from (`acc`); every record must
+    /// carry it.
+    pub fn use_label(&mut self, label: Label) -> Result<()> {
+        if label == Label::Train {
+            for (i, r) in self.records.iter_mut().enumerate() {
+                r.acc = r.train_acc.filter(|a| a.is_finite()).ok_or_else(|| {
+                    Error::invalid(format!("record {i} has no training accuracy"))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// For the generator: the best record of each task of `split` (highest accuracy; the
     /// first in file order on ties).
     pub fn best_per_task(&self, split: Split) -> Vec<usize> {
@@ -332,5 +372,63 @@ impl MetaDb {
         let m = v.iter().sum::<f64>() / n;
         let s = (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
         (m, s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db(records: Vec<Record>) -> MetaDb {
+        MetaDb {
+            features: Vec::new(),
+            dim: 1,
+            class_offsets: vec![0],
+            class_names: Vec::new(),
+            feature_extractor: String::new(),
+            tasks: vec![Task {
+                classes: vec![0],
+                source: String::new(),
+                split: Split::Train,
+            }],
+            records,
+        }
+    }
+
+    fn rec(arch: &str, acc: f64, train_acc: Option<f64>) -> Record {
+        Record {
+            task: 0,
+            arch: arch.into(),
+            acc,
+            train_acc,
+        }
+    }
+
+    #[test]
+    fn the_training_label_replaces_the_held_out_one() {
+        let mut d = db(vec![rec("a", 80.0, Some(95.0)), rec("b", 85.0, Some(90.0))]);
+        assert_eq!(d.best_per_task(Split::Train), vec![1]);
+        d.use_label(Label::Train).unwrap();
+        assert_eq!(d.records[0].acc, 95.0);
+        assert_eq!(d.best_per_task(Split::Train), vec![0]);
+        // records without a training accuracy cannot be learned that way
+        let mut d = db(vec![rec("a", 80.0, Some(95.0)), rec("b", 85.0, None)]);
+        let e = d.use_label(Label::Train).unwrap_err();
+        assert!(e.to_string().contains("record 1"), "{e}");
+        let mut d = db(vec![rec("a", 80.0, None)]);
+        d.use_label(Label::Valid).unwrap();
+        assert_eq!(d.records[0].acc, 80.0);
+        assert!("other".parse::<Label>().is_err());
+    }
+
+    #[test]
+    fn records_read_with_and_without_a_training_accuracy() {
+        let r: Record = serde_json::from_str(
+            r#"{"task":1,"arch":"x","acc":90.5,"train_acc":93.0,"seconds":2.0}"#,
+        )
+        .unwrap();
+        assert_eq!(r.train_acc, Some(93.0));
+        let r: Record = serde_json::from_str(r#"{"task":1,"arch":"x","acc":90.5}"#).unwrap();
+        assert_eq!(r.train_acc, None);
     }
 }

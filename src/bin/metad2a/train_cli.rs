@@ -419,6 +419,10 @@ pub struct TrainArgs {
     /// Reduce-on-plateau patience (epochs).
     #[arg(long, default_value_t = 10)]
     patience: usize,
+    /// Which accuracy of each record to learn: `valid` (held-out) or `train` (final training
+    /// accuracy, which ranked CIFAR-10 cells better in docs/calibration.md).
+    #[arg(long, default_value = "valid", value_name = "valid|train")]
+    label: String,
 }
 
 pub fn train(c: TrainCommand) -> metad2a::Result<()> {
@@ -427,7 +431,8 @@ pub fn train(c: TrainCommand) -> metad2a::Result<()> {
         TrainCommand::Generator(a) => (Kind::Generator, a),
         TrainCommand::Predictor(a) => (Kind::Predictor, a),
     };
-    let db = metad2a::train::metadb::MetaDb::load(&a.db)?;
+    let mut db = metad2a::train::metadb::MetaDb::load(&a.db)?;
+    db.use_label(a.label.parse()?)?;
     eprintln!(
         "{}: {} tasks, {} records, {}-d features ({})",
         a.db.display(),
