@@ -298,8 +298,8 @@ fn decoding_several_batches_at_once_changes_nothing() {
         );
         assert_eq!(key(&a), key(&b));
         assert_eq!(
-            serde_json::to_value(&a.counts).unwrap(),
-            serde_json::to_value(&b.counts).unwrap()
+            serde_json::to_value(a.counts).unwrap(),
+            serde_json::to_value(b.counts).unwrap()
         );
         assert!(a.counts.decoded > 100, "more than one batch was needed");
     }
