@@ -199,6 +199,7 @@ fn planted_db() -> (metad2a::train::metadb::MetaDb, Vec<f64>) {
         feature_extractor: "synthetic".into(),
         tasks,
         records,
+        label: metad2a::train::metadb::Label::Valid,
     };
     (db, stats)
 }

@@ -221,6 +221,7 @@ pub fn init(
         ),
         tasks: tasks.clone(),
         records: Vec::new(),
+        label: super::metadb::Label::Valid,
     };
     meta.save(db)?;
     let w = work(db);

@@ -395,6 +395,10 @@ fn export_model(
         "feature_extractor": db.feature_extractor,
         "tasks": db.tasks.len(),
         "records": db.records.len(),
+        "label": match db.label {
+            crate::train::metadb::Label::Valid => "valid",
+            crate::train::metadb::Label::Train => "train",
+        },
     });
     crate::util::write_atomic(
         &out.join(format!("{}.json", kind.name())),

@@ -84,6 +84,8 @@ pub struct MetaDb {
     pub feature_extractor: String,
     pub tasks: Vec<Task>,
     pub records: Vec<Record>,
+    /// Which accuracy `records[i].acc` holds (see [`MetaDb::use_label`]).
+    pub label: Label,
 }
 
 fn bad(path: &Path, why: impl std::fmt::Display) -> Error {
@@ -233,6 +235,7 @@ impl MetaDb {
             feature_extractor: meta.get("feature_extractor").cloned().unwrap_or_default(),
             tasks,
             records,
+            label: Label::Valid,
         })
     }
 
@@ -330,13 +333,27 @@ impl MetaDb {
     /// Makes `label` the accuracy every record is learned from (`acc`); every record must
     /// carry it.
     pub fn use_label(&mut self, label: Label) -> Result<()> {
-        if label == Label::Train {
-            for (i, r) in self.records.iter_mut().enumerate() {
-                r.acc = r.train_acc.filter(|a| a.is_finite()).ok_or_else(|| {
-                    Error::invalid(format!("record {i} has no training accuracy"))
-                })?;
+        if label == Label::Train && self.label != Label::Train {
+            let accs = self
+                .records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    r.train_acc.filter(|a| a.is_finite()).ok_or_else(|| {
+                        Error::invalid(format!("record {i} has no training accuracy"))
+                    })
+                })
+                .collect::<Result<Vec<f64>>>()?;
+            for (r, a) in self.records.iter_mut().zip(accs) {
+                r.acc = a;
             }
         }
+        if label == Label::Valid && self.label != Label::Valid {
+            return Err(Error::invalid(
+                "the held-out accuracies were replaced; reload the database",
+            ));
+        }
+        self.label = label;
         Ok(())
     }
 
@@ -392,6 +409,7 @@ mod tests {
                 split: Split::Train,
             }],
             records,
+            label: Label::Valid,
         }
     }
 
@@ -418,6 +436,12 @@ mod tests {
         let mut d = db(vec![rec("a", 80.0, None)]);
         d.use_label(Label::Valid).unwrap();
         assert_eq!(d.records[0].acc, 80.0);
+        // once replaced, the held-out accuracies are gone
+        let mut d = db(vec![rec("a", 80.0, Some(95.0))]);
+        d.use_label(Label::Train).unwrap();
+        d.use_label(Label::Train).unwrap();
+        assert_eq!((d.records[0].acc, d.label), (95.0, Label::Train));
+        assert!(d.use_label(Label::Valid).is_err());
         assert!("other".parse::<Label>().is_err());
     }
 
