@@ -50,8 +50,6 @@ if [ -d ../shared ]; then
     arch_text) ;;
   esac
 fi
-# LeakSanitizer: see fuzz/lsan.supp for the one frame it is told to ignore, and why.
-export LSAN_OPTIONS="suppressions=$PWD/fuzz/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 echo "fuzzing $target for ${secs}s"
 "$bin" "$work" "fuzz/corpus/$target" -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 \
   -max_len=65536 -print_final_stats=1 -artifact_prefix="target/fuzz/artifacts/$target/" "$@"

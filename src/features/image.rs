@@ -211,37 +211,19 @@ fn decode_png(bytes: &[u8]) -> std::result::Result<Image, String> {
 }
 
 fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Image, String> {
-    let mut dec = jpeg_decoder::Decoder::new(std::io::Cursor::new(bytes));
-    dec.read_info()
-        .map_err(|e| format!("unreadable JPEG: {e}"))?;
+    use zune_core::colorspace::ColorSpace;
+    let opts = zune_core::options::DecoderOptions::default()
+        .jpeg_set_out_colorspace(ColorSpace::RGB)
+        .set_max_width(MAX_SIDE)
+        .set_max_height(MAX_SIDE);
+    let mut dec =
+        zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(bytes), opts);
+    dec.decode_headers()
+        .map_err(|e| format!("unreadable JPEG: {e:?}"))?;
     let info = dec.info().ok_or("JPEG without a header")?;
-    check_size(
-        info.width as usize,
-        info.height as usize,
-        bytes.len(),
-        MAX_JPEG_PIXELS_PER_BYTE,
-    )?;
-    let data = dec.decode().map_err(|e| format!("unreadable JPEG: {e}"))?;
     let (w, h) = (info.width as usize, info.height as usize);
-    let rgb: Vec<u8> = match info.pixel_format {
-        jpeg_decoder::PixelFormat::RGB24 => data,
-        jpeg_decoder::PixelFormat::L8 => data.iter().flat_map(|&g| [g, g, g]).collect(),
-        jpeg_decoder::PixelFormat::L16 => data
-            .chunks_exact(2)
-            .flat_map(|p| [p[0], p[0], p[0]])
-            .collect(),
-        jpeg_decoder::PixelFormat::CMYK32 => data
-            .chunks_exact(4)
-            .flat_map(|p| {
-                let k = p[3] as u32;
-                [
-                    (p[0] as u32 * k / 255) as u8,
-                    (p[1] as u32 * k / 255) as u8,
-                    (p[2] as u32 * k / 255) as u8,
-                ]
-            })
-            .collect(),
-    };
+    check_size(w, h, bytes.len(), MAX_JPEG_PIXELS_PER_BYTE)?;
+    let rgb = dec.decode().map_err(|e| format!("unreadable JPEG: {e:?}"))?;
     if rgb.len() != w * h * 3 {
         return Err("JPEG data does not match its size".into());
     }
