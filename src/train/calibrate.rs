@@ -133,11 +133,17 @@ pub struct Summary {
     pub top10_overlap: f64,
     pub median_seconds: f64,
     pub naswot_spearman: Option<f64>,
+    /// The same agreement for the proxy's final training accuracy (which ranks better under
+    /// short protocols; docs/calibration.md).
+    pub train_spearman: f64,
+    pub train_kendall: f64,
+    pub train_top10_overlap: f64,
 }
 
 pub fn summarize(results: &[CellResult]) -> Summary {
     let truth: Vec<f64> = results.iter().map(|r| r.nb201_cifar10).collect();
     let proxy: Vec<f64> = results.iter().map(|r| r.proxy_acc).collect();
+    let train: Vec<f64> = results.iter().map(|r| r.proxy_train_acc).collect();
     let mut secs: Vec<f64> = results.iter().map(|r| r.seconds).collect();
     secs.sort_by(f64::total_cmp);
     let naswot: Vec<f64> = results.iter().filter_map(|r| r.naswot).collect();
@@ -156,6 +162,9 @@ pub fn summarize(results: &[CellResult]) -> Summary {
         top10_overlap: crate::stats::top_overlap(&truth, &proxy, 0.1),
         median_seconds: secs.get(secs.len() / 2).copied().unwrap_or(f64::NAN),
         naswot_spearman,
+        train_spearman: crate::stats::spearman(&truth, &train),
+        train_kendall: crate::stats::kendall(&truth, &train),
+        train_top10_overlap: crate::stats::top_overlap(&truth, &train, 0.1),
     }
 }
 
