@@ -223,7 +223,9 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Image, String> {
     let info = dec.info().ok_or("JPEG without a header")?;
     let (w, h) = (info.width as usize, info.height as usize);
     check_size(w, h, bytes.len(), MAX_JPEG_PIXELS_PER_BYTE)?;
-    let rgb = dec.decode().map_err(|e| format!("unreadable JPEG: {e:?}"))?;
+    let rgb = dec
+        .decode()
+        .map_err(|e| format!("unreadable JPEG: {e:?}"))?;
     if rgb.len() != w * h * 3 {
         return Err("JPEG data does not match its size".into());
     }
