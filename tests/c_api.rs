@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use metad2a::weights::import::{import_official, ExportDtype, ImportOptions};
+use metad2a::weights::import::ExportDtype;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -82,18 +82,7 @@ fn fixture(shared: &Path) -> &'static Fixture {
         let dir = common::temp_dir("c-api");
         let s = shared.join("parity/nb201");
         let weights = dir.join("weights");
-        import_official(&ImportOptions {
-            generator: s.join("generator_ckpt.pt"),
-            predictor: s.join("predictor_ckpt.pt"),
-            out: weights.clone(),
-            dtype: ExportDtype::F32,
-            keep_unused: false,
-            graph_cache: true,
-            command: "test".into(),
-            data: "fixture".into(),
-            feature_extractor: "fixture".into(),
-        })
-        .unwrap();
+        common::import_fixture(&s, &weights, ExportDtype::F32, false, true);
         let t = common::read_tensors(&s.join("inputs.safetensors"));
         let data = metad2a::Dataset::from_contiguous(t["x.c10"].1.clone(), 512, 20).unwrap();
         let features = dir.join("c10.safetensors");

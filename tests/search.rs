@@ -10,7 +10,7 @@ use metad2a::search::{Budget, Progress, SearchConfig};
 use metad2a::space::nb201::NUM_ARCHS;
 use metad2a::space::Arch;
 use metad2a::space::Nb201Arch;
-use metad2a::weights::import::{import_official, ExportDtype, ImportOptions};
+use metad2a::weights::import::ExportDtype;
 use metad2a::{Dataset, Engine, Error};
 use serde_json::Value;
 
@@ -19,19 +19,13 @@ fn weights(shared: &Path) -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let out = common::temp_dir("search-weights");
-        let s = shared.join("parity/nb201");
-        import_official(&ImportOptions {
-            generator: s.join("generator_ckpt.pt"),
-            predictor: s.join("predictor_ckpt.pt"),
-            out: out.clone(),
-            dtype: ExportDtype::F32,
-            keep_unused: false,
-            graph_cache: true,
-            command: "test".into(),
-            data: "fixture".into(),
-            feature_extractor: "fixture".into(),
-        })
-        .unwrap();
+        common::import_fixture(
+            &shared.join("parity/nb201"),
+            &out,
+            ExportDtype::F32,
+            false,
+            true,
+        );
         out
     })
 }

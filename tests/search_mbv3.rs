@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use metad2a::rng::Rng;
 use metad2a::search::{Budget, SearchConfig};
 use metad2a::space::{Arch, Mbv3Arch, Mbv3Net, Space};
-use metad2a::weights::import::{import_official, ExportDtype, ImportOptions};
+use metad2a::weights::import::ExportDtype;
 use metad2a::{Dataset, Engine};
 
 fn weights(shared: &Path, space: &'static str) -> PathBuf {
@@ -22,18 +22,7 @@ fn weights(shared: &Path, space: &'static str) -> PathBuf {
         .or_insert_with(|| {
             let out = common::temp_dir(&format!("weights-{space}"));
             let s = shared.join("parity").join(space);
-            import_official(&ImportOptions {
-                generator: s.join("generator_ckpt.pt"),
-                predictor: s.join("predictor_ckpt.pt"),
-                out: out.clone(),
-                dtype: ExportDtype::F32,
-                keep_unused: false,
-                graph_cache: true,
-                command: "test".into(),
-                data: "fixture".into(),
-                feature_extractor: "fixture".into(),
-            })
-            .unwrap();
+            common::import_fixture(&s, &out, ExportDtype::F32, false, true);
             out
         })
         .clone()

@@ -165,18 +165,7 @@ impl Fixture {
         keep_unused: bool,
     ) -> PathBuf {
         let out = temp_dir(&format!("import-{}", dtype.name()));
-        metad2a::weights::import::import_official(&metad2a::weights::import::ImportOptions {
-            generator: self.dir.join("generator_ckpt.pt"),
-            predictor: self.dir.join("predictor_ckpt.pt"),
-            out: out.clone(),
-            dtype,
-            keep_unused,
-            graph_cache: false,
-            command: "test".into(),
-            data: "parity fixture".into(),
-            feature_extractor: "fixture".into(),
-        })
-        .unwrap();
+        import_fixture(&self.dir, &out, dtype, keep_unused, false);
         out
     }
 
@@ -315,4 +304,27 @@ pub fn state_dict_pickle(tensors: &[PickledTensor]) -> Vec<u8> {
     }
     p.extend(b"u.");
     p
+}
+
+/// Imports the official-format checkpoints of a parity fixture directory
+/// (`../shared/parity/<space>`) into the weights directory `out`.
+pub fn import_fixture(
+    fixture: &Path,
+    out: &Path,
+    dtype: metad2a::weights::import::ExportDtype,
+    keep_unused: bool,
+    graph_cache: bool,
+) {
+    metad2a::weights::import::import_official(&metad2a::weights::import::ImportOptions {
+        generator: fixture.join("generator_ckpt.pt"),
+        predictor: fixture.join("predictor_ckpt.pt"),
+        out: out.to_path_buf(),
+        dtype,
+        keep_unused,
+        graph_cache,
+        command: "test".into(),
+        data: "parity fixture".into(),
+        feature_extractor: "fixture".into(),
+    })
+    .unwrap();
 }
