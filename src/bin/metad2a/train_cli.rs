@@ -38,15 +38,8 @@ pub struct CalibrateArgs {
     per_class: usize,
     #[arg(long, default_value_t = 300)]
     valid_per_class: usize,
-    #[arg(long, default_value_t = 10)]
-    epochs: usize,
-    #[arg(long, default_value_t = 16)]
-    resolution: usize,
-    #[arg(long, default_value_t = 8)]
-    channels: usize,
-    /// Cells per stage (N).
-    #[arg(long, default_value_t = 1)]
-    cells_per_stage: usize,
+    #[command(flatten)]
+    protocol: ProtocolArgs,
     #[arg(long, default_value_t = 64)]
     batch: usize,
     #[arg(long, default_value_t = 0.1)]
@@ -83,15 +76,12 @@ fn load_cifar(
 pub fn calibrate(a: CalibrateArgs) -> metad2a::Result<()> {
     let table = Nb201Table::load(&a.nb201)?;
     let cells = calibrate::spread_cells(&table, a.cells);
-    let train = load_cifar(&a.cifar, "train", a.per_class, a.resolution)?;
-    let valid = load_cifar(&a.cifar, "test", a.valid_per_class, a.resolution)?;
+    let p = &a.protocol;
+    let train = load_cifar(&a.cifar, "train", a.per_class, p.resolution)?;
+    let valid = load_cifar(&a.cifar, "test", a.valid_per_class, p.resolution)?;
     let cfg = TrainConfig {
-        net: NetConfig {
-            channels: a.channels,
-            cells: a.cells_per_stage,
-            classes: train.classes,
-        },
-        epochs: a.epochs,
+        net: p.net(train.classes),
+        epochs: p.epochs,
         batch: a.batch,
         lr: a.lr,
         weight_decay: a.weight_decay,
@@ -103,7 +93,7 @@ pub fn calibrate(a: CalibrateArgs) -> metad2a::Result<()> {
         "{} training images, {} validation images at {}px; {} cells",
         train.len(),
         valid.len(),
-        a.resolution,
+        p.resolution,
         cells.len()
     );
     let results = calibrate::run(
@@ -125,11 +115,11 @@ pub fn calibrate(a: CalibrateArgs) -> metad2a::Result<()> {
         let title = format!(
             "{} cells; {}px, C={}, N={}, {} img/class, {} epochs: Spearman {:.3}, Kendall {:.3}",
             s.cells,
-            a.resolution,
-            a.channels,
-            a.cells_per_stage,
+            p.resolution,
+            p.channels,
+            p.cells_per_stage,
             a.per_class,
-            a.epochs,
+            p.epochs,
             s.spearman,
             s.kendall
         );
@@ -204,15 +194,35 @@ pub struct BuildInitArgs {
     valid_every: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Proxy protocol: epochs, resolution, channels, cells per stage.
+    #[command(flatten)]
+    protocol: ProtocolArgs,
+}
+
+/// The proxy-training protocol shared by `calibrate` and `build-db init`.
+#[derive(Args)]
+pub struct ProtocolArgs {
+    /// Training epochs of each cell.
     #[arg(long, default_value_t = 10)]
     epochs: usize,
+    /// Input resolution (images are resized to R x R).
     #[arg(long, default_value_t = 16)]
     resolution: usize,
+    /// Channels of the first stage (C).
     #[arg(long, default_value_t = 8)]
     channels: usize,
+    /// Cells per stage (N).
     #[arg(long, default_value_t = 1)]
     cells_per_stage: usize,
+}
+
+impl ProtocolArgs {
+    fn net(&self, classes: usize) -> NetConfig {
+        NetConfig {
+            channels: self.channels,
+            cells: self.cells_per_stage,
+            classes,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -249,15 +259,11 @@ pub fn build_db(c: BuildDbCommand) -> metad2a::Result<()> {
                 valid_every: a.valid_every,
                 seed: a.seed,
                 protocol: TrainConfig {
-                    net: NetConfig {
-                        channels: a.channels,
-                        cells: a.cells_per_stage,
-                        classes: 0,
-                    },
-                    epochs: a.epochs,
+                    net: a.protocol.net(0),
+                    epochs: a.protocol.epochs,
                     ..TrainConfig::default()
                 },
-                resolution: a.resolution,
+                resolution: a.protocol.resolution,
             };
             let plan = build_db::init(&a.sources, &a.out, &cfg, &mut |l| eprintln!("{l}"))?;
             println!(
