@@ -238,6 +238,21 @@ fn learns_a_planted_rule() {
         glog[0].train_loss,
         glog.last().unwrap().train_loss
     );
+    // A second run over a finished checkpoint resumes it: nothing retrains, same history.
+    let again = train(
+        Kind::Generator,
+        &db,
+        init_params(Kind::Generator, db.dim, 1).unwrap(),
+        &cfg,
+        &out,
+        &mut |_| panic!("a finished run trained again"),
+    )
+    .unwrap();
+    assert_eq!(again.len(), glog.len());
+    assert_eq!(
+        again.last().unwrap().train_loss,
+        glog.last().unwrap().train_loss
+    );
     // a smaller predictor than the official one keeps the test short
     let pd = PredictorDims {
         hs: 32,

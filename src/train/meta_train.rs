@@ -100,7 +100,10 @@ struct LoopState {
     epoch: usize,
     plateau: Plateau,
     history: Vec<EpochLog>,
-    best_pearson: f64,
+    /// The predictor's best validation Pearson so far (none before its first epoch, and never
+    /// for the generator); an option because JSON has no infinities.
+    #[serde(default)]
+    best_pearson: Option<f64>,
     config: MetaTrainConfig,
 }
 
@@ -179,7 +182,7 @@ pub fn train(
             epoch: 0,
             plateau: Plateau::new(cfg.plateau_factor, cfg.plateau_patience),
             history: Vec::new(),
-            best_pearson: f64::NEG_INFINITY,
+            best_pearson: None,
             config: cfg.clone(),
         };
         (init, Adam::new(cfg.lr), s)
@@ -319,8 +322,10 @@ pub fn train(
         };
         // the predictor keeps its best-Pearson epoch (the generator its last)
         let export_now = match (kind, pearson) {
-            (Kind::Predictor, Some(p)) if p.is_finite() && p > state.best_pearson => {
-                state.best_pearson = p;
+            (Kind::Predictor, Some(p))
+                if p.is_finite() && state.best_pearson.is_none_or(|b| p > b) =>
+            {
+                state.best_pearson = Some(p);
                 true
             }
             (Kind::Predictor, _) => valid_items.is_empty(),
