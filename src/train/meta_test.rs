@@ -38,6 +38,11 @@ pub struct MetaTestConfig {
     pub naswot_net: NetConfig,
     pub naswot_batch: usize,
     pub naswot_resolution: usize,
+    /// NASWOT scores do not depend on the weights under test: a JSON-lines file that keeps
+    /// them, keyed by everything they do depend on (seed, network, batch, the exact input
+    /// pixels), lets a rerun with new weights skip the slow baseline.
+    #[serde(skip)]
+    pub naswot_cache: Option<std::path::PathBuf>,
 }
 
 impl Default for MetaTestConfig {
@@ -56,6 +61,7 @@ impl Default for MetaTestConfig {
             },
             naswot_batch: 128,
             naswot_resolution: 32,
+            naswot_cache: None,
         }
     }
 }
@@ -243,8 +249,22 @@ pub fn run(
         let sample = random_cells(&mut rng, largest);
         let mut net = cfg.naswot_net;
         net.classes = classes;
+        let key = naswot_key(seed, net, cfg.naswot_batch, &sample, &set);
+        let cached = match &cfg.naswot_cache {
+            Some(path) if !sample.is_empty() => NaswotCache::read(path)?
+                .remove(&key)
+                .filter(|s| s.len() == sample.len()),
+            _ => None,
+        };
         let mut nw = Vec::with_capacity(sample.len());
-        for (i, a) in sample.iter().enumerate() {
+        if let Some(scores) = &cached {
+            nw.extend(scores.iter().map(|s| s.unwrap_or(f64::NEG_INFINITY)));
+            log(&format!(
+                "seed {seed}: NASWOT scores of {} cells read from the cache",
+                nw.len()
+            ));
+        }
+        for (i, a) in sample.iter().enumerate().skip(nw.len()) {
             let s = naswot::score(a, net, &set, cfg.naswot_batch, seed);
             nw.push(if s.is_finite() { s } else { f64::NEG_INFINITY });
             if (i + 1) % 20 == 0 || i + 1 == sample.len() {
@@ -255,6 +275,9 @@ pub fn run(
                     t0.elapsed().as_secs_f64()
                 ));
             }
+        }
+        if let (Some(path), None, false) = (&cfg.naswot_cache, &cached, sample.is_empty()) {
+            NaswotCache::append(path, &key, &nw)?;
         }
         for &k in &cfg.naswot {
             let best = (0..k).fold(0, |b, i| if nw[i] > nw[b] { i } else { b });
@@ -285,6 +308,86 @@ pub fn run(
         out.push(r);
     }
     Ok(out)
+}
+
+/// Identifies one NASWOT run: the seed, network, batch, the cells in order and a digest of
+/// the exact input tensor (so a different image folder or preprocessing never hits).
+fn naswot_key(
+    seed: u64,
+    net: NetConfig,
+    batch: usize,
+    sample: &[Nb201Arch],
+    set: &ImageSet,
+) -> String {
+    let mut bytes = Vec::with_capacity(set.data.len() * 4 + set.labels.len() * 4);
+    bytes.extend(set.data.iter().flat_map(|v| v.to_le_bytes()));
+    bytes.extend(set.labels.iter().flat_map(|v| v.to_le_bytes()));
+    let codes: Vec<String> = sample.iter().map(|a| a.code().to_string()).collect();
+    let cells = crate::weights::sha256_hex(codes.join(",").as_bytes());
+    format!(
+        "seed {seed}; net C{} N{} classes {}; batch {batch}; {}px; cells {}; input {}",
+        net.channels,
+        net.cells,
+        net.classes,
+        set.resolution,
+        &cells[..16],
+        crate::weights::sha256_hex(&bytes)
+    )
+}
+
+/// The NASWOT score cache: one JSON line per run, `{"key": .., "scores": [..]}` (a score that
+/// is not finite is written as null).
+struct NaswotCache;
+
+impl NaswotCache {
+    fn read(path: &std::path::Path) -> Result<std::collections::HashMap<String, Vec<Option<f64>>>> {
+        #[derive(serde::Deserialize)]
+        struct Line {
+            key: String,
+            scores: Vec<Option<f64>>,
+        }
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let mut map = std::collections::HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            // a line cut short by a kill is skipped: its run is simply scored again
+            match serde_json::from_str::<Line>(line) {
+                Ok(l) => {
+                    map.insert(l.key, l.scores);
+                }
+                Err(_) if i + 1 == text.lines().count() => {}
+                Err(e) => {
+                    return Err(Error::invalid(format!(
+                        "{} line {}: {e}",
+                        path.display(),
+                        i + 1
+                    )))
+                }
+            }
+        }
+        Ok(map)
+    }
+
+    fn append(path: &std::path::Path, key: &str, scores: &[f64]) -> Result<()> {
+        use std::io::Write;
+        let scores: Vec<Option<f64>> = scores.iter().map(|s| s.is_finite().then_some(*s)).collect();
+        let line = serde_json::json!({ "key": key, "scores": scores }).to_string() + "\n";
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .map_err(|e| Error::io(path, e))
+    }
 }
 
 fn random_cells(rng: &mut Rng, n: usize) -> Vec<Nb201Arch> {

@@ -342,9 +342,17 @@ pub struct MetaTestArgs {
     /// Output path prefix.
     #[arg(long, value_name = "PREFIX")]
     out: PathBuf,
+    /// NASWOT sample sizes (each a prefix of one random draw of the largest); "" skips NASWOT.
+    #[arg(long, value_delimiter = ',', default_value = "10,100")]
+    naswot: Vec<String>,
+    /// Cache of NASWOT scores (they do not depend on the weights, so a rerun with new weights
+    /// reuses them) [default: PREFIX.naswot.jsonl].
+    #[arg(long, value_name = "FILE")]
+    naswot_cache: Option<PathBuf>,
 }
 
 pub fn meta_test(a: MetaTestArgs) -> metad2a::Result<()> {
+    const NUM_NB201: usize = metad2a::space::nb201::NUM_ARCHS;
     use metad2a::train::meta_test::{self, MetaTestConfig};
     let engine = metad2a::Engine::load(&a.weights)?;
     let fx = metad2a::features::FeatureExtractor::builtin(a.resolution)?;
@@ -355,6 +363,27 @@ pub fn meta_test(a: MetaTestArgs) -> metad2a::Result<()> {
         seeds: (0..a.seeds).collect(),
         per_class: a.per_class,
         num_archs: a.num_archs,
+        naswot: a
+            .naswot
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| {
+                s.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&k| (1..=NUM_NB201).contains(&k))
+                    .ok_or_else(|| {
+                        metad2a::Error::invalid(format!(
+                            "--naswot: {s:?} is not a sample size in 1..={NUM_NB201}"
+                        ))
+                    })
+            })
+            .collect::<metad2a::Result<_>>()?,
+        naswot_cache: Some(
+            a.naswot_cache
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{}.naswot.jsonl", a.out.display()))),
+        ),
         ..MetaTestConfig::default()
     };
     let results = meta_test::run(&engine, &fx, &test, &table, &cfg, &mut |l| eprintln!("{l}"))?;
