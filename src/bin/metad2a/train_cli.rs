@@ -496,18 +496,60 @@ pub fn train(c: TrainCommand) -> metad2a::Result<()> {
             eprintln!("{}", serde_json::to_string(l).expect("log serialises"));
         }
     })?;
+    // the model's description records the command that trained it
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let info_path = a.out.join(format!("{}.json", kind.name()));
+    if let Some(mut info) = std::fs::read_to_string(&info_path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    {
+        info["command"] = command.clone().into();
+        metad2a::util::write_atomic(&info_path, format!("{info:#}\n").as_bytes())?;
+    }
     if a.out.join("generator.safetensors").is_file()
         && a.out.join("predictor.safetensors").is_file()
     {
-        let command = std::env::args().collect::<Vec<_>>().join(" ");
         let data = format!(
-            "meta-database {} ({} tasks, {} records; {})",
+            "meta-database {} ({} tasks, {} records, {} accuracy; {})",
             a.db.display(),
             db.tasks.len(),
             db.records.len(),
+            a.label,
             db.feature_extractor
         );
-        let m = meta_train::write_manifest(&a.out, &data, &command)?;
+        let mut inputs = Vec::new();
+        for f in ["tasks.jsonl", "records.jsonl", "features.safetensors"] {
+            let p = a.db.join(f);
+            let bytes = std::fs::read(&p).map_err(|e| metad2a::Error::io(&p, e))?;
+            inputs.push(metad2a::weights::manifest::InputFile {
+                path: p.display().to_string(),
+                sha256: metad2a::weights::sha256_hex(&bytes),
+                bytes: bytes.len() as u64,
+            });
+        }
+        let mut sources: Vec<&str> = db.tasks.iter().map(|t| t.source.as_str()).collect();
+        sources.sort_unstable();
+        sources.dedup();
+        let licence = format!(
+            "MIT (this project); meta-database images: {}",
+            sources
+                .iter()
+                .map(|s| format!(
+                    "{s} ({})",
+                    metad2a::train::build_db::source_licence(s).unwrap_or("see its SOURCE file")
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let m = meta_train::write_manifest(
+            &a.out,
+            &meta_train::TrainedFrom {
+                data: &data,
+                inputs,
+                licence: &licence,
+                command: &command,
+            },
+        )?;
         println!(
             "wrote {} (generator and predictor, graph cache, manifest; {})",
             a.out.display(),
