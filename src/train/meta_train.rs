@@ -45,6 +45,35 @@ pub struct MetaTrainConfig {
     pub seed: u64,
     pub plateau_factor: f64,
     pub plateau_patience: usize,
+    /// How the predictor's accuracy targets are standardised.
+    #[serde(default)]
+    pub target: TargetNorm,
+}
+
+/// Standardisation of the predictor's targets, `((acc - mean) / std) / 100`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetNorm {
+    /// Mean and spread of all training records (the official objective): the loss is then
+    /// dominated by how hard each task is.
+    #[default]
+    Global,
+    /// Mean and spread of each task's own records: the loss only sees how the cells of a task
+    /// rank against each other, which is all the search uses.
+    Task,
+}
+
+impl std::str::FromStr for TargetNorm {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "global" => Ok(TargetNorm::Global),
+            "task" => Ok(TargetNorm::Task),
+            _ => Err(Error::invalid(format!(
+                "unknown target standardisation {s:?} (global or task)"
+            ))),
+        }
+    }
 }
 
 impl Default for MetaTrainConfig {
@@ -57,6 +86,7 @@ impl Default for MetaTrainConfig {
             seed: 333,
             plateau_factor: 0.1,
             plateau_patience: 10,
+            target: TargetNorm::Global,
         }
     }
 }
@@ -146,6 +176,30 @@ fn samples(db: &MetaDb, items: &[usize], per_class: usize, rng: &mut Rng) -> Res
         .collect()
 }
 
+/// Mean and spread of the targets of each task under `norm` (a task whose records all have
+/// one accuracy gets spread 1).
+fn target_stats(db: &MetaDb, norm: TargetNorm) -> Vec<(f64, f64)> {
+    match norm {
+        TargetNorm::Global => vec![db.acc_stats(); db.tasks.len()],
+        TargetNorm::Task => {
+            let mut by_task = vec![Vec::new(); db.tasks.len()];
+            for r in &db.records {
+                by_task[r.task].push(r.acc);
+            }
+            by_task
+                .iter()
+                .map(|v| {
+                    let n = v.len().max(1) as f64;
+                    let m = v.iter().sum::<f64>() / n;
+                    let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0).max(1.0);
+                    let s = var.sqrt();
+                    (m, if s > 1e-9 { s } else { 1.0 })
+                })
+                .collect()
+        }
+    }
+}
+
 fn ckpt_path(out: &Path, kind: Kind) -> std::path::PathBuf {
     out.join(format!("{}.ckpt.safetensors", kind.name()))
 }
@@ -202,8 +256,11 @@ pub fn train(
     if train_items.is_empty() {
         return Err(Error::invalid("the meta-database has no training records"));
     }
-    let (acc_mean, acc_std) = db.acc_stats();
-    let target = |i: usize| ((db.records[i].acc - acc_mean) / acc_std / 100.0) as f32;
+    let stats = target_stats(db, cfg.target);
+    let target = |i: usize| {
+        let (m, s) = stats[db.records[i].task];
+        ((db.records[i].acc - m) / s / 100.0) as f32
+    };
     while state.epoch < cfg.epochs {
         let epoch = state.epoch + 1;
         let t0 = Instant::now();
@@ -503,4 +560,56 @@ pub fn write_manifest(dir: &Path, from: &TrainedFrom) -> Result<crate::weights::
     crate::search::Engine::build_graph_cache_with(dir, &manifest.predictor, &mut |_, _| {})?;
     manifest.write(dir)?;
     Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::metadb::{Label, Record, Task};
+
+    fn db(accs: &[&[f64]]) -> MetaDb {
+        MetaDb {
+            features: vec![0.0; 4],
+            dim: 2,
+            class_offsets: vec![0, 1, 2],
+            class_names: vec!["a".into(), "b".into()],
+            feature_extractor: "test".into(),
+            tasks: accs
+                .iter()
+                .map(|_| Task {
+                    classes: vec![0, 1],
+                    source: "test".into(),
+                    split: Split::Train,
+                })
+                .collect(),
+            records: accs
+                .iter()
+                .enumerate()
+                .flat_map(|(t, a)| {
+                    a.iter().map(move |&acc| Record {
+                        task: t,
+                        arch: String::new(),
+                        acc,
+                        train_acc: None,
+                    })
+                })
+                .collect(),
+            label: Label::Valid,
+        }
+    }
+
+    #[test]
+    fn task_standardisation_uses_each_tasks_own_records() {
+        let d = db(&[&[10.0, 20.0, 30.0], &[80.0, 90.0], &[55.0, 55.0]]);
+        let task = target_stats(&d, TargetNorm::Task);
+        // sample standard deviations worked by hand: [10, 20, 30] -> 10; [80, 90] -> 7.0711
+        assert_eq!(task[0], (20.0, 10.0));
+        assert!((task[1].0 - 85.0).abs() < 1e-12 && (task[1].1 - 50f64.sqrt()).abs() < 1e-12);
+        assert_eq!(task[2], (55.0, 1.0), "a flat task keeps spread 1");
+        let global = target_stats(&d, TargetNorm::Global);
+        assert!(global.iter().all(|&g| g == d.acc_stats()));
+        assert!((global[0].0 - 48.571_428_571).abs() < 1e-6);
+        assert_eq!("task".parse::<TargetNorm>().unwrap(), TargetNorm::Task);
+        assert!("both".parse::<TargetNorm>().is_err());
+    }
 }

@@ -458,6 +458,10 @@ pub struct TrainArgs {
     /// accuracy, which ranked CIFAR-10 cells better in docs/calibration.md).
     #[arg(long, default_value = "valid", value_name = "valid|train")]
     label: String,
+    /// Predictor targets standardised over all records (`global`, the official objective) or
+    /// within each task (`task`: only how a task's cells rank against each other counts).
+    #[arg(long, default_value = "global", value_name = "global|task")]
+    target: String,
 }
 
 pub fn train(c: TrainCommand) -> metad2a::Result<()> {
@@ -483,6 +487,7 @@ pub fn train(c: TrainCommand) -> metad2a::Result<()> {
         per_class: a.per_class,
         seed: a.seed,
         plateau_patience: a.patience,
+        target: a.target.parse()?,
         ..MetaTrainConfig::default()
     };
     let init = meta_train::init_params(kind, db.dim, a.seed)?;
