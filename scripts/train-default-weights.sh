@@ -3,7 +3,8 @@
 # the CIFAR-10 meta-test (CIFAR-10 JPEGs from ../shared). Steps (each rerunnable):
 #   1. build-db merge          data/metadb-nb201/records.jsonl from the shard files
 #   2. train generator         GEN_EPOCHS epochs (default 400, the official count)
-#   3. train predictor         PRED_EPOCHS epochs (default 100), LABEL accuracy (default train)
+#   3. train predictor         PRED_EPOCHS epochs (default 100), LABEL accuracy (default train),
+#                              TARGET standardisation (default task; global is the official one)
 #   4. cache                   the graph-embedding cache of the new predictor
 #   5. meta-test               10 seeds -> docs/meta-test/cifar10.{jsonl,summary.json,svg}
 set -euo pipefail
@@ -11,6 +12,7 @@ cd "$(dirname "$0")/.."
 db=data/metadb-nb201
 out=weights/nb201-lite0
 label=${LABEL:-train}
+target=${TARGET:-task}
 cifar=${CIFAR_DIR:-/tmp/metad2a-cifar10}
 if [ ! -d "$cifar/test" ]; then
   mkdir -p "$cifar"
@@ -20,7 +22,8 @@ cargo build --release --locked --features train
 bin=target/release/metad2a
 $bin build-db merge --db "$db"
 $bin train generator --db "$db" --out "$out" --epochs "${GEN_EPOCHS:-400}" --label "$label"
-$bin train predictor --db "$db" --out "$out" --epochs "${PRED_EPOCHS:-100}" --label "$label"
+$bin train predictor --db "$db" --out "$out" --epochs "${PRED_EPOCHS:-100}" --label "$label" \
+  --target "$target"
 $bin cache --weights "$out"
 mkdir -p docs/meta-test
 $bin meta-test --weights "$out" --images "$cifar/test" --nb201 ../shared/data/nb201/nats_bench.csv \
