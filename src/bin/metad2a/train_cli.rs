@@ -402,9 +402,17 @@ pub fn meta_test(a: MetaTestArgs) -> metad2a::Result<()> {
     )
     .expect("summary serialises");
     metad2a::util::write_atomic(&with("summary.json"), format!("{text}\n").as_bytes())?;
+    // the last two parts of the image path (e.g. cifar10/test), not where it happens to live
+    let parts: Vec<String> = a
+        .images
+        .components()
+        .rev()
+        .take(2)
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
     let title = format!(
         "{}: {} seeds, {} images/class; predictor Spearman {:.3}",
-        a.images.display(),
+        parts.into_iter().rev().collect::<Vec<_>>().join("/"),
         summary.seeds,
         a.per_class,
         summary.predictor_spearman_mean
