@@ -84,8 +84,8 @@ impl Rng {
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
 
-    /// The first `k` elements of a uniformly random permutation of `0..n`, written into `out`
-    /// (partial Fisher-Yates over `scratch`, which is reset to `0..n`).
+    /// The first `k` elements of a uniformly random permutation of `0..n`; they replace the
+    /// contents of `out` (partial Fisher-Yates over `scratch`, which is reset to `0..n`).
     pub fn sample_without_replacement(
         &mut self,
         n: usize,
@@ -96,6 +96,7 @@ impl Rng {
         assert!(k <= n, "cannot draw {k} of {n} without replacement");
         scratch.clear();
         scratch.extend(0..n as u32);
+        out.clear();
         for i in 0..k {
             let j = i + self.below((n - i) as u64) as usize;
             scratch.swap(i, j);
@@ -141,5 +142,8 @@ mod tests {
         s.dedup();
         assert_eq!(s.len(), 20);
         assert!(s.iter().all(|&x| x < 50));
+        // a reused output vector is replaced, not appended to
+        r.sample_without_replacement(50, 7, &mut scratch, &mut out);
+        assert_eq!(out.len(), 7);
     }
 }

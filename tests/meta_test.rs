@@ -73,6 +73,7 @@ fn reports_table_accuracies_and_reuses_cached_naswot_scores() {
     assert!(r.picks[1].acc >= r.picks[0].acc);
     assert!(r.generated_best >= r.picks[1].acc);
     assert!((30..=60).contains(&r.candidates), "{}", r.candidates);
+    assert_eq!(r.images, 10 * 20, "per-class test images of each class");
     assert!(r.predictor_spearman.is_finite() && r.predictor_spearman.abs() <= 1.0);
     assert_eq!(std::fs::read_to_string(&cache).unwrap().lines().count(), 1);
 

@@ -84,6 +84,8 @@ pub struct SeedResult {
     pub predictor_spearman: f64,
     /// The search alone (generation and ranking), milliseconds.
     pub search_ms: f64,
+    /// Test images drawn (classes × per-class).
+    pub images: usize,
     /// Unique candidates the search ranked.
     pub candidates: usize,
     /// Benchmark accuracy of the best of all ranked candidates: what a perfect predictor would
@@ -187,8 +189,13 @@ pub fn run(
         };
         let report = engine.search(&data, &scfg)?;
         log(&format!(
-            "seed {seed}: searched {} candidates in {:.0} ms",
-            report.counts.ranked, report.timings.total_ms
+            "seed {seed}: searched {} candidates ({} decoded) in {:.1} ms (sets {:.1}, decode {:.1}, rank {:.1})",
+            report.counts.ranked,
+            report.counts.decoded,
+            report.timings.total_ms,
+            report.timings.sets_ms,
+            report.timings.decode_ms,
+            report.timings.rank_ms
         ));
         let ranked: Vec<Nb201Arch> = report
             .candidates
@@ -297,6 +304,7 @@ pub fn run(
             picks,
             predictor_spearman,
             search_ms: report.timings.total_ms,
+            images: images.len(),
             candidates: report.counts.ranked,
             generated_best: best_of(&ranked).1,
             naswot_seconds: t0.elapsed().as_secs_f64(),

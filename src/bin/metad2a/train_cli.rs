@@ -328,9 +328,10 @@ pub struct MetaTestArgs {
     /// NAS-Bench-201 table (NATS-Bench CSV export) with the ground truth.
     #[arg(long, value_name = "CSV")]
     nb201: PathBuf,
-    /// Seeds 0..N.
-    #[arg(long, default_value_t = 10)]
-    seeds: u64,
+    /// Seeds: N for 0..N, or A..B (e.g. to spread the seeds over processes that share the
+    /// NASWOT cache).
+    #[arg(long, default_value = "10", value_name = "N|A..B")]
+    seeds: String,
     #[arg(long, default_value_t = 20)]
     per_class: usize,
     /// Candidates each search generates and ranks.
@@ -360,7 +361,25 @@ pub fn meta_test(a: MetaTestArgs) -> metad2a::Result<()> {
     eprintln!("reading {}", a.images.display());
     let test = read_folder(&a.images, None, &mut |_, _| {})?;
     let cfg = MetaTestConfig {
-        seeds: (0..a.seeds).collect(),
+        seeds: {
+            let bad = || {
+                metad2a::Error::invalid(format!(
+                    "--seeds {:?}: expected N or A..B with A < B",
+                    a.seeds
+                ))
+            };
+            let (lo, hi) = match a.seeds.split_once("..") {
+                Some((x, y)) => (
+                    x.trim().parse::<u64>().map_err(|_| bad())?,
+                    y.trim().parse::<u64>().map_err(|_| bad())?,
+                ),
+                None => (0, a.seeds.trim().parse::<u64>().map_err(|_| bad())?),
+            };
+            if lo >= hi {
+                return Err(bad());
+            }
+            (lo..hi).collect()
+        },
         per_class: a.per_class,
         num_archs: a.num_archs,
         naswot: a
