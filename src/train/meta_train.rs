@@ -189,10 +189,7 @@ fn target_stats(db: &MetaDb, norm: TargetNorm) -> Vec<(f64, f64)> {
             by_task
                 .iter()
                 .map(|v| {
-                    let n = v.len().max(1) as f64;
-                    let m = v.iter().sum::<f64>() / n;
-                    let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0).max(1.0);
-                    let s = var.sqrt();
+                    let (m, s) = crate::stats::mean_std(v);
                     (m, if s > 1e-9 { s } else { 1.0 })
                 })
                 .collect()
@@ -457,10 +454,7 @@ fn export_model(
         "feature_extractor": db.feature_extractor,
         "tasks": db.tasks.len(),
         "records": db.records.len(),
-        "label": match db.label {
-            crate::train::metadb::Label::Valid => "valid",
-            crate::train::metadb::Label::Train => "train",
-        },
+        "label": db.label.name(),
     });
     crate::util::write_atomic(
         &out.join(format!("{}.json", kind.name())),

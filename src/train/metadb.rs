@@ -61,6 +61,16 @@ pub enum Label {
     Train,
 }
 
+impl Label {
+    /// The name `--label` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Label::Valid => "valid",
+            Label::Train => "train",
+        }
+    }
+}
+
 impl std::str::FromStr for Label {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -385,10 +395,7 @@ impl MetaDb {
             .iter()
             .map(|&i| self.records[i].acc)
             .collect();
-        let n = v.len() as f64;
-        let m = v.iter().sum::<f64>() / n;
-        let s = (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
-        (m, s)
+        crate::stats::mean_std(&v)
     }
 }
 
@@ -443,6 +450,9 @@ mod tests {
         assert_eq!((d.records[0].acc, d.label), (95.0, Label::Train));
         assert!(d.use_label(Label::Valid).is_err());
         assert!("other".parse::<Label>().is_err());
+        for l in [Label::Valid, Label::Train] {
+            assert_eq!(l.name().parse::<Label>().unwrap(), l);
+        }
     }
 
     #[test]

@@ -85,11 +85,7 @@ fn read_checkpoint(path: &Path) -> Result<(StateDict, InputFile)> {
         file: path.display().to_string(),
         reason,
     })?;
-    let input = InputFile {
-        path: path.display().to_string(),
-        sha256: sha256_hex(&bytes),
-        bytes: bytes.len() as u64,
-    };
+    let input = InputFile::of(path.display().to_string(), &bytes);
     Ok((sd, input))
 }
 

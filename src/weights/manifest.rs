@@ -47,6 +47,17 @@ pub struct InputFile {
     pub bytes: u64,
 }
 
+impl InputFile {
+    /// The file named `path` whose content is `bytes`.
+    pub fn of(path: impl Into<String>, bytes: &[u8]) -> Self {
+        InputFile {
+            path: path.into(),
+            sha256: super::sha256_hex(bytes),
+            bytes: bytes.len() as u64,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Provenance {
     /// What the weights are (e.g. "official MetaD2A checkpoints, imported").

@@ -553,11 +553,10 @@ pub fn train(c: TrainCommand) -> metad2a::Result<()> {
         for f in ["tasks.jsonl", "records.jsonl", "features.safetensors"] {
             let p = a.db.join(f);
             let bytes = std::fs::read(&p).map_err(|e| metad2a::Error::io(&p, e))?;
-            inputs.push(metad2a::weights::manifest::InputFile {
-                path: p.display().to_string(),
-                sha256: metad2a::weights::sha256_hex(&bytes),
-                bytes: bytes.len() as u64,
-            });
+            inputs.push(metad2a::weights::manifest::InputFile::of(
+                p.display().to_string(),
+                &bytes,
+            ));
         }
         let mut sources: Vec<&str> = db.tasks.iter().map(|t| t.source.as_str()).collect();
         sources.sort_unstable();
