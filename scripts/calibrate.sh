@@ -13,20 +13,15 @@ fi
 cargo build --release --locked --features train
 bin=target/release/metad2a
 csv=../shared/data/nb201/nats_bench.csv
-run() { # name per-class epochs resolution channels cells-per-stage
+run() { # name per-class epochs resolution channels cells-per-stage [cells, default 60]
   local name=$1; shift
-  $bin calibrate --cifar "$cifar" --nb201 "$csv" --cells 60 --valid-per-class 300 --naswot 128 \
+  $bin calibrate --cifar "$cifar" --nb201 "$csv" --cells "${6:-60}" --valid-per-class 300 --naswot 128 \
     --per-class "$1" --epochs "$2" --resolution "$3" --channels "$4" --cells-per-stage "$5" \
     --out "docs/calibration/$name.jsonl" --svg "docs/calibration/$name.svg" > "docs/calibration/$name.summary.json"
 }
 run p500-e10-r16-c8-n1 500 10 16 8 1
 run p1000-e10-r16-c8-n1 1000 10 16 8 1
 # the chosen protocol on 59 other cells (a held-out check of the training-accuracy score)
-run2() { # as run, with another number of cells
-  $bin calibrate --cifar "$cifar" --nb201 "$csv" --cells 59 --valid-per-class 300 --naswot 128 \
-    --per-class 1000 --epochs 10 --resolution 16 --channels 8 --cells-per-stage 1 \
-    --out "docs/calibration/$1.jsonl" --svg "docs/calibration/$1.svg" > "docs/calibration/$1.summary.json"
-}
-run2 p1000-e10-r16-c8-n1-cells59
+run p1000-e10-r16-c8-n1-cells59 1000 10 16 8 1 59
 # NASWOT with the standard network (C=16, N=5, 32x32, batch 128)
 $bin naswot --cifar "$cifar" --nb201 "$csv" --cells 60 > docs/calibration/naswot-c16-n5-r32.txt

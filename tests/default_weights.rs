@@ -3,6 +3,8 @@
 //! trained on with those files' current sha256, and README's main command (a search on the
 //! committed example images with no --weights) runs on them.
 
+mod common;
+
 use std::path::Path;
 
 fn root() -> &'static Path {
@@ -40,23 +42,18 @@ fn manifest_names_the_committed_meta_database() {
 
 #[test]
 fn readme_main_command_searches_the_example_images() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_metad2a"))
-        .current_dir(root())
-        .env_remove("METAD2A_WEIGHTS")
-        .args([
-            "search",
-            "--images",
-            "examples/data/fashion-mnist",
-            "--json",
-            "--top-k",
-            "5",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::output_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_metad2a"))
+            .current_dir(root())
+            .env_remove("METAD2A_WEIGHTS")
+            .args([
+                "search",
+                "--images",
+                "examples/data/fashion-mnist",
+                "--json",
+                "--top-k",
+                "5",
+            ]),
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let c = v["candidates"].as_array().unwrap();

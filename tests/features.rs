@@ -240,42 +240,32 @@ fn cli_features_from_images_and_idx() {
     let tmp = common::temp_dir("cli-features");
     let out = tmp.join("f.safetensors");
     let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/fashion-mnist");
-    let run = std::process::Command::new(bin)
-        .args([
-            "features",
-            "--per-class",
-            "3",
-            "--resolution",
-            "32",
-            "--images",
-        ])
-        .arg(&ex)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    common::output_ok(
+        std::process::Command::new(bin)
+            .args([
+                "features",
+                "--per-class",
+                "3",
+                "--resolution",
+                "32",
+                "--images",
+            ])
+            .arg(&ex)
+            .arg("--out")
+            .arg(&out),
     );
     let d = metad2a::Dataset::load(&out).unwrap();
     assert_eq!((d.num_rows(), d.dim, d.num_classes()), (30, 1280, 10));
     assert_eq!(d.class_names.as_ref().unwrap()[0], "ankle_boot");
     // idx input
     let (i, l) = idx_files(&tmp, 12, true);
-    let run = std::process::Command::new(bin)
-        .args(["features", "--resolution", "32", "--idx"])
-        .arg(&i)
-        .arg(&l)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    common::output_ok(
+        std::process::Command::new(bin)
+            .args(["features", "--resolution", "32", "--idx"])
+            .arg(&i)
+            .arg(&l)
+            .arg("--out")
+            .arg(&out),
     );
     assert_eq!(metad2a::Dataset::load(&out).unwrap().num_rows(), 12);
     // no input at all is a clear error

@@ -345,14 +345,13 @@ fn a_write_cut_short_leaves_the_old_file_intact() {
     assert!(left.is_empty(), "temporary files left behind: {left:?}");
 
     // Without the limit the same command replaces the file with a complete one.
-    let r = Command::new(env!("CARGO_BIN_EXE_metad2a"))
-        .args(["features", "--rows-per-class", "20", "--tensor"])
-        .arg(format!("{}:m", matrix.display()))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    common::output_ok(
+        Command::new(env!("CARGO_BIN_EXE_metad2a"))
+            .args(["features", "--rows-per-class", "20", "--tensor"])
+            .arg(format!("{}:m", matrix.display()))
+            .arg("--out")
+            .arg(&out),
+    );
     let d = Dataset::load(&out).unwrap();
     assert_eq!((d.num_rows(), d.dim, d.num_classes()), (2000, 256, 100));
 }

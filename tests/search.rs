@@ -539,45 +539,35 @@ fn cli_search_json_and_table() {
     let tmp = common::temp_dir("cli-search");
     let feats = tmp.join("c10.safetensors");
     let bin = env!("CARGO_BIN_EXE_metad2a");
-    let out = std::process::Command::new(bin)
-        .args(["features", "--tensor"])
-        .arg(format!(
-            "{}:x.c10",
-            shared.join("parity/nb201/inputs.safetensors").display()
-        ))
-        .args(["--rows-per-class", "20", "--out"])
-        .arg(&feats)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::output_ok(
+        std::process::Command::new(bin)
+            .args(["features", "--tensor"])
+            .arg(format!(
+                "{}:x.c10",
+                shared.join("parity/nb201/inputs.safetensors").display()
+            ))
+            .args(["--rows-per-class", "20", "--out"])
+            .arg(&feats),
     );
     let csv = shared.join("data/nb201/nats_bench.csv");
-    let out = std::process::Command::new(bin)
-        .args([
-            "search",
-            "--json",
-            "--num-archs",
-            "50",
-            "--top-k",
-            "3",
-            "--seed",
-            "4",
-            "--weights",
-        ])
-        .arg(dir)
-        .arg("--features")
-        .arg(&feats)
-        .arg("--nb201")
-        .arg(&csv)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::output_ok(
+        std::process::Command::new(bin)
+            .args([
+                "search",
+                "--json",
+                "--num-archs",
+                "50",
+                "--top-k",
+                "3",
+                "--seed",
+                "4",
+                "--weights",
+            ])
+            .arg(dir)
+            .arg("--features")
+            .arg(&feats)
+            .arg("--nb201")
+            .arg(&csv),
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["space"], "nb201");

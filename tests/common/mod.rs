@@ -34,6 +34,18 @@ macro_rules! need_shared {
     };
 }
 
+/// Runs `cmd` and returns its output; fails the test, showing its standard error, when it
+/// does not succeed.
+pub fn output_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A fresh, empty temporary directory for this test.
 pub fn temp_dir(tag: &str) -> PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
