@@ -1,6 +1,7 @@
 //! The MetaD2A models, built from the blocks of [`crate::nn`]: the set encoder, the generator
 //! (latent heads and graph decoder), the graph encoder and the meta-performance predictor.
 
+pub mod cell_prior;
 pub mod decoder;
 pub mod dims;
 pub mod generator;
@@ -10,6 +11,7 @@ pub mod inventory;
 pub mod predictor;
 pub mod set_encoder;
 
+pub use cell_prior::CellPrior;
 pub use decoder::{DecodeMode, GraphDecoder};
 pub use dims::{GeneratorDims, PredictorDims, SetEncoderDims, HEADS};
 pub use generator::Generator;

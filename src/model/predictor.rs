@@ -2,12 +2,16 @@
 //! its own set encoder and the graph embedding `G = fc1(hg)` from the bidirectional graph
 //! encoder; `pred_fc = Linear(d_D + d_G → P) → tanh → Linear(P → 1)`.
 //!
+//! Weights may add a [`CellPrior`] (not in the official model); the score of a graph is then
+//! `ŷ + prior(graph)` (see [`Predictor::add_prior`]).
+//!
 //! Official NB201 sizes: `D: [56]`, `hg: [512]`, `G: [56]`, `P = 512`. The output is a
 //! normalised accuracy, `((acc − mean) / std) / 100` of the meta-training split; only its order
 //! matters for ranking.
 
 use std::path::Path;
 
+use super::cell_prior::CellPrior;
 use super::dims::PredictorDims;
 use super::graph::Dag;
 use super::graph_encoder::GraphEncoder;
@@ -22,6 +26,8 @@ pub struct Predictor {
     pub graph_encoder: GraphEncoder,
     pub fc1: Linear,
     pub head: [Linear; 2],
+    /// The optional cell prior (see [`CellPrior`]); absent in official checkpoints.
+    pub cell_prior: Option<CellPrior>,
     pub dims: PredictorDims,
 }
 
@@ -49,6 +55,7 @@ impl Predictor {
                 )?,
                 Linear::load(store, "pred_fc.2", d.head_hidden, 1, true)?,
             ],
+            cell_prior: CellPrior::load_optional(store, d.nvt, d.max_n)?,
             dims,
         })
     }
@@ -68,6 +75,15 @@ impl Predictor {
     pub fn graph_embedding(&self, graphs: &[Dag]) -> Result<Vec<f32>> {
         let hg = self.graph_encoder.graph_state(graphs)?;
         Ok(self.fc1.forward(&hg, graphs.len()))
+    }
+
+    /// Adds the cell prior of each graph to its head score `scores` (nothing without a prior).
+    pub fn add_prior(&self, graphs: &[Dag], scores: &mut [f32]) {
+        if let Some(p) = &self.cell_prior {
+            for (s, g) in scores.iter_mut().zip(graphs) {
+                *s += p.score(g);
+            }
+        }
     }
 
     /// Scores of `n` graph embeddings `g: [n, nz]` on one dataset embedding `d: [d_D]`.

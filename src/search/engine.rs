@@ -36,6 +36,9 @@ pub struct Engine {
     /// `A = G W₁ᵀ + b₁` (graph half of the predictor head) for every NB201 cell, made on
     /// first use by an exhaustive search (NB201 only).
     all_heads: OnceLock<Vec<f32>>,
+    /// The cell prior of every NB201 cell in code order, made on first use by an exhaustive
+    /// search of weights that have one.
+    all_priors: OnceLock<Vec<f32>>,
     /// The GPU the decoder runs on, after [`Engine::use_cuda`].
     #[cfg(feature = "cuda")]
     device: Option<crate::cuda::DeviceDecoder>,
@@ -191,6 +194,7 @@ impl Engine {
             dir: None,
             graph_cache,
             all_heads: OnceLock::new(),
+            all_priors: OnceLock::new(),
             #[cfg(feature = "cuda")]
             device: None,
             decode_lookahead: 1,
@@ -571,7 +575,7 @@ impl Engine {
         let scores = if cfg.exhaustive && self.graph_cache.is_some() {
             let heads = self.all_heads();
             let p = self.predictor.dims.head_hidden;
-            if archs.len() == NUM_ARCHS {
+            let mut scores = if archs.len() == NUM_ARCHS {
                 self.predictor.mean_scores(heads, &c, &weights)
             } else {
                 let rows: Vec<f32> = archs
@@ -580,11 +584,24 @@ impl Engine {
                     .flat_map(|a| heads[a.code() * p..(a.code() + 1) * p].iter().copied())
                     .collect();
                 self.predictor.mean_scores(&rows, &c, &weights)
+            };
+            if let Some(priors) = self.all_priors() {
+                let codes = archs.iter().filter_map(Arch::as_nb201).map(|a| a.code());
+                for (s, code) in scores.iter_mut().zip(codes) {
+                    *s += priors[code];
+                }
             }
+            scores
         } else {
             let g = self.graph_embeddings(archs)?;
-            self.predictor
-                .mean_scores(&self.predictor.head_graph_part(&g), &c, &weights)
+            let mut scores =
+                self.predictor
+                    .mean_scores(&self.predictor.head_graph_part(&g), &c, &weights);
+            if self.predictor.cell_prior.is_some() {
+                let graphs: Vec<_> = archs.iter().map(Arch::to_graph).collect();
+                self.predictor.add_prior(&graphs, &mut scores);
+            }
+            scores
         };
         t.rank_ms += ms(t0);
         Ok(scores)
@@ -596,6 +613,16 @@ impl Engine {
             let cache = self.graph_cache.as_ref().expect("checked by the caller");
             self.predictor.head_graph_part(cache.all())
         })
+    }
+
+    /// The cell prior of every NB201 cell (weights with a prior and a graph cache only).
+    fn all_priors(&self) -> Option<&[f32]> {
+        let prior = self.predictor.cell_prior.as_ref()?;
+        Some(self.all_priors.get_or_init(|| {
+            crate::space::Nb201Arch::all()
+                .map(|a| prior.score(&a.to_graph()))
+                .collect()
+        }))
     }
 
     /// Predicted scores of given architectures, averaged over `resamples` set samples drawn
