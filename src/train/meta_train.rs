@@ -48,6 +48,13 @@ pub struct MetaTrainConfig {
     /// How the predictor's accuracy targets are standardised.
     #[serde(default)]
     pub target: TargetNorm,
+    /// Generator: the best this many records of each task are its targets (official: 1).
+    #[serde(default = "one")]
+    pub targets_per_task: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Standardisation of the predictor's targets, `((acc - mean) / std) / 100`.
@@ -87,6 +94,7 @@ impl Default for MetaTrainConfig {
             plateau_factor: 0.1,
             plateau_patience: 10,
             target: TargetNorm::Global,
+            targets_per_task: 1,
         }
     }
 }
@@ -245,8 +253,8 @@ pub fn train(
     );
     let (train_items, valid_items) = match kind {
         Kind::Generator => (
-            db.best_per_task(Split::Train),
-            db.best_per_task(Split::Valid),
+            db.top_per_task(Split::Train, cfg.targets_per_task),
+            db.top_per_task(Split::Valid, cfg.targets_per_task),
         ),
         Kind::Predictor => (db.records_of(Split::Train), db.records_of(Split::Valid)),
     };

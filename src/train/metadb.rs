@@ -388,6 +388,28 @@ impl MetaDb {
         v
     }
 
+    /// For the generator: the best `k` records of each task of `split` (highest accuracy first,
+    /// file order on ties), task after task. `k = 1` is [`best_per_task`](Self::best_per_task).
+    pub fn top_per_task(&self, split: Split, k: usize) -> Vec<usize> {
+        let mut by_task: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+        for (i, r) in self.records.iter().enumerate() {
+            if self.tasks[r.task].split == split {
+                by_task.entry(r.task).or_default().push(i);
+            }
+        }
+        let mut out = Vec::new();
+        for (_, mut v) in by_task {
+            v.sort_by(|&a, &b| {
+                self.records[b]
+                    .acc
+                    .total_cmp(&self.records[a].acc)
+                    .then(a.cmp(&b))
+            });
+            out.extend(v.into_iter().take(k.max(1)));
+        }
+        out
+    }
+
     /// Mean and sample standard deviation of the accuracies of the training records.
     pub fn acc_stats(&self) -> (f64, f64) {
         let v: Vec<f64> = self
@@ -436,6 +458,10 @@ mod tests {
         d.use_label(Label::Train).unwrap();
         assert_eq!(d.records[0].acc, 95.0);
         assert_eq!(d.best_per_task(Split::Train), vec![0]);
+        assert_eq!(
+            d.top_per_task(Split::Train, 1),
+            d.best_per_task(Split::Train)
+        );
         // records without a training accuracy cannot be learned that way
         let mut d = db(vec![rec("a", 80.0, Some(95.0)), rec("b", 85.0, None)]);
         let e = d.use_label(Label::Train).unwrap_err();

@@ -15,6 +15,7 @@ pub mod meta_train;
 pub mod metadb;
 pub mod naswot;
 pub mod ops;
+pub mod ranker;
 pub mod svg;
 
 use std::path::Path;

@@ -320,7 +320,7 @@ pub fn build_db(c: BuildDbCommand) -> metad2a::Result<()> {
 #[derive(Args)]
 pub struct MetaTestArgs {
     /// Weights directory to test.
-    #[arg(long, value_name = "DIR", default_value = "weights/nb201-lite0")]
+    #[arg(long, value_name = "DIR", default_value = "weights/nb201-lite0-ranker")]
     weights: PathBuf,
     /// Held-out images, DIR/<class>/*.png|jpg (e.g. the CIFAR-10 test split).
     #[arg(long, value_name = "DIR")]
@@ -421,6 +421,8 @@ pub fn meta_test(a: MetaTestArgs) -> metad2a::Result<()> {
     )
     .expect("summary serialises");
     metad2a::util::write_atomic(&with("summary.json"), format!("{text}\n").as_bytes())?;
+    let table = meta_test::markdown(&summary);
+    metad2a::util::write_atomic(&with("md"), table.as_bytes())?;
     // the last two parts of the image path (e.g. cifar10/test), not where it happens to live
     let parts: Vec<String> = a
         .images
@@ -440,7 +442,7 @@ pub fn meta_test(a: MetaTestArgs) -> metad2a::Result<()> {
         &with("svg"),
         meta_test::strip_svg(&results, &summary, &title).as_bytes(),
     )?;
-    println!("{text}");
+    println!("{table}");
     Ok(())
 }
 
@@ -455,6 +457,241 @@ pub enum TrainCommand {
     ///
     /// Example: metad2a train predictor --db db/ --out weights/mine --epochs 400
     Predictor(TrainArgs),
+    /// Train the dataset-aware ranker over a trained weights directory: a cell prior fitted to
+    /// the NAS-Bench-201 ImageNet16-120 column, and the predictor head retrained with a pairwise
+    /// loss within each task (src/train/ranker.rs). Keeps the epoch with the best within-task
+    /// Spearman on the validation tasks; `--holdout-source` validates leave-one-source-out.
+    /// The CIFAR-10 and CIFAR-100 columns of the table are never read.
+    ///
+    /// Example: metad2a train ranker --base weights/nb201-lite0 --db data/metadb-nb201 --nb201 nats_bench.csv --out weights/mine
+    Ranker(RankerArgs),
+    /// Write a copy of a meta-database whose records are, for every task, the cells a trained
+    /// predictor scores highest (best first): the targets of a generator that matches that
+    /// predictor (`train generator --db OUT`).
+    ///
+    /// Example: metad2a train relabel --weights weights/mine --db data/metadb-nb201 --out target/db-top
+    Relabel(RelabelArgs),
+}
+
+/// Options of `metad2a train relabel`.
+#[derive(Args)]
+pub struct RelabelArgs {
+    /// Weights whose predictor ranks the cells.
+    #[arg(long, value_name = "DIR")]
+    weights: PathBuf,
+    /// Meta-database directory.
+    #[arg(long, value_name = "DIR")]
+    db: PathBuf,
+    /// Output meta-database directory.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Cells kept per task.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn relabel(a: RelabelArgs) -> metad2a::Result<()> {
+    let mut db = metad2a::train::metadb::MetaDb::load(&a.db)?;
+    let engine = metad2a::Engine::load(&a.weights)?;
+    if a.top == 0 {
+        return Err(metad2a::Error::invalid("--top must be at least 1"));
+    }
+    let mut line = super::ProgressLine::new();
+    db.records = metad2a::train::ranker::relabel(&engine, &db, a.top, a.seed, &mut |d, n| {
+        line.update(&format!("task {d}/{n}"))
+    })?;
+    line.finish();
+    db.save(&a.out)?;
+    println!(
+        "wrote {} ({} tasks, the top {} cells of each by {})",
+        a.out.display(),
+        db.tasks.len(),
+        a.top,
+        a.weights.display()
+    );
+    Ok(())
+}
+
+/// Options of `metad2a train ranker`.
+#[derive(Args)]
+pub struct RankerArgs {
+    /// A trained weights directory whose generator, set encoder and graph encoder are kept.
+    #[arg(long, value_name = "DIR")]
+    base: PathBuf,
+    /// Meta-database directory.
+    #[arg(long, value_name = "DIR")]
+    db: PathBuf,
+    /// The NAS-Bench-201 table (NATS-Bench CSV layout); only its ImageNet16-120 column is read.
+    #[arg(long, value_name = "CSV")]
+    nb201: PathBuf,
+    /// Output weights directory (also gets ranker.json, the training report).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Take the generator from this weights directory instead of --base (e.g. one trained to
+    /// match this ranker on `train relabel`'s targets).
+    #[arg(long, value_name = "DIR")]
+    generator: Option<PathBuf>,
+    /// Train without the source benchmark: no cell prior, the head alone.
+    #[arg(long)]
+    no_prior: bool,
+    /// Epochs of the within-task head (0: the prior alone).
+    #[arg(long, default_value_t = 60)]
+    epochs: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    /// Temperature of the pairwise loss.
+    #[arg(long, default_value_t = 1.0)]
+    tau: f64,
+    /// Epochs of the prior's fit.
+    #[arg(long, default_value_t = 150)]
+    prior_epochs: usize,
+    /// Hidden width of the prior.
+    #[arg(long, default_value_t = 128)]
+    prior_hidden: usize,
+    /// Set samples drawn per task.
+    #[arg(long, default_value_t = 8)]
+    samples: usize,
+    /// Validate on every task of this source and train on the others (leave-one-source-out).
+    #[arg(long, value_name = "SOURCE")]
+    holdout_source: Option<String>,
+    /// Which accuracy of each record to learn: `valid` or `train`.
+    #[arg(long, default_value = "train", value_name = "valid|train")]
+    label: String,
+    #[arg(long, default_value_t = 333)]
+    seed: u64,
+}
+
+pub fn ranker(a: RankerArgs) -> metad2a::Result<()> {
+    use metad2a::train::ranker::{self, RankerConfig};
+    let mut db = metad2a::train::metadb::MetaDb::load(&a.db)?;
+    db.use_label(a.label.parse()?)?;
+    let table = Nb201Table::load(&a.nb201)?;
+    let engine = metad2a::Engine::load(&a.base)?;
+    let cfg = RankerConfig {
+        prior: !a.no_prior,
+        prior_hidden: a.prior_hidden,
+        prior_epochs: a.prior_epochs,
+        epochs: a.epochs,
+        lr: a.lr,
+        tau: a.tau,
+        samples: a.samples,
+        holdout_source: a.holdout_source.clone(),
+        seed: a.seed,
+        ..RankerConfig::default()
+    };
+    let mut log = |m: &str| eprintln!("{m}");
+    let (prior_tensors, prior_all, prior_report) = if cfg.prior {
+        let (t, all, r) = ranker::train_prior(&table, &cfg, &mut log)?;
+        eprintln!(
+            "prior: spearman with ImageNet16-120 {:.4} on {} held-out cells, {:.4} on all ({:.1} s)",
+            r.heldout_spearman, r.heldout_cells, r.all_spearman, r.seconds
+        );
+        (t, Some(all), Some(r))
+    } else {
+        (Vec::new(), None, None)
+    };
+    let all: Vec<metad2a::space::Arch> = metad2a::space::Nb201Arch::all()
+        .map(metad2a::space::Arch::Nb201)
+        .collect();
+    let g_all = engine.graph_embeddings(&all)?;
+    let trained = ranker::train_head(
+        &db,
+        &engine.predictor,
+        &g_all,
+        prior_all.as_deref(),
+        &table,
+        &cfg,
+        prior_report,
+        &mut log,
+    )?;
+    let r = &trained.report;
+    eprintln!(
+        "kept epoch {}: within-task spearman {:.4} on {} validation tasks (fixed embedding {:.4}; ImageNet16-120 accuracy alone {:.4}, parameter count {:.4})",
+        r.best.epoch,
+        r.best.spearman,
+        r.valid_tasks,
+        r.best.spearman_fixed_embedding,
+        r.baseline_source_benchmark,
+        r.baseline_params
+    );
+    // the base predictor with the new head (and prior)
+    let base_manifest = metad2a::weights::Manifest::read(&a.base)?;
+    let store = metad2a::weights::WeightStore::open(a.base.join(&base_manifest.predictor.file))?;
+    let mut tensors: Vec<metad2a::weights::NamedTensor> = Vec::new();
+    let replaced: std::collections::HashSet<&str> = trained
+        .tensors
+        .iter()
+        .chain(&prior_tensors)
+        .map(|(n, _, _)| n.as_str())
+        .collect();
+    for name in store.names() {
+        if replaced.contains(name) {
+            continue;
+        }
+        let p = store.param_any(name)?;
+        tensors.push((name.to_string(), p.shape().to_vec(), p.to_vec()));
+    }
+    tensors.extend(trained.tensors.iter().cloned());
+    tensors.extend(prior_tensors);
+    tensors.sort_by(|x, y| x.0.cmp(&y.0));
+    std::fs::create_dir_all(&a.out).map_err(|e| metad2a::Error::io(&a.out, e))?;
+    let bytes =
+        metad2a::weights::serialize(&tensors, metad2a::weights::import::ExportDtype::F32, None)?;
+    metad2a::util::write_atomic(&a.out.join("predictor.safetensors"), &bytes)?;
+    let gen_dir = a.generator.as_ref().unwrap_or(&a.base);
+    // a directory that `train generator` wrote alone has no manifest yet
+    let gen_file = metad2a::weights::Manifest::read(gen_dir)
+        .map(|m| m.generator.file)
+        .unwrap_or_else(|_| "generator.safetensors".to_string());
+    if !gen_dir.join(&gen_file).is_file() {
+        return Err(metad2a::Error::invalid(format!(
+            "{} has no {gen_file}",
+            gen_dir.display()
+        )));
+    }
+    for f in [&gen_file, &"generator.json".to_string()] {
+        let from = gen_dir.join(f);
+        if from.is_file() {
+            std::fs::copy(&from, a.out.join(f)).map_err(|e| metad2a::Error::io(&from, e))?;
+        }
+    }
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let info = serde_json::json!({
+        "model": "predictor",
+        "kind": "ranker: cell prior (NAS-Bench-201 ImageNet16-120) + within-task pairwise head",
+        "command": command,
+        "feature_extractor": db.feature_extractor,
+        "label": a.label,
+        "base": a.base.display().to_string(),
+        "base_predictor_sha256": base_manifest.predictor.sha256,
+        "epoch": r.best.epoch,
+        "report": r,
+    });
+    metad2a::util::write_atomic(
+        &a.out.join("predictor.json"),
+        format!("{info:#}\n").as_bytes(),
+    )?;
+    metad2a::util::write_atomic(
+        &a.out.join("ranker.json"),
+        format!("{:#}\n", serde_json::to_value(r).expect("report")).as_bytes(),
+    )?;
+    let csv = std::fs::read(&a.nb201).map_err(|e| metad2a::Error::io(&a.nb201, e))?;
+    let (inputs, mut extra) = if cfg.prior {
+        (
+            vec![metad2a::weights::manifest::InputFile::of(a.nb201.display().to_string(), &csv)],
+            "; cell prior: NAS-Bench-201 ImageNet16-120 test accuracies (200 epochs; NATS-Bench, MIT)".to_string(),
+        )
+    } else {
+        (Vec::new(), String::new())
+    };
+    extra += &format!(
+        "; set and graph encoders from {}; generator from {} (its command: extra.generator_training)",
+        a.base.display(),
+        gen_dir.display()
+    );
+    complete_weights(&a.out, &a.db, &db, &a.label, inputs, &extra, &command)
 }
 
 /// Options of `metad2a train`. A run resumes from OUT/<model>.ckpt.safetensors when it exists;
@@ -489,6 +726,10 @@ pub struct TrainArgs {
     /// within each task (`task`: only how a task's cells rank against each other counts).
     #[arg(long, default_value = "global", value_name = "global|task")]
     target: String,
+    /// Generator: learn the best K records of each task instead of its best one (e.g. the top
+    /// cells of `train relabel`).
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    targets_per_task: usize,
 }
 
 pub fn train(c: TrainCommand) -> metad2a::Result<()> {
@@ -496,6 +737,8 @@ pub fn train(c: TrainCommand) -> metad2a::Result<()> {
     let (kind, a) = match c {
         TrainCommand::Generator(a) => (Kind::Generator, a),
         TrainCommand::Predictor(a) => (Kind::Predictor, a),
+        TrainCommand::Ranker(a) => return ranker(a),
+        TrainCommand::Relabel(a) => return relabel(a),
     };
     let mut db = metad2a::train::metadb::MetaDb::load(&a.db)?;
     db.use_label(a.label.parse()?)?;
@@ -515,6 +758,7 @@ pub fn train(c: TrainCommand) -> metad2a::Result<()> {
         seed: a.seed,
         plateau_patience: a.patience,
         target: a.target.parse()?,
+        targets_per_task: a.targets_per_task,
         ..MetaTrainConfig::default()
     };
     let init = meta_train::init_params(kind, db.dim, a.seed)?;
@@ -541,51 +785,7 @@ pub fn train(c: TrainCommand) -> metad2a::Result<()> {
     if a.out.join("generator.safetensors").is_file()
         && a.out.join("predictor.safetensors").is_file()
     {
-        let data = format!(
-            "meta-database {} ({} tasks, {} records, {} accuracy; {})",
-            a.db.display(),
-            db.tasks.len(),
-            db.records.len(),
-            a.label,
-            db.feature_extractor
-        );
-        let mut inputs = Vec::new();
-        for f in ["tasks.jsonl", "records.jsonl", "features.safetensors"] {
-            let p = a.db.join(f);
-            let bytes = std::fs::read(&p).map_err(|e| metad2a::Error::io(&p, e))?;
-            inputs.push(metad2a::weights::manifest::InputFile::of(
-                p.display().to_string(),
-                &bytes,
-            ));
-        }
-        let mut sources: Vec<&str> = db.tasks.iter().map(|t| t.source.as_str()).collect();
-        sources.sort_unstable();
-        sources.dedup();
-        let licence = format!(
-            "MIT (this project); meta-database images: {}",
-            sources
-                .iter()
-                .map(|s| format!(
-                    "{s} ({})",
-                    metad2a::train::build_db::source_licence(s).unwrap_or("see its SOURCE file")
-                ))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let m = meta_train::write_manifest(
-            &a.out,
-            &meta_train::TrainedFrom {
-                data: &data,
-                inputs,
-                licence: &licence,
-                command: &command,
-            },
-        )?;
-        println!(
-            "wrote {} (generator and predictor, graph cache, manifest; {})",
-            a.out.display(),
-            m.feature_extractor
-        );
+        complete_weights(&a.out, &a.db, &db, &a.label, Vec::new(), "", &command)?;
     } else {
         println!(
             "wrote {} ({} only; train the other model into the same directory to complete it)",
@@ -593,6 +793,68 @@ pub fn train(c: TrainCommand) -> metad2a::Result<()> {
             kind.name()
         );
     }
+    Ok(())
+}
+
+/// Writes the graph cache and manifest of a weights directory trained on `db` (and on the
+/// `extra_inputs`, described by `extra_data`), recording the database files' sha256 and the
+/// licences of its image sources.
+fn complete_weights(
+    out: &Path,
+    db_dir: &Path,
+    db: &metad2a::train::metadb::MetaDb,
+    label: &str,
+    extra_inputs: Vec<metad2a::weights::manifest::InputFile>,
+    extra_data: &str,
+    command: &str,
+) -> metad2a::Result<()> {
+    use metad2a::train::meta_train;
+    let data = format!(
+        "meta-database {} ({} tasks, {} records, {} accuracy; {}){extra_data}",
+        db_dir.display(),
+        db.tasks.len(),
+        db.records.len(),
+        label,
+        db.feature_extractor
+    );
+    let mut inputs = Vec::new();
+    for f in ["tasks.jsonl", "records.jsonl", "features.safetensors"] {
+        let p = db_dir.join(f);
+        let bytes = std::fs::read(&p).map_err(|e| metad2a::Error::io(&p, e))?;
+        inputs.push(metad2a::weights::manifest::InputFile::of(
+            p.display().to_string(),
+            &bytes,
+        ));
+    }
+    inputs.extend(extra_inputs);
+    let mut sources: Vec<&str> = db.tasks.iter().map(|t| t.source.as_str()).collect();
+    sources.sort_unstable();
+    sources.dedup();
+    let licence = format!(
+        "MIT (this project); meta-database images: {}",
+        sources
+            .iter()
+            .map(|s| format!(
+                "{s} ({})",
+                metad2a::train::build_db::source_licence(s).unwrap_or("see its SOURCE file")
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let m = meta_train::write_manifest(
+        out,
+        &meta_train::TrainedFrom {
+            data: &data,
+            inputs,
+            licence: &licence,
+            command,
+        },
+    )?;
+    println!(
+        "wrote {} (generator and predictor, graph cache, manifest; {})",
+        out.display(),
+        m.feature_extractor
+    );
     Ok(())
 }
 

@@ -1,0 +1,757 @@
+//! Meta-training of the dataset-aware ranker: the predictor's [cell prior](crate::model::CellPrior)
+//! learned from a source benchmark, and the official head retrained to rank within each task.
+//!
+//! The score of cell `c` on a dataset with set embedding `D` is
+//! `s(D, c) = prior(x(c)) + pred_fc([D; G(c)])`:
+//!
+//! 1. **Prior** (`--prior`, on by default): an MLP on the cell's one-hot operations, fitted by
+//!    squared error to the standardised ImageNet16-120 test accuracies (200 epochs) of the
+//!    NAS-Bench-201 table. This is the only column of the table training ever reads; the
+//!    CIFAR-10 and CIFAR-100 columns are held out for the meta-test. 10% of the cells are kept
+//!    out of the fit to report how well it generalises.
+//! 2. **Within-task head**: the set encoder, graph encoder and `fc1` of a base predictor are kept
+//!    (so `D` and `G` are computed once), `pred_fc.0` starts from the base and `pred_fc.2` from
+//!    zero (the score starts as the prior alone). The loss is pairwise within each task: for
+//!    every pair of a task's records whose labels differ, `softplus(−(s_i − s_j) / τ)` with `i`
+//!    the better record, averaged over pairs. Each step draws one set sample per task.
+//! 3. **Selection**: the records' labels come from a 10-epoch proxy, which rewards cells that
+//!    learn fast; left alone, the head learns to prefer shallow cells on every task. The epoch
+//!    kept (epoch 0, the prior alone, included) is the one with the best mean of three held-out
+//!    measures: the within-task Spearman on the validation tasks (what the data changes); the
+//!    Spearman of the validation tasks' scores with the source benchmark on the cells held out
+//!    of the prior's fit (faithfulness to long training); and the source benchmark's
+//!    percentile of the 10 best-scored of those cells (faithfulness where a search looks).
+//!
+//! Validation tasks are the database's `valid` split, or with `holdout_source` every task of that
+//! source (which training then never sees): leave-one-source-out. For each validation task the
+//! report gives the within-task Spearman with the task's own embedding and with one fixed
+//! embedding (the mean over the training tasks' samples), which measures what the dataset
+//! embedding adds.
+
+use std::collections::BTreeMap;
+
+use candle_core::{Device, Tensor, Var};
+use serde::Serialize;
+
+use super::meta::{normal, Adam, Params};
+use super::metadb::{MetaDb, Split};
+use crate::error::{Error, Result};
+use crate::model::cell_prior::PREFIX;
+use crate::model::Predictor;
+use crate::rng::Rng;
+use crate::space::nb201::{NUM_ARCHS, OPS};
+use crate::space::nb201_table::Nb201Table;
+use crate::space::Nb201Arch;
+use crate::stats::spearman;
+use crate::weights::NamedTensor;
+
+/// Inputs of the prior: one-hot operation of each of the 6 cell edges.
+pub const PRIOR_INPUTS: usize = 6 * OPS.len();
+
+/// The prior's input for a cell (the layout [`crate::model::CellPrior`] reads from a graph).
+pub fn one_hot(a: &Nb201Arch) -> [f32; PRIOR_INPUTS] {
+    let mut x = [0.0; PRIOR_INPUTS];
+    for (k, &op) in a.ops.iter().enumerate() {
+        x[k * OPS.len() + op as usize] = 1.0;
+    }
+    x
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RankerConfig {
+    /// Learn the cell prior from the source benchmark (false: the head alone, own data only).
+    pub prior: bool,
+    pub prior_hidden: usize,
+    pub prior_epochs: usize,
+    pub prior_lr: f64,
+    /// Epochs of the within-task head (0: the prior alone).
+    pub epochs: usize,
+    pub lr: f64,
+    /// Temperature of the pairwise loss.
+    pub tau: f64,
+    /// Set samples drawn per task (each step uses one of them).
+    pub samples: usize,
+    pub per_class: usize,
+    /// Tasks per step.
+    pub batch_tasks: usize,
+    /// Validate on every task of this source and train on the others.
+    pub holdout_source: Option<String>,
+    pub seed: u64,
+}
+
+impl Default for RankerConfig {
+    fn default() -> Self {
+        RankerConfig {
+            prior: true,
+            prior_hidden: 128,
+            prior_epochs: 150,
+            prior_lr: 1e-3,
+            epochs: 60,
+            lr: 1e-4,
+            tau: 1.0,
+            samples: 8,
+            per_class: 20,
+            batch_tasks: 8,
+            holdout_source: None,
+            seed: 333,
+        }
+    }
+}
+
+/// How the prior fits the source benchmark.
+#[derive(Clone, Debug, Serialize)]
+pub struct PriorReport {
+    /// Spearman of the prior with the ImageNet16-120 accuracies, on the cells held out of the
+    /// fit and on all cells.
+    pub heldout_spearman: f64,
+    pub all_spearman: f64,
+    pub heldout_cells: usize,
+    pub seconds: f64,
+}
+
+/// One validation pass.
+#[derive(Clone, Debug, Serialize)]
+pub struct Validation {
+    pub epoch: usize,
+    pub train_loss: f64,
+    /// Mean within-task Spearman over the validation tasks, with each task's own embedding.
+    pub spearman: f64,
+    /// The same with one fixed embedding for every task.
+    pub spearman_fixed_embedding: f64,
+    /// Own-embedding Spearman per source.
+    pub by_source: BTreeMap<String, f64>,
+    /// Faithfulness to long training: Spearman of the scores (each validation task's mean
+    /// embedding) with the source benchmark on the cells held out of the prior's fit, averaged
+    /// over the validation tasks.
+    pub source_spearman: f64,
+    /// Faithfulness at the top: the mean percentile (0 worst, 1 best, over all cells) of the
+    /// source-benchmark accuracy of the 10 best-scored held-out cells, averaged over the
+    /// validation tasks. A search only uses the top of the ranking.
+    pub source_top: f64,
+    /// What the epoch is chosen by: the mean of `spearman`, `source_spearman` and `source_top`.
+    pub selection: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RankerReport {
+    pub config: RankerConfig,
+    pub prior: Option<PriorReport>,
+    pub train_tasks: usize,
+    pub valid_tasks: usize,
+    pub epochs: Vec<Validation>,
+    /// The kept epoch's validation.
+    pub best: Validation,
+    /// Baselines on the same validation tasks: within-task Spearman of the source benchmark's
+    /// own accuracy and of the parameter count.
+    pub baseline_source_benchmark: f64,
+    pub baseline_params: f64,
+}
+
+/// What training produced: the tensors to add to or replace in the base predictor, and the report.
+pub struct Trained {
+    pub tensors: Vec<NamedTensor>,
+    pub report: RankerReport,
+}
+
+fn var(v: Vec<f32>, shape: (usize, usize)) -> Result<Var> {
+    Ok(Var::from_tensor(&Tensor::from_vec(
+        v,
+        shape,
+        &Device::Cpu,
+    )?)?)
+}
+
+fn mlp(p: &Params, prefix: &str, x: &Tensor) -> Result<Tensor> {
+    let l = |i: usize, x: &Tensor| -> Result<Tensor> {
+        let w = p.vars[&format!("{prefix}.{i}.weight")].as_tensor();
+        let b = p.vars[&format!("{prefix}.{i}.bias")].as_tensor();
+        Ok(x.matmul(&w.t()?)?.broadcast_add(b)?)
+    };
+    Ok(l(2, &l(0, x)?.tanh()?)?.squeeze(1)?)
+}
+
+fn tensors_of(p: &Params) -> Result<Vec<NamedTensor>> {
+    p.values()
+}
+
+/// All cells in a seeded random order; the first tenth is held out of the prior's fit and
+/// serves to check that the head keeps the ranking faithful to long training.
+pub fn cell_split(seed: u64) -> Vec<usize> {
+    let mut rng = Rng::new(seed, 0x5350_4c49_54);
+    let mut order: Vec<usize> = (0..NUM_ARCHS).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    order
+}
+
+/// The source benchmark's accuracy of every cell in code order (ImageNet16-120, the only
+/// column training reads).
+pub fn source_accuracies(table: &Nb201Table) -> Result<Vec<f64>> {
+    Nb201Arch::all()
+        .map(|a| {
+            table
+                .get(&a)
+                .map(|e| e.imagenet16_120)
+                .ok_or_else(|| Error::invalid(format!("the NB201 table has no entry for {a}")))
+        })
+        .collect()
+}
+
+/// Fits the cell prior to the table's ImageNet16-120 column. Returns its tensors, its value for
+/// every cell in code order, and the report.
+pub fn train_prior(
+    table: &Nb201Table,
+    cfg: &RankerConfig,
+    log: &mut dyn FnMut(&str),
+) -> Result<(Vec<NamedTensor>, Vec<f32>, PriorReport)> {
+    let t0 = std::time::Instant::now();
+    let cells: Vec<Nb201Arch> = Nb201Arch::all().collect();
+    let acc = source_accuracies(table)?;
+    let (mean, std) = crate::stats::mean_std(&acc);
+    let y: Vec<f32> = acc.iter().map(|a| ((a - mean) / std) as f32).collect();
+    let x: Vec<f32> = cells.iter().flat_map(one_hot).collect();
+    let mut rng = Rng::new(cfg.seed, 0x5052_494f_52);
+    let order = cell_split(cfg.seed);
+    let heldout = NUM_ARCHS / 10;
+    let (test_idx, train_idx) = order.split_at(heldout);
+    let h = cfg.prior_hidden;
+    let mut vars = BTreeMap::new();
+    let scale0 = (1.0 / PRIOR_INPUTS as f64).sqrt();
+    let w0 = (normal((h, PRIOR_INPUTS), &mut rng)? * scale0)?;
+    vars.insert(format!("{PREFIX}.0.weight"), Var::from_tensor(&w0)?);
+    vars.insert(format!("{PREFIX}.0.bias"), var(vec![0.0; h], (1, h))?);
+    let w2 = (normal((1, h), &mut rng)? * (1.0 / h as f64).sqrt())?;
+    vars.insert(format!("{PREFIX}.2.weight"), Var::from_tensor(&w2)?);
+    vars.insert(format!("{PREFIX}.2.bias"), var(vec![0.0], (1, 1))?);
+    let params = Params { vars };
+    let mut adam = Adam::new(cfg.prior_lr);
+    let xs = Tensor::from_vec(x, (NUM_ARCHS, PRIOR_INPUTS), &Device::Cpu)?;
+    let ys = Tensor::from_vec(y.clone(), NUM_ARCHS, &Device::Cpu)?;
+    let mut idx = train_idx.to_vec();
+    const BATCH: usize = 256;
+    for epoch in 0..cfg.prior_epochs {
+        for i in (1..idx.len()).rev() {
+            idx.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        let mut total = 0.0;
+        for b in idx.chunks(BATCH) {
+            let bi = Tensor::from_vec(
+                b.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+                b.len(),
+                &Device::Cpu,
+            )?;
+            let pred = mlp(&params, PREFIX, &xs.index_select(&bi, 0)?)?;
+            let loss = (pred - ys.index_select(&bi, 0)?)?.sqr()?.mean_all()?;
+            total += loss.to_scalar::<f32>()? as f64 * b.len() as f64;
+            adam.update(&params, &loss.backward()?)?;
+        }
+        if epoch % 25 == 24 || epoch + 1 == cfg.prior_epochs {
+            log(&format!(
+                "prior epoch {}: train mse {:.4}",
+                epoch + 1,
+                total / idx.len() as f64
+            ));
+        }
+    }
+    let all: Vec<f32> = mlp(&params, PREFIX, &xs)?.to_vec1()?;
+    let pick = |ix: &[usize], v: &[f64]| ix.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+    let all64: Vec<f64> = all.iter().map(|&v| v as f64).collect();
+    let report = PriorReport {
+        heldout_spearman: spearman(&pick(test_idx, &all64), &pick(test_idx, &acc)),
+        all_spearman: spearman(&all64, &acc),
+        heldout_cells: heldout,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    // the runtime reads biases as [out] vectors
+    let tensors = tensors_of(&params)?
+        .into_iter()
+        .map(|(n, s, v)| {
+            if n.ends_with(".bias") {
+                let len = v.len();
+                (n, vec![len], v)
+            } else {
+                (n, s, v)
+            }
+        })
+        .collect();
+    Ok((tensors, all, report))
+}
+
+/// One task's data for the head: its set-sample embeddings and its records.
+struct TaskData {
+    source: String,
+    /// `[samples, d_D]`.
+    d: Vec<f32>,
+    /// `[n, nz]` graph embeddings, priors `[n]`, labels `[n]`, parameter-like cost `[n]`.
+    g: Vec<f32>,
+    prior: Vec<f32>,
+    label: Vec<f64>,
+    source_acc: Vec<f64>,
+    params: Vec<f64>,
+}
+
+/// Trains the within-task head on `db` over the base predictor (and the prior's values for
+/// every cell, or none). `g_all` is the base predictor's graph embedding of every cell.
+#[allow(clippy::too_many_arguments)]
+pub fn train_head(
+    db: &MetaDb,
+    base: &Predictor,
+    g_all: &[f32],
+    prior_all: Option<&[f32]>,
+    table: &Nb201Table,
+    cfg: &RankerConfig,
+    prior_report: Option<PriorReport>,
+    log: &mut dyn FnMut(&str),
+) -> Result<Trained> {
+    let dd = base.dims.set.out_dim;
+    let nz = base.dims.nz;
+    let p = base.dims.head_hidden;
+    let mut rng = Rng::new(cfg.seed, 0x4845_4144);
+    let is_valid = |t: usize| match &cfg.holdout_source {
+        Some(s) => db.tasks[t].source == *s,
+        None => db.tasks[t].split == Split::Valid,
+    };
+    if let Some(s) = &cfg.holdout_source {
+        if !db.tasks.iter().any(|t| t.source == *s) {
+            return Err(Error::invalid(format!(
+                "no task of the database has source {s}"
+            )));
+        }
+    }
+    let mut tasks: Vec<TaskData> = Vec::new();
+    let mut task_ids = Vec::new();
+    for (t, task) in db.tasks.iter().enumerate() {
+        let recs: Vec<&super::metadb::Record> = db.records.iter().filter(|r| r.task == t).collect();
+        if recs.len() < 2 {
+            continue;
+        }
+        let classes = task.classes.len();
+        let mut d = Vec::with_capacity(cfg.samples * dd);
+        for _ in 0..cfg.samples {
+            let x = db.sample_task(t, cfg.per_class, &mut rng);
+            d.extend(base.dataset_embedding(&x, 1, classes, cfg.per_class)?);
+        }
+        let mut td = TaskData {
+            source: task.source.clone(),
+            d,
+            g: Vec::new(),
+            prior: Vec::new(),
+            label: Vec::new(),
+            source_acc: Vec::new(),
+            params: Vec::new(),
+        };
+        for r in recs {
+            let a: Nb201Arch = r.arch.parse()?;
+            let c = a.code();
+            td.g.extend_from_slice(&g_all[c * nz..(c + 1) * nz]);
+            td.prior.push(prior_all.map_or(0.0, |v| v[c]));
+            td.label.push(r.acc);
+            td.source_acc
+                .push(table.get(&a).map_or(f64::NAN, |e| e.imagenet16_120));
+            td.params
+                .push(a.cost(&crate::space::Nb201Net::default()).params as f64);
+        }
+        tasks.push(td);
+        task_ids.push(t);
+    }
+    let (train, valid): (Vec<usize>, Vec<usize>) =
+        (0..tasks.len()).partition(|&i| !is_valid(task_ids[i]));
+    if train.is_empty() || valid.is_empty() {
+        return Err(Error::invalid(
+            "the database needs training and validation tasks with at least 2 records each",
+        ));
+    }
+    // the fixed embedding: mean over the training tasks' samples
+    let mut d_mean = vec![0.0f32; dd];
+    let mut count = 0.0f32;
+    for &i in &train {
+        for row in tasks[i].d.chunks_exact(dd) {
+            for (m, v) in d_mean.iter_mut().zip(row) {
+                *m += v;
+            }
+            count += 1.0;
+        }
+    }
+    d_mean.iter_mut().for_each(|m| *m /= count);
+    // The head sees each embedding dimension standardised over the training tasks' samples
+    // (the base set encoder's embeddings vary little between tasks); the standardisation is
+    // folded into `pred_fc.0` when the weights are written, so the runtime is unchanged.
+    let mut d_std = vec![0.0f32; dd];
+    for &i in &train {
+        for row in tasks[i].d.chunks_exact(dd) {
+            for ((s, v), m) in d_std.iter_mut().zip(row).zip(&d_mean) {
+                *s += (v - m) * (v - m);
+            }
+        }
+    }
+    d_std
+        .iter_mut()
+        .for_each(|s| *s = (*s / count).sqrt().max(1e-6));
+    let spread = |v: &[f32]| {
+        let (m, s) = crate::stats::mean_std(&v.iter().map(|&x| x as f64).collect::<Vec<_>>());
+        (m, s)
+    };
+    log(&format!(
+        "dataset embeddings: per-dimension spread over training samples {:.3e} (mean over dimensions)",
+        spread(&d_std).0
+    ));
+    for td in tasks.iter_mut() {
+        for row in td.d.chunks_exact_mut(dd) {
+            for ((v, m), s) in row.iter_mut().zip(&d_mean).zip(&d_std) {
+                *v = (*v - m) / s;
+            }
+        }
+    }
+    let d_fixed = vec![0.0f32; dd];
+
+    let w0 = &base.head[0];
+    let mut w_init = w0.weight.to_vec();
+    let mut b_init = w0
+        .bias
+        .as_ref()
+        .map(|b| b.to_vec())
+        .unwrap_or_else(|| vec![0.0; p]);
+    for (row, b) in w_init.chunks_exact_mut(dd + nz).zip(b_init.iter_mut()) {
+        for j in 0..dd {
+            *b += row[j] * d_mean[j];
+            row[j] *= d_std[j];
+        }
+    }
+    let mut vars = BTreeMap::new();
+    vars.insert("pred_fc.0.weight".to_string(), var(w_init, (p, dd + nz))?);
+    vars.insert("pred_fc.0.bias".to_string(), var(b_init, (1, p))?);
+    vars.insert("pred_fc.2.weight".to_string(), var(vec![0.0; p], (1, p))?);
+    vars.insert("pred_fc.2.bias".to_string(), var(vec![0.0], (1, 1))?);
+    let params = Params { vars };
+    let mut adam = Adam::new(cfg.lr);
+
+    // rows [D; G] of one task with embedding row `d`
+    let rows = |td: &TaskData, d: &[f32]| -> Vec<f32> {
+        td.g.chunks_exact(nz)
+            .flat_map(|g| d.iter().chain(g).copied())
+            .collect()
+    };
+    let head = |x: Vec<f32>, n: usize| -> Result<Tensor> {
+        mlp(
+            &params,
+            "pred_fc",
+            &Tensor::from_vec(x, (n, dd + nz), &Device::Cpu)?,
+        )
+    };
+    let source_acc = source_accuracies(table)?;
+    let check_cells: Vec<usize> = cell_split(cfg.seed)[..NUM_ARCHS / 10].to_vec();
+    let check_acc: Vec<f64> = check_cells.iter().map(|&c| source_acc[c]).collect();
+    // percentile of every cell's source accuracy (its rank over all cells, 0..1)
+    const TOP: usize = 10;
+    let source_pct: Vec<f64> = crate::stats::ranks(&source_acc)
+        .iter()
+        .map(|r| r / (NUM_ARCHS - 1) as f64)
+        .collect();
+    let validate = |epoch: usize, train_loss: f64| -> Result<Validation> {
+        let (mut own, mut fixed, mut faithful) = (Vec::new(), Vec::new(), Vec::new());
+        let mut top = Vec::new();
+        let mut by_source: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for &i in &valid {
+            let td = &tasks[i];
+            let n = td.label.len();
+            let mut s = vec![0.0f64; n];
+            let samples = td.d.len() / dd;
+            for d in td.d.chunks_exact(dd) {
+                let r: Vec<f32> = head(rows(td, d), n)?.to_vec1()?;
+                for (s, r) in s.iter_mut().zip(r) {
+                    *s += r as f64 / samples as f64;
+                }
+            }
+            let rf: Vec<f32> = head(rows(td, &d_fixed), n)?.to_vec1()?;
+            let with_prior = |v: &[f64]| -> Vec<f64> {
+                v.iter()
+                    .zip(&td.prior)
+                    .map(|(a, &b)| a + b as f64)
+                    .collect()
+            };
+            // the held-out cells, scored with the task's mean embedding
+            let mut dm = vec![0.0f32; dd];
+            for d in td.d.chunks_exact(dd) {
+                for (m, v) in dm.iter_mut().zip(d) {
+                    *m += v / samples as f32;
+                }
+            }
+            let x: Vec<f32> = check_cells
+                .iter()
+                .flat_map(|&c| dm.iter().chain(&g_all[c * nz..(c + 1) * nz]).copied())
+                .collect();
+            let rc: Vec<f32> = head(x, check_cells.len())?.to_vec1()?;
+            let sc: Vec<f64> = rc
+                .iter()
+                .zip(&check_cells)
+                .map(|(&r, &c)| r as f64 + prior_all.map_or(0.0, |p| p[c] as f64))
+                .collect();
+            faithful.push(nan0(spearman(&sc, &check_acc)));
+            let mut best: Vec<usize> = (0..sc.len()).collect();
+            best.sort_by(|&a, &b| sc[b].total_cmp(&sc[a]).then(a.cmp(&b)));
+            top.push(mean(
+                &best
+                    .iter()
+                    .take(TOP)
+                    .map(|&k| source_pct[check_cells[k]])
+                    .collect::<Vec<_>>(),
+            ));
+            let so = spearman(&with_prior(&s), &td.label);
+            let sf = spearman(
+                &with_prior(&rf.iter().map(|&v| v as f64).collect::<Vec<_>>()),
+                &td.label,
+            );
+            own.push(nan0(so));
+            fixed.push(nan0(sf));
+            by_source
+                .entry(td.source.clone())
+                .or_default()
+                .push(nan0(so));
+        }
+        Ok(Validation {
+            epoch,
+            train_loss,
+            spearman: mean(&own),
+            spearman_fixed_embedding: mean(&fixed),
+            by_source: by_source.into_iter().map(|(k, v)| (k, mean(&v))).collect(),
+            source_spearman: mean(&faithful),
+            source_top: mean(&top),
+            selection: (mean(&own) + mean(&faithful) + mean(&top)) / 3.0,
+        })
+    };
+
+    let mut history = vec![validate(0, f64::NAN)?];
+    let mut best = (history[0].clone(), tensors_of(&params)?);
+    log(&format!(
+        "epoch 0 (prior alone): valid within-task spearman {:.4} (fixed embedding {:.4}), source benchmark {:.4}, top {:.4}",
+        history[0].spearman, history[0].spearman_fixed_embedding, history[0].source_spearman, history[0].source_top
+    ));
+    let mut order = train.clone();
+    for epoch in 1..=cfg.epochs {
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        let (mut total, mut steps) = (0.0, 0usize);
+        for batch in order.chunks(cfg.batch_tasks.max(1)) {
+            let mut x = Vec::new();
+            let mut spans = Vec::new();
+            for &i in batch {
+                let td = &tasks[i];
+                let k = rng.below((td.d.len() / dd) as u64) as usize;
+                spans.push((i, x.len() / (dd + nz), td.label.len()));
+                x.extend(rows(td, &td.d[k * dd..(k + 1) * dd]));
+            }
+            let n = x.len() / (dd + nz);
+            let r = head(x, n)?;
+            let mut loss_terms = Vec::new();
+            let mut pairs_total = 0.0f64;
+            for &(i, start, len) in &spans {
+                let td = &tasks[i];
+                let prior = Tensor::from_vec(td.prior.clone(), len, &Device::Cpu)?;
+                let s = (r.narrow(0, start, len)? + prior)?;
+                // better[i][j] = 1 when record i beats record j
+                let mut better = vec![0.0f32; len * len];
+                let mut pairs = 0.0;
+                for a in 0..len {
+                    for b in 0..len {
+                        if td.label[a] > td.label[b] {
+                            better[a * len + b] = 1.0;
+                            pairs += 1.0;
+                        }
+                    }
+                }
+                if pairs == 0.0 {
+                    continue;
+                }
+                let m = Tensor::from_vec(better, (len, len), &Device::Cpu)?;
+                let diff = (s.unsqueeze(1)?.broadcast_sub(&s.unsqueeze(0)?)? / cfg.tau)?;
+                let l = softplus(&diff.neg()?)?;
+                loss_terms.push((l * m)?.sum_all()?);
+                pairs_total += pairs;
+            }
+            if loss_terms.is_empty() {
+                continue;
+            }
+            let loss = (Tensor::stack(&loss_terms, 0)?.sum_all()? / pairs_total)?;
+            total += loss.to_scalar::<f32>()? as f64;
+            steps += 1;
+            adam.update(&params, &loss.backward()?)?;
+        }
+        let v = validate(epoch, total / steps.max(1) as f64)?;
+        log(&format!(
+            "epoch {epoch}: loss {:.4}, valid within-task spearman {:.4} (fixed embedding {:.4}), source benchmark {:.4}, top {:.4}",
+            v.train_loss, v.spearman, v.spearman_fixed_embedding, v.source_spearman, v.source_top
+        ));
+        if v.selection > best.0.selection {
+            best = (v.clone(), tensors_of(&params)?);
+        }
+        history.push(v);
+    }
+    let base_sp = |f: &dyn Fn(&TaskData) -> &Vec<f64>| {
+        mean(
+            &valid
+                .iter()
+                .map(|&i| nan0(spearman(f(&tasks[i]), &tasks[i].label)))
+                .collect::<Vec<_>>(),
+        )
+    };
+    // fold the standardisation back: W_D = W'_D / σ, b = b' − W_D μ
+    let mut best_tensors = best.1;
+    let w = best_tensors
+        .iter()
+        .position(|t| t.0 == "pred_fc.0.weight")
+        .expect("head weight");
+    let b = best_tensors
+        .iter()
+        .position(|t| t.0 == "pred_fc.0.bias")
+        .expect("head bias");
+    let mut bias = best_tensors[b].2.clone();
+    fold_standardisation(&mut best_tensors[w].2, &mut bias, dd + nz, &d_mean, &d_std);
+    best_tensors[b].2 = bias;
+    let tensors = best_tensors
+        .into_iter()
+        .map(|(n, s, v)| {
+            if n.ends_with(".bias") {
+                let len = v.len();
+                (n, vec![len], v)
+            } else {
+                (n, s, v)
+            }
+        })
+        .collect();
+    Ok(Trained {
+        tensors,
+        report: RankerReport {
+            config: cfg.clone(),
+            prior: prior_report,
+            train_tasks: train.len(),
+            valid_tasks: valid.len(),
+            best: best.0,
+            epochs: history,
+            baseline_source_benchmark: base_sp(&|t| &t.source_acc),
+            baseline_params: base_sp(&|t| &t.params),
+        },
+    })
+}
+
+/// Folds an input standardisation `x' = (x − μ) / σ` of the first `μ.len()` inputs into a
+/// layer `y = W x' + b` (`W: [out, cols]`), so that `y = W₂ x + b₂` reads the raw inputs.
+pub fn fold_standardisation(w: &mut [f32], b: &mut [f32], cols: usize, mean: &[f32], std: &[f32]) {
+    for (row, bi) in w.chunks_exact_mut(cols).zip(b.iter_mut()) {
+        for j in 0..mean.len() {
+            row[j] /= std[j];
+            *bi -= row[j] * mean[j];
+        }
+    }
+}
+
+fn nan0(v: f64) -> f64 {
+    if v.is_finite() {
+        v
+    } else {
+        0.0
+    }
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// `log(1 + e^x)`, stably: `relu(x) + log(1 + e^−|x|)`.
+fn softplus(x: &Tensor) -> Result<Tensor> {
+    Ok((x.relu()? + ((x.abs()?.neg()?.exp()? + 1.0)?.log()?))?)
+}
+
+/// Targets for a generator that matches a ranker: for every task of `db`, the `top` cells the
+/// engine's predictor scores highest over all 15,625 (exhaustive, one search with `seed` on
+/// the task's feature rows), as records whose `acc` is `100 − rank` (so the best record of a
+/// task is the ranker's favourite). Features and tasks are unchanged.
+pub fn relabel(
+    engine: &crate::search::Engine,
+    db: &MetaDb,
+    top: usize,
+    seed: u64,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<super::metadb::Record>> {
+    let all: Vec<crate::space::Arch> = Nb201Arch::all().map(Into::into).collect();
+    let mut records = Vec::new();
+    for (t, task) in db.tasks.iter().enumerate() {
+        let (mut x, mut labels) = (Vec::new(), Vec::new());
+        for (k, &c) in task.classes.iter().enumerate() {
+            for r in db.class_rows(c) {
+                x.extend_from_slice(&db.features[r * db.dim..(r + 1) * db.dim]);
+                labels.push(k as u32);
+            }
+        }
+        let data = crate::dataset::Dataset::new(x, db.dim, labels, None)?;
+        let cfg = crate::search::SearchConfig {
+            exhaustive: true,
+            seed,
+            ..crate::search::SearchConfig::default()
+        };
+        let scores = engine.score(&data, &all, &cfg)?;
+        let mut order: Vec<usize> = (0..scores.len()).collect();
+        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+        for (rank, &c) in order.iter().take(top).enumerate() {
+            records.push(super::metadb::Record {
+                task: t,
+                arch: Nb201Arch::from_code(c).expect("code in range").to_string(),
+                acc: 100.0 - rank as f64,
+                train_acc: None,
+            });
+        }
+        progress(t + 1, db.tasks.len());
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folded_standardisation_reads_raw_inputs() {
+        let mut rng = Rng::new(3, 4);
+        let mut r = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.normal() as f32).collect() };
+        let (out, cols, std_cols) = (5, 7, 4);
+        let (w, b, x) = (r(out * cols), r(out), r(cols));
+        let mean = r(std_cols);
+        let std: Vec<f32> = r(std_cols).iter().map(|v| 0.5 + v.abs()).collect();
+        // the layer on standardised inputs, computed directly
+        let xs: Vec<f32> = (0..cols)
+            .map(|j| {
+                if j < std_cols {
+                    (x[j] - mean[j]) / std[j]
+                } else {
+                    x[j]
+                }
+            })
+            .collect();
+        let want: Vec<f32> = (0..out)
+            .map(|o| b[o] + (0..cols).map(|j| w[o * cols + j] * xs[j]).sum::<f32>())
+            .collect();
+        let (mut w2, mut b2) = (w.clone(), b.clone());
+        fold_standardisation(&mut w2, &mut b2, cols, &mean, &std);
+        for o in 0..out {
+            let got = b2[o] + (0..cols).map(|j| w2[o * cols + j] * x[j]).sum::<f32>();
+            assert!((got - want[o]).abs() < 1e-4, "{got} vs {}", want[o]);
+        }
+    }
+
+    #[test]
+    fn one_hot_matches_the_cell_prior_layout() {
+        let a: Nb201Arch =
+            "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|"
+                .parse()
+                .unwrap();
+        let x = one_hot(&a);
+        // vertex k+1 has type 2 + op; the prior reads input k * 5 + (type - 2)
+        let g = a.to_graph();
+        for k in 0..6 {
+            let t = g.types[k + 1] as usize - 2;
+            assert_eq!(x[k * 5 + t], 1.0);
+            assert_eq!(x[k * 5..k * 5 + 5].iter().sum::<f32>(), 1.0);
+        }
+    }
+}
