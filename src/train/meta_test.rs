@@ -109,6 +109,9 @@ pub struct MethodSummary {
     pub max: f64,
     /// Seeds at which our best-of-top shortlist is at least as good as this method's pick.
     pub ours_at_least_as_good: usize,
+    /// Seeds at which our top-1 is at least as good as this method's pick.
+    #[serde(default)]
+    pub ours_top1_at_least_as_good: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -122,6 +125,9 @@ pub struct Summary {
     pub generated_best_mean: f64,
     /// The benchmark's best accuracy, for reference.
     pub optimum: f64,
+    /// Spearman over every cell of the cheap rankers (FLOPs, params, the source benchmark)
+    /// with the ground truth.
+    pub ranker_spearman: Vec<(String, f64)>,
 }
 
 /// The benchmark column used as ground truth.
@@ -244,6 +250,8 @@ pub fn run(
         )?;
         let predictor_spearman =
             crate::stats::spearman(&acc, &scores.iter().map(|&s| s as f64).collect::<Vec<_>>());
+
+        picks.extend(cheap_picks(table, cfg.top)?);
 
         // random search
         let random = random_cells(&mut rng, cfg.random);
@@ -396,6 +404,62 @@ fn read_naswot_cache(path: &Path) -> Result<HashMap<String, Vec<Option<f64>>>> {
     Ok(map)
 }
 
+/// The cheap, data-independent rankers a NAS reviewer asks for: FLOPs, parameters, and the
+/// source benchmark (NAS-Bench-201's ImageNet16-120 accuracies, which the ranker's cell prior
+/// is trained on). Each as `(name, score of every cell in code order)`.
+pub fn cheap_rankers(table: &Nb201Table) -> Result<Vec<(&'static str, Vec<f64>)>> {
+    let net = crate::space::Nb201Net::default();
+    let costs: Vec<crate::space::Cost> = Nb201Arch::all().map(|a| a.cost(&net)).collect();
+    let in16: Vec<f64> = Nb201Arch::all()
+        .map(|a| {
+            table.get(&a).map(|e| e.imagenet16_120).ok_or_else(|| {
+                Error::invalid(format!("the NAS-Bench-201 table has no row for {a}"))
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(vec![
+        ("max FLOPs", costs.iter().map(|c| c.flops as f64).collect()),
+        (
+            "max params",
+            costs.iter().map(|c| c.params as f64).collect(),
+        ),
+        ("ImageNet16-120 table", in16),
+    ])
+}
+
+/// The picks of [`cheap_rankers`]: each one's top cell, and the source benchmark's best of
+/// its top `top` too (ties broken by the lower cell code).
+fn cheap_picks(table: &Nb201Table, top: usize) -> Result<Vec<Pick>> {
+    let acc = truth(table)?;
+    let mut picks = Vec::new();
+    for (name, score) in cheap_rankers(table)? {
+        let mut order: Vec<usize> = (0..NUM_ARCHS).collect();
+        order.sort_by(|&a, &b| score[b].total_cmp(&score[a]).then(a.cmp(&b)));
+        let cell = |c: usize| Nb201Arch::from_code(c).expect("code in range").to_string();
+        picks.push(Pick {
+            method: if name.starts_with("max") {
+                name.to_string()
+            } else {
+                format!("{name} top-1")
+            },
+            arch: cell(order[0]),
+            acc: acc[order[0]],
+        });
+        if !name.starts_with("max") {
+            let best = order[..top.min(NUM_ARCHS)]
+                .iter()
+                .copied()
+                .fold(order[0], |b, c| if acc[c] > acc[b] { c } else { b });
+            picks.push(Pick {
+                method: format!("{name} best of top-{top}"),
+                arch: cell(best),
+                acc: acc[best],
+            });
+        }
+    }
+    Ok(picks)
+}
+
 fn random_cells(rng: &mut Rng, n: usize) -> Vec<Nb201Arch> {
     let (mut scratch, mut pick) = (Vec::new(), Vec::new());
     rng.sample_without_replacement(NUM_ARCHS, n.min(NUM_ARCHS), &mut scratch, &mut pick);
@@ -411,6 +475,7 @@ pub fn summarize(results: &[SeedResult], table: &Nb201Table) -> Result<Summary> 
         .map(|r| r.picks.iter().map(|p| p.method.clone()).collect())
         .unwrap_or_default();
     let ours = |r: &SeedResult| r.picks.get(1).map(|p| p.acc).unwrap_or(f64::NAN);
+    let ours1 = |r: &SeedResult| r.picks.first().map(|p| p.acc).unwrap_or(f64::NAN);
     let methods = methods
         .iter()
         .enumerate()
@@ -424,6 +489,10 @@ pub fn summarize(results: &[SeedResult], table: &Nb201Table) -> Result<Summary> 
                 min: v.iter().copied().fold(f64::INFINITY, f64::min),
                 max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
                 ours_at_least_as_good: results.iter().filter(|r| ours(r) >= r.picks[k].acc).count(),
+                ours_top1_at_least_as_good: results
+                    .iter()
+                    .filter(|r| ours1(r) >= r.picks[k].acc)
+                    .count(),
             }
         })
         .collect();
@@ -442,7 +511,52 @@ pub fn summarize(results: &[SeedResult], table: &Nb201Table) -> Result<Summary> 
         )
         .0,
         optimum,
+        ranker_spearman: {
+            let acc = truth(table)?;
+            cheap_rankers(table)?
+                .into_iter()
+                .map(|(n, v)| (n.to_string(), crate::stats::spearman(&acc, &v)))
+                .collect()
+        },
     })
+}
+
+/// The summary as a Markdown table: every method's mean, spread and the seeds at which our
+/// top-1 and our best-of-top shortlist are at least as good; then the rankers' Spearman.
+pub fn markdown(summary: &Summary) -> String {
+    let n = summary.seeds;
+    let mut t = format!(
+        "| method | mean | std | min | max | seeds our top-1 >= it | seeds our best-of-top >= it |\n|---|---|---|---|---|---|---|\n"
+    );
+    for m in &summary.methods {
+        t += &format!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {}/{n} | {}/{n} |\n",
+            m.method,
+            m.mean,
+            m.std,
+            m.min,
+            m.max,
+            m.ours_top1_at_least_as_good,
+            m.ours_at_least_as_good
+        );
+    }
+    t += &format!(
+        "| *best of all generated candidates (perfect ranking)* | {:.2} | | | | | |\n\n",
+        summary.generated_best_mean
+    );
+    t += "| ranker | Spearman with the benchmark over all 15,625 cells |\n|---|---|\n";
+    t += &format!(
+        "| ours (predictor) | {:.3} (std over seeds {:.1e}) |\n",
+        summary.predictor_spearman_mean, summary.predictor_spearman_std
+    );
+    for (name, sp) in &summary.ranker_spearman {
+        t += &format!("| {name} | {sp:.3} |\n");
+    }
+    t += &format!(
+        "\nSearch (generation and ranking): median {:.1} ms. Benchmark optimum {:.2}.\n",
+        summary.search_ms_median, summary.optimum
+    );
+    t
 }
 
 /// A strip plot: each method's pick at every seed, its mean, and the benchmark optimum.
@@ -479,7 +593,10 @@ pub fn strip_svg(results: &[SeedResult], summary: &Summary, title: &str) -> Stri
         summary.optimum + 0.08,
         &format!("benchmark optimum {:.2}", summary.optimum),
     );
-    let colors = ["#d62728", "#1f77b4", "#7f7f7f", "#2ca02c", "#9467bd"];
+    let colors = [
+        "#d62728", "#1f77b4", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#ff7f0e", "#7f7f7f",
+        "#2ca02c", "#9467bd",
+    ];
     for (i, m) in summary.methods.iter().enumerate() {
         let c = colors[i % colors.len()];
         for (j, r) in results.iter().enumerate() {
