@@ -194,6 +194,10 @@ fn importer_errors_name_the_file_and_write_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn truncated_official_checkpoint() {
     let shared = need_shared!();
     let b = std::fs::read(shared.join("parity/nb201/generator_ckpt.pt")).unwrap();

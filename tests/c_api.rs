@@ -118,6 +118,10 @@ fn run(f: &Fixture, bin: &str, wrapper: &[&str]) -> (bool, String, String) {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn c_example_prints_the_top_five() {
     let shared = need_shared!();
     let f = fixture(&shared);
@@ -139,6 +143,10 @@ fn c_example_prints_the_top_five() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn c_threads_agree_with_sequential_runs() {
     let shared = need_shared!();
     let (ok, out, err) = run(fixture(&shared), "threads", &[]);
@@ -149,6 +157,10 @@ fn c_threads_agree_with_sequential_runs() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn c_bad_input_gives_statuses_and_messages() {
     let shared = need_shared!();
     let f = fixture(&shared);
@@ -160,6 +172,10 @@ fn c_bad_input_gives_statuses_and_messages() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn c_bad_input_under_valgrind() {
     let shared = need_shared!();
     if Command::new("valgrind").arg("--version").output().is_err() {

@@ -39,6 +39,10 @@ fn nhwc(x: &[f32], i: usize, h: usize, w: usize) -> Vec<f32> {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn backbone_matches_the_pytorch_reference() {
     let shared = need_shared!();
     let dir = shared.join("parity/effnet-lite0");
@@ -75,6 +79,10 @@ fn backbone_matches_the_pytorch_reference() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn real_photos_from_jpeg_are_recognised() {
     let shared = need_shared!();
     let dir = shared.join("parity/effnet-lite0");

@@ -65,6 +65,10 @@ fn png_header_claiming_more_pixels_than_the_file_can_hold() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn jpeg_header_claiming_more_pixels_than_the_file_can_hold() {
     let shared = need_shared!();
     let good = std::fs::read(shared.join("parity/effnet-lite0/cifar_cat.jpg")).unwrap();

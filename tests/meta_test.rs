@@ -12,6 +12,10 @@ use metad2a::train::cell_net::NetConfig;
 use metad2a::train::meta_test::{self, MetaTestConfig};
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn reports_table_accuracies_and_reuses_cached_naswot_scores() {
     let shared = need_shared!();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

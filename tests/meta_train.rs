@@ -74,6 +74,10 @@ fn check_grad(
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn generator_losses_and_gradients_match_the_official_code() {
     let shared = need_shared!();
     let b = batch(&shared);
@@ -106,6 +110,10 @@ fn generator_losses_and_gradients_match_the_official_code() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn predictor_loss_and_gradients_match_the_official_code() {
     let shared = need_shared!();
     let b = batch(&shared);

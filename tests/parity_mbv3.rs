@@ -58,12 +58,20 @@ fn models(fx: &Fixture) -> (Generator, Predictor) {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn importer_reproduces_the_reference_tensors() {
     let shared = need_shared!();
     Fixture::load(&shared, "mbv3").check_import(Space::Mbv3);
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn sizes_match_the_official_inventory() {
     let shared = need_shared!();
     let fx = Fixture::load(&shared, "mbv3");
@@ -80,6 +88,10 @@ fn sizes_match_the_official_inventory() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn vertex_types_of_the_probe_archs_match() {
     let shared = need_shared!();
     let fx = Fixture::load(&shared, "mbv3");
@@ -93,6 +105,10 @@ fn vertex_types_of_the_probe_archs_match() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn embeddings_and_predictions_match_in_f32() {
     let shared = need_shared!();
     let fx = Fixture::load(&shared, "mbv3");
@@ -149,6 +165,10 @@ fn embeddings_and_predictions_match_in_f32() {
 /// Argmax decodes from each dataset's latent (computed here) and from each recorded `z` equal
 /// the official ones: types, edges and the verdict (architecture or invalid).
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn argmax_decodes_match_exactly() {
     let shared = need_shared!();
     let fx = Fixture::load(&shared, "mbv3");
@@ -198,6 +218,10 @@ fn argmax_decodes_match_exactly() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn f16_weights_stay_close() {
     let shared = need_shared!();
     let fx = Fixture::load(&shared, "mbv3");

@@ -118,12 +118,20 @@ fn types_of(v: &Value) -> Vec<u8> {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn importer_reproduces_the_reference_tensors() {
     let shared = need_shared!();
     Fixture::load(&shared, "nb201").check_import(metad2a::space::Space::Nb201);
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn embeddings_and_predictions_match_in_f32() {
     let shared = need_shared!();
     let fx = Fixture::load(&shared, "nb201");
@@ -134,6 +142,10 @@ fn embeddings_and_predictions_match_in_f32() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn generator_graph_encoder_matches() {
     let shared = need_shared!();
     let fx = Fixture::load(&shared, "nb201");
@@ -150,6 +162,10 @@ fn generator_graph_encoder_matches() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn argmax_decodes_match_exactly() {
     let shared = need_shared!();
     let fx = Fixture::load(&shared, "nb201");
@@ -242,6 +258,10 @@ fn stochastic_check(fx: &Fixture, g: &Generator) -> f64 {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn stochastic_decodes_match_official_statistics() {
     let shared = need_shared!();
     let fx = Fixture::load(&shared, "nb201");
@@ -250,6 +270,10 @@ fn stochastic_decodes_match_official_statistics() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn stochastic_decoding_is_deterministic_by_seed_and_independent_of_batching() {
     let shared = need_shared!();
     let fx = Fixture::load(&shared, "nb201");
@@ -288,6 +312,10 @@ fn stochastic_decoding_is_deterministic_by_seed_and_independent_of_batching() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn f16_weights_stay_close() {
     let shared = need_shared!();
     let fx = Fixture::load(&shared, "nb201");

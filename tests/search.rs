@@ -84,6 +84,10 @@ fn key(r: &metad2a::SearchReport) -> Vec<(String, u32)> {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn same_seed_same_result_other_seed_other_result() {
     let shared = need_shared!();
     let (e, data) = (engine(&shared), wider_data(&shared));
@@ -96,6 +100,10 @@ fn same_seed_same_result_other_seed_other_result() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn candidates_are_valid_unique_and_ranked() {
     let shared = need_shared!();
     let (e, data) = (engine(&shared), wider_data(&shared));
@@ -137,6 +145,10 @@ fn candidates_are_valid_unique_and_ranked() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn exhaustive_scores_equal_the_recorded_predictor_outputs() {
     let shared = need_shared!();
     let e = engine(&shared);
@@ -185,6 +197,10 @@ fn exhaustive_scores_equal_the_recorded_predictor_outputs() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn graph_cache_equals_direct_embeddings() {
     let shared = need_shared!();
     let e = engine(&shared);
@@ -200,6 +216,10 @@ fn graph_cache_equals_direct_embeddings() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn budgets_filter_candidates() {
     let shared = need_shared!();
     let (e, data) = (engine(&shared), wider_data(&shared));
@@ -233,6 +253,10 @@ fn budgets_filter_candidates() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn cap_on_decoded_graphs_is_reported() {
     let shared = need_shared!();
     let (e, data) = (engine(&shared), wider_data(&shared));
@@ -257,6 +281,10 @@ fn cap_on_decoded_graphs_is_reported() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn concurrent_searches_equal_sequential_ones() {
     let shared = need_shared!();
     let (e, data) = (engine(&shared), wider_data(&shared));
@@ -274,6 +302,10 @@ fn concurrent_searches_equal_sequential_ones() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn decoding_several_batches_at_once_changes_nothing() {
     let shared = need_shared!();
     let data = wider_data(&shared);
@@ -300,6 +332,10 @@ fn decoding_several_batches_at_once_changes_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn bad_datasets_are_refused() {
     let shared = need_shared!();
     let e = engine(&shared);
@@ -459,6 +495,10 @@ fn bad_feature_files_are_refused() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn engine_load_detects_damaged_directories() {
     let shared = need_shared!();
     let src = weights(&shared);
@@ -533,6 +573,10 @@ fn engine_load_detects_damaged_directories() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn cli_search_json_and_table() {
     let shared = need_shared!();
     let dir = weights(&shared);

@@ -63,6 +63,10 @@ fn cfg(seed: u64) -> SearchConfig {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn mbv3_search_gives_valid_ranked_subnets_in_both_forms() {
     let shared = need_shared!();
     let e = Engine::load(weights(&shared, "mbv3")).unwrap();
@@ -117,6 +121,10 @@ fn mbv3_search_gives_valid_ranked_subnets_in_both_forms() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn mbv3_budgets_and_unsupported_modes() {
     let shared = need_shared!();
     let e = Engine::load(weights(&shared, "mbv3")).unwrap();
@@ -187,6 +195,10 @@ fn run_score(
 }
 
 #[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
 fn score_command_ranks_given_architectures_in_both_spaces() {
     let shared = need_shared!();
     let dir = common::temp_dir("score-cli");
