@@ -174,6 +174,21 @@ fn tensors_of(p: &Params) -> Result<Vec<NamedTensor>> {
     p.values()
 }
 
+/// Training keeps biases as `[1, out]` rows; the runtime reads `[out]` vectors.
+fn runtime_shapes(tensors: Vec<NamedTensor>) -> Vec<NamedTensor> {
+    tensors
+        .into_iter()
+        .map(|(n, s, v)| {
+            if n.ends_with(".bias") {
+                let len = v.len();
+                (n, vec![len], v)
+            } else {
+                (n, s, v)
+            }
+        })
+        .collect()
+}
+
 /// All cells in a seeded random order; the first tenth is held out of the prior's fit and
 /// serves to check that the head keeps the ranking faithful to long training.
 pub fn cell_split(seed: u64) -> Vec<usize> {
@@ -263,19 +278,7 @@ pub fn train_prior(
         heldout_cells: heldout,
         seconds: t0.elapsed().as_secs_f64(),
     };
-    // the runtime reads biases as [out] vectors
-    let tensors = tensors_of(&params)?
-        .into_iter()
-        .map(|(n, s, v)| {
-            if n.ends_with(".bias") {
-                let len = v.len();
-                (n, vec![len], v)
-            } else {
-                (n, s, v)
-            }
-        })
-        .collect();
-    Ok((tensors, all, report))
+    Ok((runtime_shapes(tensors_of(&params)?), all, report))
 }
 
 /// One task's data for the head: its set-sample embeddings and its records.
@@ -609,19 +612,8 @@ pub fn train_head(
     let mut bias = best_tensors[b].2.clone();
     fold_standardisation(&mut best_tensors[w].2, &mut bias, dd + nz, &d_mean, &d_std);
     best_tensors[b].2 = bias;
-    let tensors = best_tensors
-        .into_iter()
-        .map(|(n, s, v)| {
-            if n.ends_with(".bias") {
-                let len = v.len();
-                (n, vec![len], v)
-            } else {
-                (n, s, v)
-            }
-        })
-        .collect();
     Ok(Trained {
-        tensors,
+        tensors: runtime_shapes(best_tensors),
         report: RankerReport {
             config: cfg.clone(),
             prior: prior_report,
