@@ -5,6 +5,9 @@
 //! Datasets have 20 rows per class (the meta-test protocol: every set sample is then the same
 //! set) and, at CIFAR-10 shape, also 100 rows per class (every set sample distinct).
 //!
+//! `search-shipped`: the default weights (`weights/nb201-lite0-ranker`) on the committed example
+//! images, load, search and exhaustive scoring.
+//!
 //! `search-mbv3`: the MobileNetV3 space with the fixture's official-size models (512-d), CIFAR-10
 //! shape (10 classes x 100 rows), 200 candidates, 10 resamples. The fixture's briefly trained
 //! generator repeats itself (a few dozen distinct subnets in thousands of decodes), so the
@@ -18,6 +21,52 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use metad2a::{Engine, SearchConfig};
+
+/// The shipped default weights on the committed example images (10 classes x 20 images, the
+/// CIFAR-10 meta-test shape with real 1280-d backbone features).
+fn bench_shipped(c: &mut Criterion) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("weights/nb201-lite0-ranker");
+    let imgs = metad2a::features::readers::read_folder(
+        &root.join("examples/data/fashion-mnist"),
+        None,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let fx = metad2a::features::FeatureExtractor::builtin(160).unwrap();
+    let data = metad2a::Dataset::new(
+        fx.extract(&imgs.images, &mut |_, _| {}),
+        metad2a::features::FEATURE_DIM,
+        imgs.labels.clone(),
+        None,
+    )
+    .unwrap();
+    let mut g = c.benchmark_group("search-shipped");
+    g.sample_size(20)
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_secs(1));
+    g.bench_function("load", |b| b.iter(|| Engine::load(&dir).unwrap()));
+    let engine = Engine::load(&dir).unwrap();
+    let cfg = SearchConfig::default();
+    let (archs, counts, _) = engine.generate(&data, &cfg).unwrap();
+    eprintln!(
+        "shipped c10-20pc: {} candidates from {} decoded graphs",
+        archs.len(),
+        counts.decoded
+    );
+    g.bench_function("c10-20pc/end_to_end", |b| {
+        b.iter(|| engine.search(&data, &cfg).unwrap())
+    });
+    let ex = SearchConfig {
+        exhaustive: true,
+        ..SearchConfig::default()
+    };
+    engine.search(&data, &ex).unwrap(); // warm the all-cell caches
+    g.bench_function("c10-20pc/exhaustive", |b| {
+        b.iter(|| engine.search(&data, &ex).unwrap())
+    });
+    g.finish();
+}
 
 fn bench_search(c: &mut Criterion) {
     let shared = common::shared();
@@ -137,5 +186,5 @@ fn bench_gpu(c: &mut Criterion) {
 #[cfg(not(feature = "cuda"))]
 fn bench_gpu(_: &mut Criterion) {}
 
-criterion_group!(benches, bench_search, bench_mbv3, bench_gpu);
+criterion_group!(benches, bench_shipped, bench_search, bench_mbv3, bench_gpu);
 criterion_main!(benches);

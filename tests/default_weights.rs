@@ -1,11 +1,15 @@
-//! The shipped default weights `weights/nb201-lite0`: they load (which checks both model files
-//! against the manifest's sha256), their manifest names the meta-database files they were
-//! trained on with those files' current sha256, and README's main command (a search on the
-//! committed example images with no --weights) runs on them.
+//! The shipped weights: `weights/nb201-lite0` (the official objectives, the ranker's base) and
+//! `weights/nb201-lite0-ranker` (the default): they load (which checks both model files
+//! against the manifest's sha256), their manifests name the files they were trained on with
+//! those files' current sha256, and README's main command (a search on the committed example
+//! images with no --weights) runs on the default.
 
 mod common;
 
 use std::path::Path;
+
+/// The weights the CLI uses when --weights is not given.
+const DEFAULT: &str = "weights/nb201-lite0-ranker";
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -66,5 +70,116 @@ fn readme_main_command_searches_the_example_images() {
             .unwrap()
             .parse::<metad2a::space::Nb201Arch>()
             .unwrap();
+    }
+    // Golden value: the default weights' pick for the example images (recorded when the
+    // weights were made; its score leads the second cell's by 0.027, far above rounding).
+    assert_eq!(
+        c[0]["arch"],
+        "|nor_conv_1x1~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_1x1~0|nor_conv_3x3~1|nor_conv_1x1~2|"
+    );
+}
+
+/// The ranker weights README's main command uses: a cell prior over the base predictor, whose
+/// manifest names the meta-database and the NAS-Bench-201 table it was trained on.
+#[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
+fn ranker_weights_name_their_training_data_and_have_a_cell_prior() {
+    let shared = need_shared!();
+    let dir = root().join(DEFAULT);
+    let engine = metad2a::Engine::load(&dir).unwrap();
+    engine.verify().unwrap();
+    assert!(engine.predictor.cell_prior.is_some());
+    let m = metad2a::weights::Manifest::read(&dir).unwrap();
+    let p = &m.provenance;
+    assert!(p.command.contains("train generator") && p.command.contains("train ranker"));
+    assert!(p.data.contains("ImageNet16-120"), "{}", p.data);
+    let table = shared.join("data/nb201/nats_bench.csv");
+    for i in &p.inputs {
+        let path = if i.path.ends_with("nats_bench.csv") {
+            table.clone()
+        } else {
+            root().join(&i.path)
+        };
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len() as u64, i.bytes, "{}", i.path);
+        assert_eq!(metad2a::weights::sha256_hex(&bytes), i.sha256, "{}", i.path);
+    }
+    assert_eq!(p.inputs.len(), 4);
+}
+
+/// The example images' feature rows with the built-in backbone, and their labels.
+fn example_rows() -> (Vec<f32>, Vec<u32>) {
+    let imgs = metad2a::features::readers::read_folder(
+        &root().join("examples/data/fashion-mnist"),
+        None,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let fx = metad2a::features::FeatureExtractor::builtin(160).unwrap();
+    (fx.extract(&imgs.images, &mut |_, _| {}), imgs.labels)
+}
+
+fn example_data() -> metad2a::Dataset {
+    let (x, labels) = example_rows();
+    metad2a::Dataset::new(x, metad2a::features::FEATURE_DIM, labels, None).unwrap()
+}
+
+/// The cell prior enters both scoring paths alike: the exhaustive one (graph cache, the prior
+/// of every cell computed once) and the one for given candidates (graphs encoded, the prior
+/// added per graph); and the scores differ from the head alone by exactly the prior.
+#[test]
+fn both_scoring_paths_add_the_same_cell_prior() {
+    let engine = metad2a::Engine::load(root().join(DEFAULT)).unwrap();
+    let prior = engine.predictor.cell_prior.as_ref().unwrap();
+    let data = example_data();
+    let archs: Vec<metad2a::space::Arch> = (0..15_625)
+        .step_by(61)
+        .map(|c| metad2a::space::Nb201Arch::from_code(c).unwrap().into())
+        .collect();
+    let cfg = metad2a::SearchConfig::default();
+    let direct = engine.score(&data, &archs, &cfg).unwrap();
+    let cached = engine
+        .score(
+            &data,
+            &archs,
+            &metad2a::SearchConfig {
+                exhaustive: true,
+                ..cfg.clone()
+            },
+        )
+        .unwrap();
+    let mut spread = 0.0f32;
+    for ((a, d), c) in archs.iter().zip(&direct).zip(&cached) {
+        assert!((d - c).abs() <= 1e-5 * d.abs().max(1.0), "{a}: {d} vs {c}");
+        spread = spread.max(prior.score(&a.to_graph()).abs());
+    }
+    assert!(spread > 0.1, "the prior is not flat: {spread}");
+    // The example has exactly 20 images per class, so every set sample is the same set: the
+    // score is the official head on that one embedding plus the prior.
+    let (x, labels) = example_rows();
+    let dim = metad2a::features::FEATURE_DIM;
+    let mut rows = Vec::new();
+    for k in 0..10u32 {
+        for (i, _) in labels.iter().enumerate().filter(|(_, &l)| l == k) {
+            rows.extend_from_slice(&x[i * dim..(i + 1) * dim]);
+        }
+    }
+    let d = engine
+        .predictor
+        .dataset_embedding(&rows, 1, 10, 20)
+        .unwrap();
+    let head = engine
+        .predictor
+        .predict(&d, &engine.graph_embeddings(&archs).unwrap())
+        .unwrap();
+    for ((a, h), c) in archs.iter().zip(&head).zip(&cached) {
+        let want = h + prior.score(&a.to_graph());
+        assert!(
+            (want - c).abs() <= 1e-5 * c.abs().max(1.0),
+            "{a}: {want} vs {c}"
+        );
     }
 }

@@ -63,11 +63,32 @@ fn reports_table_accuracies_and_reuses_cached_naswot_scores() {
         [
             "ours top-1",
             "ours best of top-30",
+            "max FLOPs",
+            "max params",
+            "ImageNet16-120 table top-1",
+            "ImageNet16-120 table best of top-30",
             "random-30",
             "NASWOT-2",
             "NASWOT-4"
         ]
     );
+    // the cheap baselines, found here by a plain scan of the table
+    let conv3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|";
+    assert_eq!(r.picks[2].arch, conv3);
+    assert_eq!(r.picks[3].arch, conv3);
+    let all: Vec<Nb201Arch> = Nb201Arch::all().collect();
+    let in16 = |a: &Nb201Arch| table.get(a).unwrap().imagenet16_120;
+    let best_in16 = all
+        .iter()
+        .copied()
+        .reduce(|b, a| if in16(&a) > in16(&b) { a } else { b })
+        .unwrap();
+    assert_eq!(r.picks[4].arch, best_in16.to_string());
+    let mut by_in16 = all.clone();
+    by_in16.sort_by(|a, b| in16(b).total_cmp(&in16(a)));
+    let c10 = |a: &Nb201Arch| table.get(a).unwrap().cifar10;
+    let best_of_30 = by_in16[..30].iter().map(c10).fold(f64::MIN, f64::max);
+    assert_eq!(r.picks[5].acc, best_of_30);
     for p in &r.picks {
         let a: Nb201Arch = p.arch.parse().unwrap();
         assert_eq!(p.acc, table.get(&a).unwrap().cifar10, "{}", p.method);

@@ -319,7 +319,7 @@ fn score(a: ScoreArgs) -> metad2a::Result<()> {
 #[derive(Args)]
 struct WeightsArg {
     /// Weights directory (manifest.json + safetensors) [default: $METAD2A_WEIGHTS, else the
-    /// built-in weights/nb201-lite0].
+    /// built-in weights/nb201-lite0-ranker].
     #[arg(long, value_name = "DIR")]
     weights: Option<PathBuf>,
 }
@@ -332,7 +332,7 @@ impl WeightsArg {
         if let Some(d) = std::env::var_os("METAD2A_WEIGHTS") {
             return Ok(PathBuf::from(d));
         }
-        let builtin = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/nb201-lite0");
+        let builtin = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/nb201-lite0-ranker");
         if builtin.join("manifest.json").is_file() {
             return Ok(builtin);
         }
