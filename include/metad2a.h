@@ -223,7 +223,7 @@ enum metad2a_status metad2a_search(const struct metad2a_engine *engine,
                                    struct metad2a_result **out);
 
 /*
- Loads a feature file (safetensors with `features` [N, D] and `labels` [N]; see README).
+ Loads a feature file (safetensors with `features` `[N, D]` and `labels` `[N]`; see README).
 
  # Safety
  `path` is a NUL-terminated path; `out` is writable.

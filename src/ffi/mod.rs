@@ -410,7 +410,7 @@ pub unsafe extern "C" fn metad2a_search(
     })
 }
 
-/// Loads a feature file (safetensors with `features` [N, D] and `labels` [N]; see README).
+/// Loads a feature file (safetensors with `features` `[N, D]` and `labels` `[N]`; see README).
 ///
 /// # Safety
 /// `path` is a NUL-terminated path; `out` is writable.

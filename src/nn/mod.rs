@@ -1,6 +1,6 @@
 //! Building blocks on row-major f32 slices: fused CPU kernels for the MAB/SAB/PMA set-attention
 //! blocks, the GRU step and the gated message sums, plus composed candle references
-//! ([`reference`]) that tests compare them against.
+//! ([`mod@reference`]) that tests compare them against.
 
 pub mod gated;
 pub mod gru;

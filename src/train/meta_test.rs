@@ -525,9 +525,8 @@ pub fn summarize(results: &[SeedResult], table: &Nb201Table) -> Result<Summary> 
 /// top-1 and our best-of-top shortlist are at least as good; then the rankers' Spearman.
 pub fn markdown(summary: &Summary) -> String {
     let n = summary.seeds;
-    let mut t = format!(
-        "| method | mean | std | min | max | seeds our top-1 >= it | seeds our best-of-top >= it |\n|---|---|---|---|---|---|---|\n"
-    );
+    let mut t = "| method | mean | std | min | max | seeds our top-1 >= it | seeds our best-of-top >= it |\n|---|---|---|---|---|---|---|\n"
+        .to_string();
     for m in &summary.methods {
         t += &format!(
             "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {}/{n} | {}/{n} |\n",

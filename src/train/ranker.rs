@@ -192,7 +192,7 @@ fn runtime_shapes(tensors: Vec<NamedTensor>) -> Vec<NamedTensor> {
 /// All cells in a seeded random order; the first tenth is held out of the prior's fit and
 /// serves to check that the head keeps the ranking faithful to long training.
 pub fn cell_split(seed: u64) -> Vec<usize> {
-    let mut rng = Rng::new(seed, 0x5350_4c49_54);
+    let mut rng = Rng::new(seed, 0x0053_504c_4954);
     let mut order: Vec<usize> = (0..NUM_ARCHS).collect();
     for i in (1..order.len()).rev() {
         order.swap(i, rng.below(i as u64 + 1) as usize);
@@ -226,7 +226,7 @@ pub fn train_prior(
     let (mean, std) = crate::stats::mean_std(&acc);
     let y: Vec<f32> = acc.iter().map(|a| ((a - mean) / std) as f32).collect();
     let x: Vec<f32> = cells.iter().flat_map(one_hot).collect();
-    let mut rng = Rng::new(cfg.seed, 0x5052_494f_52);
+    let mut rng = Rng::new(cfg.seed, 0x0050_5249_4f52);
     let order = cell_split(cfg.seed);
     let heldout = NUM_ARCHS / 10;
     let (test_idx, train_idx) = order.split_at(heldout);
