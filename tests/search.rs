@@ -530,6 +530,26 @@ fn engine_load_detects_damaged_directories() {
     std::fs::write(&p, &b).unwrap();
     let e = Engine::load(&d).unwrap_err().to_string();
     assert!(
+        e.contains("BLAKE3") && e.contains("changed or damaged"),
+        "{e}"
+    );
+    // a manifest from before BLAKE3 (sha256 only) is checked by its sha256
+    let strip = |d: &std::path::Path| {
+        let p = d.join("manifest.json");
+        let mut m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        for k in ["generator", "predictor"] {
+            assert!(m[k].as_object_mut().unwrap().remove("blake3").is_some());
+        }
+        std::fs::write(&p, serde_json::to_string(&m).unwrap()).unwrap();
+    };
+    let d = copy("sha256-only");
+    strip(&d);
+    Engine::load(&d).unwrap().verify().unwrap();
+    let p = d.join("predictor.safetensors");
+    std::fs::write(&p, &b).unwrap();
+    let e = Engine::load(&d).unwrap_err().to_string();
+    assert!(
         e.contains("sha256") && e.contains("changed or damaged"),
         "{e}"
     );

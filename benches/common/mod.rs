@@ -79,6 +79,7 @@ pub fn random_weights(feat_dim: usize) -> PathBuf {
     let entry = |file: &str, b: &[u8], dims: serde_json::Value| ModelEntry {
         file: file.into(),
         sha256: sha256_hex(b),
+        blake3: Some(metad2a::weights::blake3_hex(b)),
         bytes: b.len() as u64,
         dims,
         dropped: vec![],

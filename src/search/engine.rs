@@ -13,6 +13,7 @@ use crate::rng::Rng;
 use crate::space::nb201::{Nb201Arch, NUM_ARCHS};
 use crate::space::nb201_table::Nb201Table;
 use crate::space::{Arch, Space};
+use crate::weights::manifest::ModelEntry;
 use crate::weights::{Manifest, WeightStore};
 
 /// Generation batches one GPU launch decodes.
@@ -72,13 +73,18 @@ fn check_file_size(dir: &Path, file: &str, bytes: u64) -> Result<()> {
     Ok(())
 }
 
-fn check_sha256(dir: &Path, file: &str, store: &WeightStore, want: &str) -> Result<()> {
-    let got = store.sha256_hex();
-    if got != want {
+/// Checks a model file's content against its manifest entry: its BLAKE3 when the manifest has
+/// one (several times faster), else its sha256.
+fn check_digest(dir: &Path, e: &ModelEntry, store: &WeightStore) -> Result<()> {
+    let (name, got, want) = match &e.blake3 {
+        Some(want) => ("BLAKE3", store.blake3_hex(), want),
+        None => ("sha256", store.sha256_hex(), &e.sha256),
+    };
+    if got != *want {
         return Err(Error::Manifest {
-            file: dir.join(file).display().to_string(),
+            file: dir.join(&e.file).display().to_string(),
             reason: format!(
-                "sha256 is {got}, the manifest says {want}: the file was changed or damaged"
+                "{name} is {got}, the manifest says {want}: the file was changed or damaged"
             ),
         });
     }
@@ -86,7 +92,7 @@ fn check_sha256(dir: &Path, file: &str, store: &WeightStore, want: &str) -> Resu
 }
 
 impl Engine {
-    /// Checks the weights files again against the manifest (size and sha256), e.g. before a
+    /// Checks the weights files again against the manifest (size and checksum), e.g. before a
     /// long run or after the files may have been touched. The engine keeps using what it
     /// loaded either way; an error says the files on disk no longer match it.
     pub fn verify(&self) -> Result<()> {
@@ -95,18 +101,14 @@ impl Engine {
         };
         for e in [&m.generator, &m.predictor] {
             check_file_size(dir, &e.file, e.bytes)?;
-            check_sha256(
-                dir,
-                &e.file,
-                &WeightStore::open(dir.join(&e.file))?,
-                &e.sha256,
-            )?;
+            check_digest(dir, e, &WeightStore::open(dir.join(&e.file))?)?;
         }
         Ok(())
     }
 
     /// Loads a weights directory: `manifest.json`, the two model files (memory-mapped; their
-    /// sizes and sha256 checked against the manifest, every tensor checked by name and shape)
+    /// sizes and checksums (BLAKE3, or sha256 in older manifests) checked against the manifest,
+    /// every tensor checked by name and shape)
     /// and, when present, the graph-embedding cache (checked against its own checksum and bound
     /// to the predictor's).
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
@@ -115,28 +117,30 @@ impl Engine {
         let open = |e: &crate::weights::manifest::ModelEntry| -> Result<WeightStore> {
             check_file_size(dir, &e.file, e.bytes)?;
             let store = WeightStore::open(dir.join(&e.file))?;
-            check_sha256(dir, &e.file, &store, &e.sha256)?;
+            check_digest(dir, e, &store)?;
             Ok(store)
         };
-        // The checksums dominate loading: the generator is checked on a second thread while
-        // this one checks the predictor and the graph cache.
+        // The checksums dominate loading: the generator and the graph cache are checked on a
+        // second thread while this one checks the predictor (whose checksum itself runs on
+        // several threads).
         let cache_path = dir.join(graph_cache::FILE_NAME);
-        let (generator, predictor, graph_cache) = std::thread::scope(|s| -> Result<_> {
-            let generator = s.spawn(|| Generator::load(&open(&manifest.generator)?));
+        let (generator, predictor, cache_store) = std::thread::scope(|s| -> Result<_> {
+            let side = s.spawn(|| {
+                let generator = Generator::load(&open(&manifest.generator)?);
+                let cache = cache_path
+                    .is_file()
+                    .then(|| GraphCache::open_checked(&cache_path, &manifest.predictor.sha256));
+                Ok::<_, Error>((generator?, cache.transpose()?))
+            });
             let predictor = Predictor::load(&open(&manifest.predictor)?);
-            let graph_cache = match &predictor {
-                Ok(p) if cache_path.is_file() => Some(GraphCache::open(
-                    &cache_path,
-                    p.dims.nz,
-                    &manifest.predictor.sha256,
-                )),
-                _ => None,
-            };
-            let generator = generator
+            let (generator, cache) = side
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-            Ok((generator, predictor?, graph_cache.transpose()?))
+            Ok((generator, predictor?, cache))
         })?;
+        let graph_cache = cache_store
+            .map(|s| GraphCache::from_store(&s, predictor.dims.nz))
+            .transpose()?;
         let mut e = Self::from_models(generator, predictor, graph_cache)?;
         if e.space != manifest.space {
             return Err(Error::Manifest {

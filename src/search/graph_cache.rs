@@ -4,8 +4,8 @@
 //! (a few seconds; the graph encoder shares the work of common prefixes and suffixes) and
 //! stored beside the weights as `graph_cache.safetensors`: tensor `embeddings`
 //! `[15625, nz]` f32 in cell-code order (see [`Nb201Arch::code`]), metadata `predictor_sha256`
-//! binding it to the predictor file it was computed from and `embeddings_sha256`, the checksum
-//! of its own content.
+//! binding it to the predictor file it was computed from, and `embeddings_blake3` and
+//! `embeddings_sha256`, checksums of its own content (the first is checked when present).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,8 +17,11 @@ use crate::weights::{Param, WeightStore};
 
 pub const FILE_NAME: &str = "graph_cache.safetensors";
 
-/// Metadata key of the sha256 of the embeddings' bytes (little-endian f32), checked at open.
+/// Metadata key of the sha256 of the embeddings' bytes (little-endian f32), checked at open
+/// when the file has no BLAKE3 of them.
 const CONTENT_SHA256: &str = "embeddings_sha256";
+/// Metadata key of the BLAKE3 of the embeddings' bytes, checked at open when present.
+const CONTENT_BLAKE3: &str = "embeddings_blake3";
 
 /// A loaded cache.
 #[derive(Debug)]
@@ -57,6 +60,7 @@ impl GraphCache {
         let meta = HashMap::from([
             ("predictor_sha256".to_string(), predictor_sha256.to_string()),
             (CONTENT_SHA256.to_string(), crate::weights::sha256_hex(&raw)),
+            (CONTENT_BLAKE3.to_string(), crate::weights::blake3_hex(&raw)),
         ]);
         let bytes = crate::weights::serialize(
             &[(
@@ -74,6 +78,13 @@ impl GraphCache {
     /// Maps a cache file and checks that it belongs to the predictor with sha256
     /// `predictor_sha256` and has `nz` columns.
     pub fn open(path: &Path, nz: usize, predictor_sha256: &str) -> Result<Self> {
+        Self::from_store(&Self::open_checked(path, predictor_sha256)?, nz)
+    }
+
+    /// Maps a cache file and checks that it belongs to the predictor with sha256
+    /// `predictor_sha256` and that its content matches its checksum; the shape is checked by
+    /// [`from_store`](Self::from_store). Needs no model, so it can run beside model loading.
+    pub fn open_checked(path: &Path, predictor_sha256: &str) -> Result<WeightStore> {
         let store = WeightStore::open(path)?;
         let bad = |reason: String| Error::Manifest {
             file: path.display().to_string(),
@@ -88,14 +99,17 @@ impl GraphCache {
             }
             None => return Err(bad("graph cache does not say which predictor it belongs to".into())),
         }
-        let embeddings = store.param("embeddings", &[NUM_ARCHS, nz])?;
-        let sum = crate::weights::sha256_hex(store.raw("embeddings")?);
-        if store.metadata().get(CONTENT_SHA256) != Some(&sum) {
+        let raw = store.raw("embeddings")?;
+        let ok = match store.metadata().get(CONTENT_BLAKE3) {
+            Some(want) => crate::weights::blake3_hex(raw) == *want,
+            None => store.metadata().get(CONTENT_SHA256) == Some(&crate::weights::sha256_hex(raw)),
+        };
+        if !ok {
             return Err(bad(
                 "graph cache content does not match its checksum (damaged or changed); rebuild it with `metad2a cache`".into(),
             ));
         }
-        Ok(GraphCache { embeddings, nz })
+        Ok(store)
     }
 
     /// A cache from an opened store (e.g. bytes embedded in a program), checking only its shape.

@@ -514,6 +514,7 @@ pub fn write_manifest(dir: &Path, from: &TrainedFrom) -> Result<crate::weights::
             ModelEntry {
                 file,
                 sha256: crate::weights::sha256_hex(&bytes),
+                blake3: Some(crate::weights::blake3_hex(&bytes)),
                 bytes: bytes.len() as u64,
                 dims,
                 dropped: unused(kind).iter().map(|p| format!("{p}*")).collect(),

@@ -177,6 +177,7 @@ pub fn import_official(opts: &ImportOptions) -> Result<Manifest> {
         generator: ModelEntry {
             file: gfile.into(),
             sha256: sha256_hex(&gbytes),
+            blake3: Some(super::blake3_hex(&gbytes)),
             bytes: gbytes.len() as u64,
             dims: serde_json::to_value(gd).expect("dims serialise"),
             dropped: gdropped,
@@ -184,6 +185,7 @@ pub fn import_official(opts: &ImportOptions) -> Result<Manifest> {
         predictor: ModelEntry {
             file: pfile.into(),
             sha256: sha256_hex(&pbytes),
+            blake3: Some(super::blake3_hex(&pbytes)),
             bytes: pbytes.len() as u64,
             dims: serde_json::to_value(pd).expect("dims serialise"),
             dropped: pdropped,

@@ -31,6 +31,9 @@ pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 pub struct ModelEntry {
     pub file: String,
     pub sha256: String,
+    /// BLAKE3 of the file; when present, loading checks it instead of the (slower) sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
     pub bytes: u64,
     /// The model sizes, as read from the weights.
     pub dims: serde_json::Value,

@@ -23,6 +23,17 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// Lower-case hex BLAKE3 of a byte string (large inputs are hashed on several threads).
+pub fn blake3_hex(bytes: &[u8]) -> String {
+    let mut h = blake3::Hasher::new();
+    if bytes.len() >= 1 << 20 {
+        h.update_rayon(bytes);
+    } else {
+        h.update(bytes);
+    }
+    h.finalize().to_hex().to_string()
+}
+
 /// Serialises named f32 tensors as a safetensors image, stored as f32 or f16.
 pub fn serialize(
     tensors: &[NamedTensor],

@@ -86,8 +86,11 @@ impl WeightStore {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         // SAFETY: the mapping is read-only. If another process truncates or rewrites the file
         // while it is mapped, reads may see the new bytes or fault (SIGBUS); callers that need to
-        // detect a changed file check the manifest's sha256 (see `weights::manifest`).
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        // detect a changed file check the manifest's checksum (see `weights::manifest`).
+        // `populate` reads the whole file in at once (every byte is checksummed at load anyway),
+        // which costs less than faulting it in page by page.
+        let mmap =
+            unsafe { memmap2::MmapOptions::new().map(&file) }.map_err(|e| Error::io(path, e))?;
         Self::from_backing(path.display().to_string(), Backing::Mapped(mmap))
     }
 
@@ -159,6 +162,11 @@ impl WeightStore {
     /// sha256 of the whole file, as the manifest records it (hashes the mapped bytes).
     pub fn sha256_hex(&self) -> String {
         crate::weights::sha256_hex(self.backing.bytes())
+    }
+
+    /// BLAKE3 of the whole file (see [`crate::weights::blake3_hex`]).
+    pub fn blake3_hex(&self) -> String {
+        crate::weights::blake3_hex(self.backing.bytes())
     }
 
     /// Where the store came from (a path or a caller-given label), for messages.
