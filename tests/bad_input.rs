@@ -226,3 +226,15 @@ fn cli_reports_errors_without_panicking() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// The engine's API is the same with and without feature `cuda`: without it, `use_cuda` says
+/// why and the engine keeps searching on the CPU.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn use_cuda_without_the_feature_is_an_error_not_a_missing_method() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/nb201-lite0-ranker");
+    let mut engine = metad2a::Engine::load(dir).unwrap();
+    let why = engine.use_cuda().unwrap_err();
+    assert!(why.contains("--features cuda"), "{why}");
+    assert!(engine.device_name().is_none());
+}

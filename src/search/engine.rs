@@ -227,11 +227,11 @@ impl Engine {
         Self::from_models(generator, predictor, cache)
     }
 
-    /// Width of the feature rows the engine reads.
     /// Decodes on the first CUDA device from now on (one launch per generation batch, the same
     /// graphs as the CPU decoder from the same random streams). Returns the device's name, or
     /// why it cannot be used; the engine then keeps using the CPU. Call before sharing the
-    /// engine between threads.
+    /// engine between threads. A build without feature `cuda` has the same method, which
+    /// always says so.
     #[cfg(feature = "cuda")]
     pub fn use_cuda(&mut self) -> std::result::Result<String, String> {
         let gpu = crate::cuda::Gpu::open_default()?;
@@ -240,6 +240,13 @@ impl Engine {
         self.device = Some(crate::cuda::DeviceDecoder { gpu, decoder });
         self.decode_lookahead = GPU_LOOKAHEAD_BATCHES;
         Ok(name)
+    }
+
+    /// See the `cuda` build: without feature `cuda` there is no device code, so this says so
+    /// and the engine keeps using the CPU.
+    #[cfg(not(feature = "cuda"))]
+    pub fn use_cuda(&mut self) -> std::result::Result<String, String> {
+        Err("this build has no CUDA support (rebuild with --features cuda)".into())
     }
 
     /// Decodes this many generation batches together (what a GPU engine does); results do not

@@ -475,15 +475,9 @@ fn choose_device(engine: &mut Engine, device: &str) -> metad2a::Result<()> {
     match device {
         "cpu" => Ok(()),
         "cuda" => {
-            #[cfg(feature = "cuda")]
             match engine.use_cuda() {
                 Ok(name) => eprintln!("decoding on {name}"),
                 Err(why) => eprintln!("note: CUDA unavailable ({why}); using the CPU"),
-            }
-            #[cfg(not(feature = "cuda"))]
-            {
-                let _ = engine;
-                eprintln!("note: this build has no CUDA support (build with --features cuda); using the CPU");
             }
             Ok(())
         }
