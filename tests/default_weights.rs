@@ -183,3 +183,31 @@ fn both_scoring_paths_add_the_same_cell_prior() {
         );
     }
 }
+
+/// The program carries its default weights and backbone: run from another folder with no
+/// weights named, it reads nothing from the source tree but the images it is given.
+#[test]
+fn the_program_needs_no_file_from_the_source_tree() {
+    let elsewhere = common::temp_dir("elsewhere");
+    let out = common::output_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_metad2a"))
+            .current_dir(&elsewhere)
+            .env_remove("METAD2A_WEIGHTS")
+            .args(["search", "--json", "--top-k", "1", "--images"])
+            .arg(root().join("examples/data/fashion-mnist")),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["candidates"][0]["arch"],
+        "|nor_conv_1x1~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_1x1~0|nor_conv_3x3~1|nor_conv_1x1~2|"
+    );
+    // `cache` writes into a directory, so it needs one named
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_metad2a"))
+        .current_dir(&elsewhere)
+        .env_remove("METAD2A_WEIGHTS")
+        .arg("cache")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--weights DIR"));
+}

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use metad2a::features::readers::{read_folder, read_idx};
-use metad2a::features::{builtin_dir, FeatureExtractor, Image, BACKBONE_FILE};
+use metad2a::features::{FeatureExtractor, Image, BACKBONE_FILE};
 use metad2a::nn::reference::{to_vec, RefWeights};
 use serde_json::Value;
 
@@ -103,7 +103,9 @@ fn real_photos_from_jpeg_are_recognised() {
 
 #[test]
 fn fast_backbone_matches_the_composed_reference() {
-    let path = builtin_dir().join(BACKBONE_FILE);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("weights/effnet-lite0")
+        .join(BACKBONE_FILE);
     let fx = FeatureExtractor::load(&path, 64).unwrap();
     let r = RefWeights::load(&path).unwrap();
     // a smooth random image, odd size to exercise the asymmetric SAME padding

@@ -9,7 +9,7 @@ pub mod image;
 pub mod readers;
 pub mod reference;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use backbone::{EfficientNetLite0, FEATURE_DIM};
 pub use image::Image;
@@ -25,10 +25,11 @@ pub const DEFAULT_RESOLUTION: usize = 160;
 /// File name of the converted backbone inside its weights directory.
 pub const BACKBONE_FILE: &str = "backbone.safetensors";
 
-/// The built-in backbone directory of a source checkout (`weights/effnet-lite0`).
-pub fn builtin_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/effnet-lite0")
-}
+/// The built-in backbone (`weights/effnet-lite0/backbone.safetensors`, 9.7 MB of f16), compiled
+/// into the library so that an installed program or a library linked on another machine needs
+/// no file from the source tree.
+pub static BUILTIN_BACKBONE: &[u8] =
+    include_bytes!("../../weights/effnet-lite0/backbone.safetensors");
 
 /// Images → pooled backbone features at a fixed input resolution.
 pub struct FeatureExtractor {
@@ -42,21 +43,28 @@ const CHUNK: usize = 32;
 impl FeatureExtractor {
     /// Loads the backbone from a file made by `metad2a convert-backbone`.
     pub fn load(path: &Path, resolution: usize) -> Result<Self> {
+        Self::from_store(&WeightStore::open(path)?, resolution)
+    }
+
+    /// The backbone of an opened store (a file, or bytes in memory).
+    pub fn from_store(store: &WeightStore, resolution: usize) -> Result<Self> {
         if !(16..=1024).contains(&resolution) {
             return Err(Error::invalid(format!(
                 "resolution {resolution} is outside 16..=1024"
             )));
         }
-        let store = WeightStore::open(path)?;
         Ok(FeatureExtractor {
-            net: EfficientNetLite0::load(&store)?,
+            net: EfficientNetLite0::load(store)?,
             resolution,
         })
     }
 
-    /// The built-in backbone (`weights/effnet-lite0/backbone.safetensors`).
+    /// The built-in backbone ([`BUILTIN_BACKBONE`]).
     pub fn builtin(resolution: usize) -> Result<Self> {
-        Self::load(&builtin_dir().join(BACKBONE_FILE), resolution)
+        Self::from_store(
+            &WeightStore::from_static("built-in backbone", BUILTIN_BACKBONE)?,
+            resolution,
+        )
     }
 
     /// Features of `images`, `[n, 1280]`, each image resized to the extractor's resolution.

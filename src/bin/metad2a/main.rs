@@ -264,8 +264,7 @@ fn read_archs(
 }
 
 fn score(a: ScoreArgs) -> metad2a::Result<()> {
-    let dir = a.weights.dir()?;
-    let engine = Engine::load(&dir)?;
+    let (engine, _) = a.weights.engine()?;
     let archs = read_archs(&a.archs, engine.space)?;
     let data = a.data.load()?;
     let cfg = SearchConfig {
@@ -319,26 +318,46 @@ fn score(a: ScoreArgs) -> metad2a::Result<()> {
 #[derive(Args)]
 struct WeightsArg {
     /// Weights directory (manifest.json + safetensors) [default: $METAD2A_WEIGHTS, else the
-    /// built-in weights/nb201-lite0-ranker].
+    /// weights compiled into this program: weights/nb201-lite0-ranker].
     #[arg(long, value_name = "DIR")]
     weights: Option<PathBuf>,
 }
 
+/// The default weights (`weights/nb201-lite0-ranker`), compiled into the program so that an
+/// installed `metad2a` needs no file from the source tree. They were checked against their
+/// manifest when the program was built (`tests/default_weights.rs`).
+mod builtin_weights {
+    pub const NAME: &str = "built-in nb201-lite0-ranker";
+    pub static GENERATOR: &[u8] =
+        include_bytes!("../../../weights/nb201-lite0-ranker/generator.safetensors");
+    pub static PREDICTOR: &[u8] =
+        include_bytes!("../../../weights/nb201-lite0-ranker/predictor.safetensors");
+    pub static GRAPH_CACHE: &[u8] =
+        include_bytes!("../../../weights/nb201-lite0-ranker/graph_cache.safetensors");
+}
+
 impl WeightsArg {
-    fn dir(&self) -> metad2a::Result<PathBuf> {
-        if let Some(d) = &self.weights {
-            return Ok(d.clone());
+    /// The weights directory the user chose: --weights, else $METAD2A_WEIGHTS; `None` means
+    /// the built-in weights.
+    fn dir(&self) -> Option<PathBuf> {
+        self.weights
+            .clone()
+            .or_else(|| std::env::var_os("METAD2A_WEIGHTS").map(PathBuf::from))
+    }
+
+    /// The engine, and what to call its weights in reports.
+    fn engine(&self) -> metad2a::Result<(Engine, String)> {
+        match self.dir() {
+            Some(d) => Ok((Engine::load(&d)?, d.display().to_string())),
+            None => Ok((
+                Engine::from_static(
+                    builtin_weights::GENERATOR,
+                    builtin_weights::PREDICTOR,
+                    Some(builtin_weights::GRAPH_CACHE),
+                )?,
+                builtin_weights::NAME.to_string(),
+            )),
         }
-        if let Some(d) = std::env::var_os("METAD2A_WEIGHTS") {
-            return Ok(PathBuf::from(d));
-        }
-        let builtin = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/nb201-lite0-ranker");
-        if builtin.join("manifest.json").is_file() {
-            return Ok(builtin);
-        }
-        Err(Error::invalid(
-            "no weights given and no built-in weights found: pass --weights DIR (e.g. a directory made by `metad2a import`)",
-        ))
     }
 }
 
@@ -488,8 +507,7 @@ fn choose_device(engine: &mut Engine, device: &str) -> metad2a::Result<()> {
 }
 
 fn search(a: SearchArgs) -> metad2a::Result<()> {
-    let dir = a.weights.dir()?;
-    let mut engine = Engine::load(&dir)?;
+    let (mut engine, weights) = a.weights.engine()?;
     choose_device(&mut engine, &a.device)?;
     let data = a.data.load()?;
     let table = a.nb201.as_ref().map(Nb201Table::load).transpose()?;
@@ -542,16 +560,22 @@ fn search(a: SearchArgs) -> metad2a::Result<()> {
             serde_json::to_string_pretty(&report).expect("report serialises")
         );
     } else {
-        print_report(&report, &engine, &dir, &data, cfg.resamples);
+        print_report(&report, &engine, &weights, &data, cfg.resamples);
     }
     Ok(())
 }
 
-fn print_report(r: &SearchReport, engine: &Engine, dir: &Path, data: &Dataset, resamples: usize) {
+fn print_report(
+    r: &SearchReport,
+    engine: &Engine,
+    weights: &str,
+    data: &Dataset,
+    resamples: usize,
+) {
     let c = &r.counts;
     println!(
         "weights {} ({}), data: {} classes, {} rows of {} features",
-        dir.display(),
+        weights,
         r.space,
         data.num_classes(),
         data.num_rows(),
@@ -737,7 +761,11 @@ fn import(a: ImportArgs) -> metad2a::Result<()> {
 }
 
 fn cache(a: CacheArgs) -> metad2a::Result<()> {
-    let dir = a.weights.dir()?;
+    let dir = a.weights.dir().ok_or_else(|| {
+        Error::invalid(
+            "cache writes into a weights directory: pass --weights DIR (the built-in weights carry their cache)",
+        )
+    })?;
     let mut line = ProgressLine::new();
     Engine::build_graph_cache(&dir, &mut |done, total| {
         line.update(&format!("embedding cells: {done}/{total}"))
