@@ -83,11 +83,6 @@ impl CellPrior {
         }
         dot_tanh(&h, &self.bias, &self.out) + self.out_bias
     }
-
-    /// Priors of many graphs.
-    pub fn scores(&self, graphs: &[Dag]) -> Vec<f32> {
-        graphs.iter().map(|g| self.score(g)).collect()
-    }
 }
 
 #[cfg(test)]

@@ -93,6 +93,18 @@ impl Nb201Table {
         self.by_code[a.code()].as_ref()
     }
 
+    /// One value of every cell's entry (e.g. `|e| e.cifar10`), in cell-code order; an error
+    /// names the first cell the table lacks.
+    pub fn column(&self, value: impl Fn(&Nb201Entry) -> f64) -> Result<Vec<f64>> {
+        Nb201Arch::all()
+            .map(|a| {
+                self.get(&a).map(&value).ok_or_else(|| {
+                    Error::invalid(format!("the NAS-Bench-201 table has no row for {a}"))
+                })
+            })
+            .collect()
+    }
+
     /// Number of cells the table covers.
     pub fn len(&self) -> usize {
         self.by_code.iter().filter(|e| e.is_some()).count()

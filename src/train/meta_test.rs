@@ -132,13 +132,7 @@ pub struct Summary {
 
 /// The benchmark column used as ground truth.
 fn truth(table: &Nb201Table) -> Result<Vec<f64>> {
-    Nb201Arch::all()
-        .map(|a| {
-            table.get(&a).map(|e| e.cifar10).ok_or_else(|| {
-                Error::invalid(format!("the NAS-Bench-201 table has no row for {a}"))
-            })
-        })
-        .collect()
+    table.column(|e| e.cifar10)
 }
 
 /// Runs the meta-test; `log` receives one line per seed.
@@ -180,6 +174,8 @@ pub fn run(
         }
         None => HashMap::new(),
     };
+    // the cheap baselines do not depend on the seed
+    let cheap = cheap_picks(table, cfg.top)?;
     let mut out = Vec::new();
     for &seed in &cfg.seeds {
         let mut rng = Rng::new(seed, 0x7e57);
@@ -251,7 +247,7 @@ pub fn run(
         let predictor_spearman =
             crate::stats::spearman(&acc, &scores.iter().map(|&s| s as f64).collect::<Vec<_>>());
 
-        picks.extend(cheap_picks(table, cfg.top)?);
+        picks.extend(cheap.iter().cloned());
 
         // random search
         let random = random_cells(&mut rng, cfg.random);
@@ -404,26 +400,37 @@ fn read_naswot_cache(path: &Path) -> Result<HashMap<String, Vec<Option<f64>>>> {
     Ok(map)
 }
 
-/// The cheap, data-independent rankers a NAS reviewer asks for: FLOPs, parameters, and the
-/// source benchmark (NAS-Bench-201's ImageNet16-120 accuracies, which the ranker's cell prior
-/// is trained on). Each as `(name, score of every cell in code order)`.
-pub fn cheap_rankers(table: &Nb201Table) -> Result<Vec<(&'static str, Vec<f64>)>> {
+/// A cheap, data-independent ranker: its name, its score of every cell in code order, and
+/// whether the best of its top `top` is reported besides its top-1.
+pub struct CheapRanker {
+    pub name: &'static str,
+    pub scores: Vec<f64>,
+    pub shortlist: bool,
+}
+
+/// The cheap rankers a NAS reviewer asks for: the largest cell by FLOPs and by parameters, and
+/// the source benchmark (NAS-Bench-201's ImageNet16-120 accuracies, which the ranker's cell
+/// prior is trained on).
+pub fn cheap_rankers(table: &Nb201Table) -> Result<Vec<CheapRanker>> {
     let net = crate::space::Nb201Net::default();
     let costs: Vec<crate::space::Cost> = Nb201Arch::all().map(|a| a.cost(&net)).collect();
-    let in16: Vec<f64> = Nb201Arch::all()
-        .map(|a| {
-            table.get(&a).map(|e| e.imagenet16_120).ok_or_else(|| {
-                Error::invalid(format!("the NAS-Bench-201 table has no row for {a}"))
-            })
-        })
-        .collect::<Result<_>>()?;
+    let in16 = super::ranker::source_accuracies(table)?;
     Ok(vec![
-        ("max FLOPs", costs.iter().map(|c| c.flops as f64).collect()),
-        (
-            "max params",
-            costs.iter().map(|c| c.params as f64).collect(),
-        ),
-        ("ImageNet16-120 table", in16),
+        CheapRanker {
+            name: "max FLOPs",
+            scores: costs.iter().map(|c| c.flops as f64).collect(),
+            shortlist: false,
+        },
+        CheapRanker {
+            name: "max params",
+            scores: costs.iter().map(|c| c.params as f64).collect(),
+            shortlist: false,
+        },
+        CheapRanker {
+            name: "ImageNet16-120 table",
+            scores: in16,
+            shortlist: true,
+        },
     ])
 }
 
@@ -432,20 +439,25 @@ pub fn cheap_rankers(table: &Nb201Table) -> Result<Vec<(&'static str, Vec<f64>)>
 fn cheap_picks(table: &Nb201Table, top: usize) -> Result<Vec<Pick>> {
     let acc = truth(table)?;
     let mut picks = Vec::new();
-    for (name, score) in cheap_rankers(table)? {
+    for CheapRanker {
+        name,
+        scores: score,
+        shortlist,
+    } in cheap_rankers(table)?
+    {
         let mut order: Vec<usize> = (0..NUM_ARCHS).collect();
         order.sort_by(|&a, &b| score[b].total_cmp(&score[a]).then(a.cmp(&b)));
         let cell = |c: usize| Nb201Arch::from_code(c).expect("code in range").to_string();
         picks.push(Pick {
-            method: if name.starts_with("max") {
-                name.to_string()
-            } else {
+            method: if shortlist {
                 format!("{name} top-1")
+            } else {
+                name.to_string()
             },
             arch: cell(order[0]),
             acc: acc[order[0]],
         });
-        if !name.starts_with("max") {
+        if shortlist {
             let best = order[..top.min(NUM_ARCHS)]
                 .iter()
                 .copied()
@@ -515,7 +527,7 @@ pub fn summarize(results: &[SeedResult], table: &Nb201Table) -> Result<Summary> 
             let acc = truth(table)?;
             cheap_rankers(table)?
                 .into_iter()
-                .map(|(n, v)| (n.to_string(), crate::stats::spearman(&acc, &v)))
+                .map(|r| (r.name.to_string(), crate::stats::spearman(&acc, &r.scores)))
                 .collect()
         },
     })

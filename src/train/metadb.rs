@@ -367,29 +367,8 @@ impl MetaDb {
         Ok(())
     }
 
-    /// For the generator: the best record of each task of `split` (highest accuracy; the
-    /// first in file order on ties).
-    pub fn best_per_task(&self, split: Split) -> Vec<usize> {
-        let mut best: HashMap<usize, usize> = HashMap::new();
-        for (i, r) in self.records.iter().enumerate() {
-            if self.tasks[r.task].split != split {
-                continue;
-            }
-            best.entry(r.task)
-                .and_modify(|b| {
-                    if r.acc > self.records[*b].acc {
-                        *b = i;
-                    }
-                })
-                .or_insert(i);
-        }
-        let mut v: Vec<usize> = best.into_values().collect();
-        v.sort_unstable();
-        v
-    }
-
-    /// For the generator: the best `k` records of each task of `split` (highest accuracy first,
-    /// file order on ties), task after task. `k = 1` is [`best_per_task`](Self::best_per_task).
+    /// For the generator: the best `k` records of each task of `split` (the first in file
+    /// order on ties), in file order (`k = 1`: the best record of each task).
     pub fn top_per_task(&self, split: Split, k: usize) -> Vec<usize> {
         let mut by_task: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
         for (i, r) in self.records.iter().enumerate() {
@@ -407,6 +386,7 @@ impl MetaDb {
             });
             out.extend(v.into_iter().take(k.max(1)));
         }
+        out.sort_unstable();
         out
     }
 
@@ -454,14 +434,11 @@ mod tests {
     #[test]
     fn the_training_label_replaces_the_held_out_one() {
         let mut d = db(vec![rec("a", 80.0, Some(95.0)), rec("b", 85.0, Some(90.0))]);
-        assert_eq!(d.best_per_task(Split::Train), vec![1]);
+        assert_eq!(d.top_per_task(Split::Train, 1), vec![1]);
         d.use_label(Label::Train).unwrap();
         assert_eq!(d.records[0].acc, 95.0);
-        assert_eq!(d.best_per_task(Split::Train), vec![0]);
-        assert_eq!(
-            d.top_per_task(Split::Train, 1),
-            d.best_per_task(Split::Train)
-        );
+        assert_eq!(d.top_per_task(Split::Train, 1), vec![0]);
+        assert_eq!(d.top_per_task(Split::Train, 2), vec![0, 1]);
         // records without a training accuracy cannot be learned that way
         let mut d = db(vec![rec("a", 80.0, Some(95.0)), rec("b", 85.0, None)]);
         let e = d.use_label(Label::Train).unwrap_err();

@@ -170,10 +170,6 @@ fn mlp(p: &Params, prefix: &str, x: &Tensor) -> Result<Tensor> {
     Ok(l(2, &l(0, x)?.tanh()?)?.squeeze(1)?)
 }
 
-fn tensors_of(p: &Params) -> Result<Vec<NamedTensor>> {
-    p.values()
-}
-
 /// Training keeps biases as `[1, out]` rows; the runtime reads `[out]` vectors.
 fn runtime_shapes(tensors: Vec<NamedTensor>) -> Vec<NamedTensor> {
     tensors
@@ -203,14 +199,7 @@ pub fn cell_split(seed: u64) -> Vec<usize> {
 /// The source benchmark's accuracy of every cell in code order (ImageNet16-120, the only
 /// column training reads).
 pub fn source_accuracies(table: &Nb201Table) -> Result<Vec<f64>> {
-    Nb201Arch::all()
-        .map(|a| {
-            table
-                .get(&a)
-                .map(|e| e.imagenet16_120)
-                .ok_or_else(|| Error::invalid(format!("the NB201 table has no entry for {a}")))
-        })
-        .collect()
+    table.column(|e| e.imagenet16_120)
 }
 
 /// Fits the cell prior to the table's ImageNet16-120 column. Returns its tensors, its value for
@@ -278,7 +267,7 @@ pub fn train_prior(
         heldout_cells: heldout,
         seconds: t0.elapsed().as_secs_f64(),
     };
-    Ok((runtime_shapes(tensors_of(&params)?), all, report))
+    Ok((runtime_shapes(params.values()?), all, report))
 }
 
 /// One task's data for the head: its set-sample embeddings and its records.
@@ -292,6 +281,35 @@ struct TaskData {
     label: Vec<f64>,
     source_acc: Vec<f64>,
     params: Vec<f64>,
+    /// `[n, n]`: 1 where record `i` beats record `j`, and how many such pairs.
+    better: Vec<f32>,
+    pairs: f64,
+    /// The mean of the (standardised) sample embeddings, `[d_D]`.
+    d_avg: Vec<f32>,
+}
+
+impl TaskData {
+    /// Fills `better`, `pairs` (from the labels) and `d_avg` (from `d`).
+    fn finish(&mut self, dd: usize) {
+        let n = self.label.len();
+        self.better = vec![0.0; n * n];
+        self.pairs = 0.0;
+        for a in 0..n {
+            for b in 0..n {
+                if self.label[a] > self.label[b] {
+                    self.better[a * n + b] = 1.0;
+                    self.pairs += 1.0;
+                }
+            }
+        }
+        let samples = self.d.len() / dd;
+        self.d_avg = vec![0.0; dd];
+        for d in self.d.chunks_exact(dd) {
+            for (m, v) in self.d_avg.iter_mut().zip(d) {
+                *m += v / samples as f32;
+            }
+        }
+    }
 }
 
 /// Trains the within-task head on `db` over the base predictor (and the prior's values for
@@ -343,6 +361,9 @@ pub fn train_head(
             label: Vec::new(),
             source_acc: Vec::new(),
             params: Vec::new(),
+            better: Vec::new(),
+            pairs: 0.0,
+            d_avg: Vec::new(),
         };
         for r in recs {
             let a: Nb201Arch = r.arch.parse()?;
@@ -391,13 +412,9 @@ pub fn train_head(
     d_std
         .iter_mut()
         .for_each(|s| *s = (*s / count).sqrt().max(1e-6));
-    let spread = |v: &[f32]| {
-        let (m, s) = crate::stats::mean_std(&v.iter().map(|&x| x as f64).collect::<Vec<_>>());
-        (m, s)
-    };
     log(&format!(
         "dataset embeddings: per-dimension spread over training samples {:.3e} (mean over dimensions)",
-        spread(&d_std).0
+        d_std.iter().sum::<f32>() / dd as f32
     ));
     for td in tasks.iter_mut() {
         for row in td.d.chunks_exact_mut(dd) {
@@ -405,6 +422,7 @@ pub fn train_head(
                 *v = (*v - m) / s;
             }
         }
+        td.finish(dd);
     }
     let d_fixed = vec![0.0f32; dd];
 
@@ -474,15 +492,9 @@ pub fn train_head(
                     .collect()
             };
             // the held-out cells, scored with the task's mean embedding
-            let mut dm = vec![0.0f32; dd];
-            for d in td.d.chunks_exact(dd) {
-                for (m, v) in dm.iter_mut().zip(d) {
-                    *m += v / samples as f32;
-                }
-            }
             let x: Vec<f32> = check_cells
                 .iter()
-                .flat_map(|&c| dm.iter().chain(&g_all[c * nz..(c + 1) * nz]).copied())
+                .flat_map(|&c| td.d_avg.iter().chain(&g_all[c * nz..(c + 1) * nz]).copied())
                 .collect();
             let rc: Vec<f32> = head(x, check_cells.len())?.to_vec1()?;
             let sc: Vec<f64> = rc
@@ -525,7 +537,7 @@ pub fn train_head(
     };
 
     let mut history = vec![validate(0, f64::NAN)?];
-    let mut best = (history[0].clone(), tensors_of(&params)?);
+    let mut best = (history[0].clone(), params.values()?);
     log(&format!(
         "epoch 0 (prior alone): valid within-task spearman {:.4} (fixed embedding {:.4}), source benchmark {:.4}, top {:.4}",
         history[0].spearman, history[0].spearman_fixed_embedding, history[0].source_spearman, history[0].source_top
@@ -552,26 +564,15 @@ pub fn train_head(
             for &(i, start, len) in &spans {
                 let td = &tasks[i];
                 let prior = Tensor::from_vec(td.prior.clone(), len, &Device::Cpu)?;
-                let s = (r.narrow(0, start, len)? + prior)?;
-                // better[i][j] = 1 when record i beats record j
-                let mut better = vec![0.0f32; len * len];
-                let mut pairs = 0.0;
-                for a in 0..len {
-                    for b in 0..len {
-                        if td.label[a] > td.label[b] {
-                            better[a * len + b] = 1.0;
-                            pairs += 1.0;
-                        }
-                    }
-                }
-                if pairs == 0.0 {
+                if td.pairs == 0.0 {
                     continue;
                 }
-                let m = Tensor::from_vec(better, (len, len), &Device::Cpu)?;
+                let s = (r.narrow(0, start, len)? + prior)?;
+                let m = Tensor::from_vec(td.better.clone(), (len, len), &Device::Cpu)?;
                 let diff = (s.unsqueeze(1)?.broadcast_sub(&s.unsqueeze(0)?)? / cfg.tau)?;
                 let l = softplus(&diff.neg()?)?;
                 loss_terms.push((l * m)?.sum_all()?);
-                pairs_total += pairs;
+                pairs_total += td.pairs;
             }
             if loss_terms.is_empty() {
                 continue;
@@ -587,7 +588,7 @@ pub fn train_head(
             v.train_loss, v.spearman, v.spearman_fixed_embedding, v.source_spearman, v.source_top
         ));
         if v.selection > best.0.selection {
-            best = (v.clone(), tensors_of(&params)?);
+            best = (v.clone(), params.values()?);
         }
         history.push(v);
     }

@@ -677,8 +677,9 @@ pub fn ranker(a: RankerArgs) -> metad2a::Result<()> {
         &a.out.join("ranker.json"),
         format!("{:#}\n", serde_json::to_value(r).expect("report")).as_bytes(),
     )?;
-    let csv = std::fs::read(&a.nb201).map_err(|e| metad2a::Error::io(&a.nb201, e))?;
+    // the table is an input of the weights only through the prior
     let (inputs, mut extra) = if cfg.prior {
+        let csv = std::fs::read(&a.nb201).map_err(|e| metad2a::Error::io(&a.nb201, e))?;
         (
             vec![metad2a::weights::manifest::InputFile::of(a.nb201.display().to_string(), &csv)],
             "; cell prior: NAS-Bench-201 ImageNet16-120 test accuracies (200 epochs; NATS-Bench, MIT)".to_string(),
