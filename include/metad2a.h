@@ -3,6 +3,7 @@
  *
  * Usage:
  *
+ *     if (metad2a_abi_version() != METAD2A_ABI_VERSION) return 1;  // header and library differ
  *     metad2a_engine *engine = NULL;
  *     if (metad2a_engine_load("weights/nb201-lite0", &engine) != METAD2A_STATUS_OK) {
  *         fprintf(stderr, "%s\n", metad2a_last_error());
@@ -28,7 +29,8 @@
  * metad2a_search / metad2a_search_dataset on the same engine (and the same dataset) at the same
  * time. Results and datasets must not be freed while another thread uses them. The last-error
  * message is kept per thread. Every call returns a status; no call aborts the process on bad
- * input, and a panic inside the library is returned as METAD2A_STATUS_PANIC.
+ * input, and a panic inside the library is returned as METAD2A_STATUS_PANIC. Paths (weights,
+ * feature files) always come from the caller; the library reads no file on its own.
  */
 
 #ifndef METAD2A_H
@@ -39,6 +41,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#define METAD2A_ABI_VERSION 2
 
 /*
  Result of every call.
@@ -65,7 +69,33 @@ typedef enum metad2a_status {
    A bug inside the engine: a panic was caught at the boundary.
    */
   METAD2A_STATUS_PANIC = 5,
+  /*
+   The accelerator failed.
+   */
+  METAD2A_STATUS_DEVICE = 6,
+  /*
+   A failure inside the engine that is not a panic.
+   */
+  METAD2A_STATUS_INTERNAL = 7,
+  /*
+   The progress callback asked to stop.
+   */
+  METAD2A_STATUS_CANCELLED = 8,
 } metad2a_status;
+
+/*
+ The search space an engine's weights are for.
+ */
+typedef enum metad2a_space {
+  /*
+   NAS-Bench-201 cells (15,625).
+   */
+  METAD2A_SPACE_NB201 = 0,
+  /*
+   MobileNetV3 subnets (OFA).
+   */
+  METAD2A_SPACE_MBV3 = 1,
+} metad2a_space;
 
 /*
  Storage type of a caller's feature buffer.
@@ -92,6 +122,16 @@ typedef struct metad2a_engine metad2a_engine;
  The ranked candidates of one search (opaque).
  */
 typedef struct metad2a_result metad2a_result;
+
+/*
+ Called during a search: `stage` 0 while generating (`done` unique candidates of `total`),
+ 1 before ranking (`done` = `total` = candidates). Return 0 to go on, anything else to stop
+ the search with `METAD2A_STATUS_CANCELLED`. Called on the searching thread.
+ */
+typedef int32_t (*metad2a_progress_fn)(uint32_t stage,
+                                       uint64_t done,
+                                       uint64_t total,
+                                       void *user_data);
 
 /*
  Search parameters; get the defaults from [`metad2a_default_search_params`] and change fields.
@@ -137,6 +177,14 @@ typedef struct metad2a_search_params {
    Keep only cells of at most this many million parameters (0: no cap).
    */
   double max_mparams;
+  /*
+   Optional progress and cancel hook (NULL: none).
+   */
+  metad2a_progress_fn progress;
+  /*
+   Passed to `progress` unchanged.
+   */
+  void *progress_user_data;
 } metad2a_search_params;
 
 #ifdef __cplusplus
@@ -147,6 +195,11 @@ extern "C" {
  The library version, e.g. "0.1.0" (static storage; never NULL).
  */
 const char *metad2a_version(void);
+
+/*
+ The C interface version of the library ([`METAD2A_ABI_VERSION`] when it was built).
+ */
+uint32_t metad2a_abi_version(void);
 
 /*
  The message of the last failed call on this thread ("" if none). Valid until the next
@@ -196,6 +249,15 @@ enum metad2a_status metad2a_engine_free(struct metad2a_engine **engine);
  `engine` is a live engine; `out` is writable.
  */
 enum metad2a_status metad2a_engine_feature_dim(const struct metad2a_engine *engine, size_t *out);
+
+/*
+ The search space the engine's weights are for.
+
+ # Safety
+ `engine` is NULL or live; `out` is NULL or writable.
+ */
+enum metad2a_status metad2a_engine_space(const struct metad2a_engine *engine,
+                                         enum metad2a_space *out);
 
 /*
  The default search parameters (official settings: 500 candidates, 10 resamples, 20 rows per

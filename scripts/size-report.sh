@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 cargo rustc --locked --profile release-lto --lib --crate-type staticlib
 lib=target/release-lto/libmetad2a.a
 out=target/release-lto/metad2a-search
-cc -O2 -I include examples/c/search.c "$lib" -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc -o "$out"
+cc -O2 -I include examples/c/search.c "$lib" -Wl,--gc-sections -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc -o "$out"
 strip "$out"
 printf 'static library (release, fat LTO): %s bytes\n' "$(stat -c %s "$lib")"
 printf 'C example, stripped:               %s bytes\n' "$(stat -c %s "$out")"

@@ -53,13 +53,54 @@ pub enum Error {
     #[error("{file}: bad manifest: {reason}")]
     Manifest { file: String, reason: String },
 
-    /// A bad argument or input value from the caller.
+    /// Data the engine cannot use: features of the wrong width, too few rows, non-finite
+    /// values, unreadable images, malformed tables.
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
-    /// An error from candle (reference implementations, features, training).
-    #[error(transparent)]
-    Candle(#[from] candle_core::Error),
+    /// A parameter the caller chose is out of range (zero candidates, an unknown option, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// The accelerator failed (driver, kernel launch, transfer).
+    #[error("device error: {0}")]
+    Device(String),
+
+    /// The caller stopped the work (a progress callback asked to cancel).
+    #[error("cancelled by the caller")]
+    Cancelled,
+
+    /// A failure inside the engine or in a library it uses (for example candle in the
+    /// reference implementations and in training).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What kind of failure an [`Error`] is, for callers that act on it (the C API maps each kind
+/// to its own status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A parameter the caller chose is out of range.
+    InvalidArgument,
+    /// Input data the engine cannot use.
+    BadData,
+    /// Weights that are missing, damaged or inconsistent.
+    Weights,
+    /// A file could not be read or written.
+    Io,
+    /// The accelerator failed.
+    Device,
+    /// A failure inside the engine.
+    Internal,
+    /// The caller cancelled the work.
+    Cancelled,
+}
+
+#[cfg(feature = "reference")]
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Internal(format!("candle: {e}"))
+    }
 }
 
 impl Error {
@@ -71,8 +112,32 @@ impl Error {
         }
     }
 
-    /// An `InvalidInput` error with this message.
+    /// An `InvalidInput` (bad data) error with this message.
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::InvalidInput(msg.into())
+    }
+
+    /// An `InvalidArgument` error with this message.
+    pub fn argument(msg: impl Into<String>) -> Self {
+        Error::InvalidArgument(msg.into())
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { .. } => ErrorKind::Io,
+            Error::BadWeightsFile { .. }
+            | Error::MissingTensor { .. }
+            | Error::ShapeMismatch { .. }
+            | Error::UnsupportedDtype { .. }
+            | Error::InconsistentModel { .. }
+            | Error::Checkpoint { .. }
+            | Error::Manifest { .. } => ErrorKind::Weights,
+            Error::InvalidInput(_) => ErrorKind::BadData,
+            Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::Device(_) => ErrorKind::Device,
+            Error::Internal(_) => ErrorKind::Internal,
+            Error::Cancelled => ErrorKind::Cancelled,
+        }
     }
 }

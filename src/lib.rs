@@ -38,5 +38,5 @@ pub mod util;
 pub mod weights;
 
 pub use dataset::Dataset;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use search::{Engine, SearchConfig, SearchReport};

@@ -29,6 +29,15 @@ fn header_is_up_to_date() {
         std::fs::write(&path, &generated).unwrap();
     }
     let committed = std::fs::read(&path).unwrap_or_default();
+    let define = format!(
+        "#define METAD2A_ABI_VERSION {}\n",
+        metad2a::ffi::METAD2A_ABI_VERSION
+    );
+    assert!(
+        String::from_utf8_lossy(&generated).contains(&define),
+        "cbindgen.toml's after_includes must say `{}`",
+        define.trim()
+    );
     assert!(
         committed == generated,
         "include/metad2a.h is out of date with src/ffi/mod.rs: regenerate with `METAD2A_BLESS=1 cargo test --test c_api header`"
@@ -62,6 +71,7 @@ fn compile(src: &str, out: &Path) {
         .arg(root().join("include"))
         .arg(root().join(src))
         .arg(&lib)
+        .arg("-Wl,--gc-sections")
         .args(NATIVE_LIBS)
         .arg("-o")
         .arg(out)
@@ -203,4 +213,59 @@ fn c_bad_input_under_valgrind() {
     assert!(ok, "valgrind reported errors:\n{out}\n{err}");
     assert!(out.contains("all bad-input checks passed"), "{out}");
     assert!(err.contains("ERROR SUMMARY: 0 errors"), "{err}");
+}
+
+/// README's documented C build: the library alone, the example linked with `--gc-sections`,
+/// stripped, is at most 10 MB, and it runs with the shipped default weights on features of the
+/// committed example images, ranking as the Rust API does.
+#[test]
+fn c_example_is_small_and_runs_with_the_shipped_weights() {
+    let dir = common::temp_dir("c-api-shipped");
+    let bin = dir.join("search");
+    compile("examples/c/search.c", &bin);
+    let stripped = dir.join("search-stripped");
+    std::fs::copy(&bin, &stripped).unwrap();
+    let ok = Command::new("strip")
+        .arg(&stripped)
+        .status()
+        .expect("strip (binutils) is installed beside the C compiler");
+    assert!(ok.success());
+    let size = std::fs::metadata(&stripped).unwrap().len();
+    assert!(size <= 10 << 20, "stripped C example is {size} bytes");
+
+    let images = metad2a::features::readers::read_folder(
+        &root().join("examples/data/fashion-mnist"),
+        Some(20),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let fx = metad2a::features::FeatureExtractor::builtin(metad2a::features::DEFAULT_RESOLUTION)
+        .unwrap();
+    let data = fx.dataset(&images, &mut |_, _| {}).unwrap();
+    let features = dir.join("fmnist.safetensors");
+    data.save(&features, false).unwrap();
+    let weights = root().join("weights/nb201-lite0-ranker");
+    let out = Command::new(&stripped)
+        .arg(&weights)
+        .arg(&features)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ranked: Vec<&str> = stdout.lines().filter(|l| l.contains("|+|")).collect();
+    assert_eq!(ranked.len(), 5, "{stdout}");
+    let engine = metad2a::Engine::load(&weights).unwrap();
+    let cfg = metad2a::SearchConfig {
+        top_k: 5,
+        ..Default::default()
+    };
+    let r = engine.search(&data, &cfg).unwrap();
+    for (line, c) in ranked.iter().zip(&r.candidates) {
+        assert!(line.ends_with(&c.arch), "{line} vs {}", c.arch);
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

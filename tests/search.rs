@@ -380,7 +380,7 @@ fn bad_datasets_are_refused() {
             },
         )
         .unwrap_err();
-    assert!(matches!(err, Error::InvalidInput(_)));
+    assert_eq!(err.kind(), metad2a::ErrorKind::InvalidArgument, "{err}");
 }
 
 #[test]

@@ -7,6 +7,7 @@ pub mod backbone;
 pub mod convert;
 pub mod image;
 pub mod readers;
+#[cfg(feature = "reference")]
 pub mod reference;
 
 use std::path::Path;

@@ -9,15 +9,25 @@
 //!   same time; results and datasets belong to their caller;
 //! - no panic crosses the boundary: each call runs under `catch_unwind` and a panic becomes
 //!   [`Metad2aStatus::Panic`];
-//! - NULL pointers, zero or inconsistent sizes and non-finite values are errors, not crashes.
+//! - NULL pointers, zero or inconsistent sizes and non-finite values are errors, not crashes;
+//! - every `unsafe` block says why it is sound (`clippy::undocumented_unsafe_blocks`);
+//! - [`METAD2A_ABI_VERSION`] changes whenever a type or signature of this file does.
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 use std::cell::RefCell;
-use std::ffi::{c_char, CStr, CString};
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
-use crate::search::{Budget, SearchConfig};
+use crate::error::ErrorKind;
+use crate::search::{Budget, Progress, SearchConfig};
+use crate::space::Space;
 use crate::{Dataset, Engine, Error};
+
+/// The version of the C interface this library implements (types, signatures, meanings).
+/// A program compares it with [`metad2a_abi_version`] at run time.
+pub const METAD2A_ABI_VERSION: u32 = 2;
 
 /// Result of every call.
 #[repr(C)]
@@ -34,7 +44,29 @@ pub enum Metad2aStatus {
     Data = 4,
     /// A bug inside the engine: a panic was caught at the boundary.
     Panic = 5,
+    /// The accelerator failed.
+    Device = 6,
+    /// A failure inside the engine that is not a panic.
+    Internal = 7,
+    /// The progress callback asked to stop.
+    Cancelled = 8,
 }
+
+/// The search space an engine's weights are for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metad2aSpace {
+    /// NAS-Bench-201 cells (15,625).
+    Nb201 = 0,
+    /// MobileNetV3 subnets (OFA).
+    Mbv3 = 1,
+}
+
+/// Called during a search: `stage` 0 while generating (`done` unique candidates of `total`),
+/// 1 before ranking (`done` = `total` = candidates). Return 0 to go on, anything else to stop
+/// the search with `METAD2A_STATUS_CANCELLED`. Called on the searching thread.
+pub type Metad2aProgressFn =
+    Option<unsafe extern "C" fn(stage: u32, done: u64, total: u64, user_data: *mut c_void) -> i32>;
 
 /// Storage type of a caller's feature buffer.
 #[repr(C)]
@@ -69,6 +101,10 @@ pub struct Metad2aSearchParams {
     pub max_mflops: f64,
     /// Keep only cells of at most this many million parameters (0: no cap).
     pub max_mparams: f64,
+    /// Optional progress and cancel hook (NULL: none).
+    pub progress: Metad2aProgressFn,
+    /// Passed to `progress` unchanged.
+    pub progress_user_data: *mut c_void,
 }
 
 /// A loaded engine (opaque). Immutable; safe to share between threads.
@@ -101,17 +137,14 @@ fn set_error(msg: &str) {
 }
 
 fn status_of(e: &Error) -> Metad2aStatus {
-    match e {
-        Error::Io { .. } => Metad2aStatus::Io,
-        Error::BadWeightsFile { .. }
-        | Error::MissingTensor { .. }
-        | Error::ShapeMismatch { .. }
-        | Error::UnsupportedDtype { .. }
-        | Error::InconsistentModel { .. }
-        | Error::Checkpoint { .. }
-        | Error::Manifest { .. } => Metad2aStatus::Weights,
-        Error::InvalidInput(_) => Metad2aStatus::Data,
-        Error::Candle(_) => Metad2aStatus::Weights,
+    match e.kind() {
+        ErrorKind::InvalidArgument => Metad2aStatus::InvalidArgument,
+        ErrorKind::BadData => Metad2aStatus::Data,
+        ErrorKind::Weights => Metad2aStatus::Weights,
+        ErrorKind::Io => Metad2aStatus::Io,
+        ErrorKind::Device => Metad2aStatus::Device,
+        ErrorKind::Internal => Metad2aStatus::Internal,
+        ErrorKind::Cancelled => Metad2aStatus::Cancelled,
     }
 }
 
@@ -151,6 +184,7 @@ unsafe fn path_arg(p: *const c_char, what: &str) -> Result<PathBuf, (Metad2aStat
     if p.is_null() {
         return Err(invalid(format!("{what} is NULL")));
     }
+    // SAFETY: not NULL (checked above); the caller passes a NUL-terminated string.
     let s = unsafe { CStr::from_ptr(p) }
         .to_str()
         .map_err(|_| invalid(format!("{what} is not valid UTF-8")))?;
@@ -161,6 +195,12 @@ unsafe fn path_arg(p: *const c_char, what: &str) -> Result<PathBuf, (Metad2aStat
 #[no_mangle]
 pub extern "C" fn metad2a_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char
+}
+
+/// The C interface version of the library ([`METAD2A_ABI_VERSION`] when it was built).
+#[no_mangle]
+pub extern "C" fn metad2a_abi_version() -> u32 {
+    METAD2A_ABI_VERSION
 }
 
 /// The message of the last failed call on this thread ("" if none). Valid until the next
@@ -184,9 +224,12 @@ pub unsafe extern "C" fn metad2a_engine_load(
         if out.is_null() {
             return Err(invalid("out is NULL"));
         }
+        // SAFETY: `out` is not NULL (checked above) and writable, by this function's contract.
         unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: the argument is NULL or NUL-terminated, by this function's contract.
         let dir = unsafe { path_arg(dir, "dir") }?;
         let engine = Engine::load(&dir).map_err(engine_err)?;
+        // SAFETY: `out` is not NULL (checked above) and writable, by this function's contract.
         unsafe { *out = Box::into_raw(Box::new(Metad2aEngine { engine })) };
         Ok(())
     })
@@ -214,6 +257,7 @@ pub unsafe extern "C" fn metad2a_engine_load_from_memory(
         if out.is_null() {
             return Err(invalid("out is NULL"));
         }
+        // SAFETY: `out` is not NULL (checked above) and writable, by this function's contract.
         unsafe { *out = std::ptr::null_mut() };
         if generator.is_null() || predictor.is_null() {
             return Err(invalid("generator or predictor buffer is NULL"));
@@ -235,8 +279,10 @@ pub unsafe extern "C" fn metad2a_engine_load_from_memory(
             )
         };
         let c = (!graph_cache.is_null())
+            // SAFETY: not NULL here; the caller keeps `graph_cache_len` bytes alive with the engine.
             .then(|| unsafe { std::slice::from_raw_parts(graph_cache, graph_cache_len) });
         let engine = Engine::from_static(g, p, c).map_err(engine_err)?;
+        // SAFETY: `out` is not NULL (checked above) and writable, by this function's contract.
         unsafe { *out = Box::into_raw(Box::new(Metad2aEngine { engine })) };
         Ok(())
     })
@@ -250,9 +296,12 @@ pub unsafe extern "C" fn metad2a_engine_load_from_memory(
 pub unsafe extern "C" fn metad2a_engine_free(engine: *mut *mut Metad2aEngine) -> Metad2aStatus {
     guard(|| {
         if !engine.is_null() {
+            // SAFETY: not NULL (checked above); it points to the caller's pointer variable.
             let p = unsafe { *engine };
             if !p.is_null() {
+                // SAFETY: `p` came from `Box::into_raw` in this library and is freed once: the caller's pointer is set to NULL next.
                 drop(unsafe { Box::from_raw(p) });
+                // SAFETY: the same non-NULL, writable pointer variable as above.
                 unsafe { *engine = std::ptr::null_mut() };
             }
         }
@@ -270,9 +319,33 @@ pub unsafe extern "C" fn metad2a_engine_feature_dim(
     out: *mut usize,
 ) -> Metad2aStatus {
     guard(|| {
+        // SAFETY: `engine` is NULL or live, by this function's contract.
         let e = unsafe { engine.as_ref() }.ok_or_else(|| invalid("engine is NULL"))?;
+        // SAFETY: `out` is NULL or writable, by this function's contract.
         let o = unsafe { out.as_mut() }.ok_or_else(|| invalid("out is NULL"))?;
         *o = e.engine.feature_dim();
+        Ok(())
+    })
+}
+
+/// The search space the engine's weights are for.
+///
+/// # Safety
+/// `engine` is NULL or live; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn metad2a_engine_space(
+    engine: *const Metad2aEngine,
+    out: *mut Metad2aSpace,
+) -> Metad2aStatus {
+    guard(|| {
+        // SAFETY: NULL or live, by this function's contract.
+        let e = unsafe { engine.as_ref() }.ok_or_else(|| invalid("engine is NULL"))?;
+        // SAFETY: NULL or writable, by this function's contract.
+        let o = unsafe { out.as_mut() }.ok_or_else(|| invalid("out is NULL"))?;
+        *o = match e.engine.space {
+            Space::Nb201 => Metad2aSpace::Nb201,
+            Space::Mbv3 => Metad2aSpace::Mbv3,
+        };
         Ok(())
     })
 }
@@ -293,6 +366,8 @@ pub extern "C" fn metad2a_default_search_params() -> Metad2aSearchParams {
         max_decoded: 0,
         max_mflops: 0.0,
         max_mparams: 0.0,
+        progress: None,
+        progress_user_data: std::ptr::null_mut(),
     }
 }
 
@@ -320,18 +395,38 @@ fn config(p: &Metad2aSearchParams) -> Result<SearchConfig, (Metad2aStatus, Strin
     })
 }
 
-fn run_search(
+/// # Safety
+/// `params` is NULL or points to valid parameters (whose callback, if any, is callable with
+/// its user data); `out` is not NULL and writable.
+unsafe fn run_search(
     e: &Engine,
     data: &Dataset,
     params: *const Metad2aSearchParams,
     out: *mut *mut Metad2aResult,
 ) -> Result<(), (Metad2aStatus, String)> {
+    // SAFETY: the caller guarantees `params` is NULL or valid.
     let p = match unsafe { params.as_ref() } {
         Some(p) => *p,
         None => metad2a_default_search_params(),
     };
     let cfg = config(&p)?;
-    let r = e.search(data, &cfg).map_err(engine_err)?;
+    let mut control = |pr: Progress| {
+        let Some(f) = p.progress else {
+            return ControlFlow::Continue(());
+        };
+        let (stage, done, total) = match pr {
+            Progress::Generating { unique, target, .. } => (0, unique, target),
+            Progress::Ranking { candidates } => (1, candidates, candidates),
+        };
+        // SAFETY: the caller supplied this function and its user data for this search.
+        match unsafe { f(stage, done as u64, total as u64, p.progress_user_data) } {
+            0 => ControlFlow::Continue(()),
+            _ => ControlFlow::Break(()),
+        }
+    };
+    let r = e
+        .search_controlled(data, &cfg, &mut control)
+        .map_err(engine_err)?;
     let res = Metad2aResult {
         archs: r
             .candidates
@@ -344,6 +439,7 @@ fn run_search(
         decoded: r.counts.decoded as u64,
         total_ms: r.timings.total_ms,
     };
+    // SAFETY: the caller checked `out` is not NULL and writable.
     unsafe { *out = Box::into_raw(Box::new(res)) };
     Ok(())
 }
@@ -371,7 +467,9 @@ pub unsafe extern "C" fn metad2a_search(
         if out.is_null() {
             return Err(invalid("out is NULL"));
         }
+        // SAFETY: `out` is not NULL (checked above) and writable, by this function's contract.
         unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: `engine` is NULL or live, by this function's contract.
         let e = unsafe { engine.as_ref() }.ok_or_else(|| invalid("engine is NULL"))?;
         if features.is_null() || labels.is_null() {
             return Err(invalid("features or labels is NULL"));
@@ -386,7 +484,9 @@ pub unsafe extern "C" fn metad2a_search(
             .filter(|&n| n <= isize::MAX as usize / 4)
             .ok_or_else(|| invalid("rows * dim overflows"))?;
         let feats: Vec<f32> = match dtype {
+            // SAFETY: not NULL (checked above); `features` holds `rows * dim` values of `dtype` by this function's contract, and `n` does not overflow.
             0 => unsafe { std::slice::from_raw_parts(features as *const f32, n) }.to_vec(),
+            // SAFETY: not NULL (checked above); `features` holds `rows * dim` values of `dtype` by this function's contract, and `n` does not overflow.
             1 => unsafe { std::slice::from_raw_parts(features as *const u16, n) }
                 .iter()
                 .map(|&b| half::f16::from_bits(b).to_f32())
@@ -397,6 +497,7 @@ pub unsafe extern "C" fn metad2a_search(
                 )))
             }
         };
+        // SAFETY: not NULL (checked above); `labels` holds `rows` values by this function's contract.
         let labels = unsafe { std::slice::from_raw_parts(labels, rows) };
         if let Some((i, l)) = labels.iter().enumerate().find(|(_, &l)| l < 0) {
             return Err((
@@ -406,7 +507,8 @@ pub unsafe extern "C" fn metad2a_search(
         }
         let labels: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
         let data = Dataset::new(feats, dim, labels, None).map_err(engine_err)?;
-        run_search(&e.engine, &data, params, out)
+        // SAFETY: `out` was checked; `params` is NULL or valid by this function's contract.
+        unsafe { run_search(&e.engine, &data, params, out) }
     })
 }
 
@@ -423,9 +525,12 @@ pub unsafe extern "C" fn metad2a_dataset_load(
         if out.is_null() {
             return Err(invalid("out is NULL"));
         }
+        // SAFETY: `out` is not NULL (checked above) and writable, by this function's contract.
         unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: the argument is NULL or NUL-terminated, by this function's contract.
         let path = unsafe { path_arg(path, "path") }?;
         let data = Dataset::load(&path).map_err(engine_err)?;
+        // SAFETY: `out` is not NULL (checked above) and writable, by this function's contract.
         unsafe { *out = Box::into_raw(Box::new(Metad2aDataset { data })) };
         Ok(())
     })
@@ -443,9 +548,11 @@ pub unsafe extern "C" fn metad2a_dataset_shape(
     classes: *mut usize,
 ) -> Metad2aStatus {
     guard(|| {
+        // SAFETY: `dataset` is NULL or live, by this function's contract.
         let d = &unsafe { dataset.as_ref() }
             .ok_or_else(|| invalid("dataset is NULL"))?
             .data;
+        // SAFETY: each out-pointer is NULL (skipped) or writable, by this function's contract.
         unsafe {
             if let Some(r) = rows.as_mut() {
                 *r = d.num_rows();
@@ -476,10 +583,14 @@ pub unsafe extern "C" fn metad2a_search_dataset(
         if out.is_null() {
             return Err(invalid("out is NULL"));
         }
+        // SAFETY: `out` is not NULL (checked above) and writable, by this function's contract.
         unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: `engine` is NULL or live, by this function's contract.
         let e = unsafe { engine.as_ref() }.ok_or_else(|| invalid("engine is NULL"))?;
+        // SAFETY: `dataset` is NULL or live, by this function's contract.
         let d = unsafe { dataset.as_ref() }.ok_or_else(|| invalid("dataset is NULL"))?;
-        run_search(&e.engine, &d.data, params, out)
+        // SAFETY: `out` was checked; `params` is NULL or valid by this function's contract.
+        unsafe { run_search(&e.engine, &d.data, params, out) }
     })
 }
 
@@ -491,9 +602,12 @@ pub unsafe extern "C" fn metad2a_search_dataset(
 pub unsafe extern "C" fn metad2a_dataset_free(dataset: *mut *mut Metad2aDataset) -> Metad2aStatus {
     guard(|| {
         if !dataset.is_null() {
+            // SAFETY: not NULL (checked above); it points to the caller's pointer variable.
             let p = unsafe { *dataset };
             if !p.is_null() {
+                // SAFETY: `p` came from `Box::into_raw` in this library and is freed once: the caller's pointer is set to NULL next.
                 drop(unsafe { Box::from_raw(p) });
+                // SAFETY: the same non-NULL, writable pointer variable as above.
                 unsafe { *dataset = std::ptr::null_mut() };
             }
         }
@@ -501,7 +615,12 @@ pub unsafe extern "C" fn metad2a_dataset_free(dataset: *mut *mut Metad2aDataset)
     })
 }
 
-fn result_ref<'a>(r: *const Metad2aResult) -> Result<&'a Metad2aResult, (Metad2aStatus, String)> {
+/// # Safety
+/// `r` is NULL or a live result, which outlives the returned reference.
+unsafe fn result_ref<'a>(
+    r: *const Metad2aResult,
+) -> Result<&'a Metad2aResult, (Metad2aStatus, String)> {
+    // SAFETY: NULL or live, by this function's contract.
     unsafe { r.as_ref() }.ok_or_else(|| invalid("result is NULL"))
 }
 
@@ -525,7 +644,9 @@ pub unsafe extern "C" fn metad2a_result_count(
     out: *mut usize,
 ) -> Metad2aStatus {
     guard(|| {
-        let r = result_ref(result)?;
+        // SAFETY: `result` is NULL or live, by this function's contract.
+        let r = unsafe { result_ref(result) }?;
+        // SAFETY: `out` is NULL or writable, by this function's contract.
         *unsafe { out.as_mut() }.ok_or_else(|| invalid("out is NULL"))? = r.archs.len();
         Ok(())
     })
@@ -547,8 +668,10 @@ pub unsafe extern "C" fn metad2a_result_get(
     params: *mut u64,
 ) -> Metad2aStatus {
     guard(|| {
-        let r = result_ref(result)?;
+        // SAFETY: `result` is NULL or live, by this function's contract.
+        let r = unsafe { result_ref(result) }?;
         index_ok(r, i)?;
+        // SAFETY: each out-pointer is NULL (skipped) or writable, by this function's contract.
         unsafe {
             if let Some(a) = arch.as_mut() {
                 *a = r.archs[i].as_ptr();
@@ -579,7 +702,9 @@ pub unsafe extern "C" fn metad2a_result_stats(
     total_ms: *mut f64,
 ) -> Metad2aStatus {
     guard(|| {
-        let r = result_ref(result)?;
+        // SAFETY: `result` is NULL or live, by this function's contract.
+        let r = unsafe { result_ref(result) }?;
+        // SAFETY: each out-pointer is NULL (skipped) or writable, by this function's contract.
         unsafe {
             if let Some(d) = decoded.as_mut() {
                 *d = r.decoded;
@@ -600,9 +725,12 @@ pub unsafe extern "C" fn metad2a_result_stats(
 pub unsafe extern "C" fn metad2a_result_free(result: *mut *mut Metad2aResult) -> Metad2aStatus {
     guard(|| {
         if !result.is_null() {
+            // SAFETY: not NULL (checked above); it points to the caller's pointer variable.
             let p = unsafe { *result };
             if !p.is_null() {
+                // SAFETY: `p` came from `Box::into_raw` in this library and is freed once: the caller's pointer is set to NULL next.
                 drop(unsafe { Box::from_raw(p) });
+                // SAFETY: the same non-NULL, writable pointer variable as above.
                 unsafe { *result = std::ptr::null_mut() };
             }
         }

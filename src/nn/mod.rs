@@ -6,6 +6,7 @@ pub mod gated;
 pub mod gru;
 pub mod linalg;
 pub mod linear;
+#[cfg(feature = "reference")]
 pub mod reference;
 pub mod set_attention;
 

@@ -1,4 +1,5 @@
 use std::collections::HashSet;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -342,13 +343,13 @@ impl Engine {
             )));
         }
         if cfg.exhaustive && self.space != Space::Nb201 {
-            return Err(Error::invalid(format!(
+            return Err(Error::argument(format!(
                 "exhaustive search enumerates NB201's 15,625 cells; the {} space (about 10^19 subnets) can only be searched by generation",
                 self.space.name()
             )));
         }
         if cfg.per_class == 0 || cfg.resamples == 0 || (!cfg.exhaustive && cfg.num_archs == 0) {
-            return Err(Error::invalid(
+            return Err(Error::argument(
                 "per-class rows, resamples and the number of candidates must be at least 1",
             ));
         }
@@ -370,6 +371,20 @@ impl Engine {
         cfg: &SearchConfig,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<SearchReport> {
+        self.search_controlled(data, cfg, &mut |p| {
+            progress(p);
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// Runs a search, reporting progress after each generation batch and before ranking;
+    /// `control` returning `Break` stops the search with [`Error::Cancelled`].
+    pub fn search_controlled(
+        &self,
+        data: &Dataset,
+        cfg: &SearchConfig,
+        control: &mut dyn FnMut(Progress) -> ControlFlow<()>,
+    ) -> Result<SearchReport> {
         self.check_data(data, cfg)?;
         let start = Instant::now();
         let mut t = Timings::default();
@@ -385,12 +400,16 @@ impl Engine {
             counts.over_budget = NUM_ARCHS - all.len();
             all
         } else {
-            self.generate_inner(data, cfg, &within, &mut counts, &mut t, progress)?
+            self.generate_inner(data, cfg, &within, &mut counts, &mut t, control)?
         };
         counts.ranked = archs.len();
-        progress(Progress::Ranking {
+        if control(Progress::Ranking {
             candidates: archs.len(),
-        });
+        })
+        .is_break()
+        {
+            return Err(Error::Cancelled);
+        }
 
         let scores = self.rank(data, cfg, &archs, &mut t)?;
         let mut order: Vec<usize> = (0..archs.len()).collect();
@@ -442,7 +461,9 @@ impl Engine {
         let (mut counts, mut t) = (Counts::default(), Timings::default());
         let budget = &cfg.budget;
         let within = |a: &Arch| budget.admits(a);
-        let archs = self.generate_inner(data, cfg, &within, &mut counts, &mut t, &mut |_| {})?;
+        let archs = self.generate_inner(data, cfg, &within, &mut counts, &mut t, &mut |_| {
+            ControlFlow::Continue(())
+        })?;
         Ok((archs, counts, t))
     }
 
@@ -454,7 +475,7 @@ impl Engine {
         within: &dyn Fn(&Arch) -> bool,
         counts: &mut Counts,
         t: &mut Timings,
-        progress: &mut dyn FnMut(Progress),
+        control: &mut dyn FnMut(Progress) -> ControlFlow<()>,
     ) -> Result<Vec<Arch>> {
         let mut sets = SetEmbedder::new(&self.generator.set_encoder, data, cfg.per_class);
         let mut seen = HashSet::new();
@@ -515,15 +536,22 @@ impl Engine {
                     }
                     out.push(a);
                     if out.len() == cfg.num_archs {
-                        break 'batches;
+                        break;
                     }
                 }
                 at += n;
-                progress(Progress::Generating {
+                if control(Progress::Generating {
                     unique: out.len(),
                     target: cfg.num_archs,
                     decoded: counts.decoded,
-                });
+                })
+                .is_break()
+                {
+                    return Err(Error::Cancelled);
+                }
+                if out.len() == cfg.num_archs {
+                    break 'batches;
+                }
             }
         }
         Ok(out)
@@ -537,7 +565,7 @@ impl Engine {
             return d
                 .decoder
                 .decode(&d.gpu, z, DecodeMode::Sample, rngs)
-                .map_err(|e| Error::invalid(format!("decoding on {}: {e}", d.gpu.name)));
+                .map_err(|e| Error::Device(format!("decoding on {}: {e}", d.gpu.name)));
         }
         let nz = self.generator.dims.nz;
         let n = rngs.len();

@@ -129,7 +129,7 @@ impl Space {
         match name {
             "nb201" => Ok(Space::Nb201),
             "mbv3" => Ok(Space::Mbv3),
-            other => Err(Error::invalid(format!(
+            other => Err(Error::argument(format!(
                 "unknown search space {other:?} (nb201 or mbv3)"
             ))),
         }

@@ -10,6 +10,22 @@
 
 static int failures = 0;
 
+static void check(int ok, const char *what) {
+    if (!ok) {
+        fprintf(stderr, "FAIL %s\n", what);
+        failures++;
+    }
+}
+
+/* progress hook: counts calls, asks to stop at the call numbered *user_data (0: never) */
+static int calls = 0;
+static int stop_after(uint32_t stage, uint64_t done, uint64_t total, void *user_data) {
+    calls++;
+    check(stage <= 1 && done <= total, "progress arguments in range");
+    int limit = *(int *)user_data;
+    return limit != 0 && calls >= limit;
+}
+
 static void expect(const char *what, metad2a_status got, metad2a_status want, const char *needle) {
     const char *msg = metad2a_last_error();
     if (got != want || (needle && strstr(msg, needle) == NULL)) {
@@ -42,6 +58,14 @@ int main(int argc, char **argv) {
     expect("load", metad2a_engine_load(argv[1], &engine), METAD2A_STATUS_OK, NULL);
     size_t dim = 0;
     expect("feature dim", metad2a_engine_feature_dim(engine, &dim), METAD2A_STATUS_OK, NULL);
+    if (metad2a_abi_version() != METAD2A_ABI_VERSION) {
+        fprintf(stderr, "FAIL abi version %u, header %u\n", metad2a_abi_version(), METAD2A_ABI_VERSION);
+        failures++;
+    }
+    metad2a_space space = METAD2A_SPACE_MBV3;
+    expect("space", metad2a_engine_space(engine, &space), METAD2A_STATUS_OK, NULL);
+    check(space == METAD2A_SPACE_NB201, "the fixture weights are for NB201");
+    expect("space NULL engine", metad2a_engine_space(NULL, &space), METAD2A_STATUS_INVALID_ARGUMENT, "engine is NULL");
 
     /* a small, valid dataset: 3 classes x 20 rows */
     size_t rows = 60;
@@ -83,7 +107,27 @@ int main(int argc, char **argv) {
     expect("search negative budget", metad2a_search(engine, feats, METAD2A_DTYPE_F32, rows, dim, labels, &p, &result),
            METAD2A_STATUS_INVALID_ARGUMENT, "max_mflops");
     p.max_mflops = 0;
+    p.num_archs = 0;
+    expect("search zero candidates", metad2a_search(engine, feats, METAD2A_DTYPE_F32, rows, dim, labels, &p, &result),
+           METAD2A_STATUS_INVALID_ARGUMENT, "at least 1");
+    p.num_archs = 20;
     if (result != NULL) failures++;
+
+    /* the progress hook is called, and stops the search when it returns non-zero */
+    int never = 0, first = 1;
+    p.progress = stop_after;
+    p.progress_user_data = &never;
+    expect("search with progress", metad2a_search(engine, feats, METAD2A_DTYPE_F32, rows, dim, labels, &p, &result),
+           METAD2A_STATUS_OK, NULL);
+    check(calls >= 2, "progress called while generating and before ranking");
+    metad2a_result_free(&result);
+    calls = 0;
+    p.progress_user_data = &first;
+    expect("search cancelled", metad2a_search(engine, feats, METAD2A_DTYPE_F32, rows, dim, labels, &p, &result),
+           METAD2A_STATUS_CANCELLED, "cancelled");
+    check(result == NULL && calls == 1, "a cancelled search stops at once and returns no result");
+    p.progress = NULL;
+    p.progress_user_data = NULL;
 
     expect("search ok", metad2a_search(engine, feats, METAD2A_DTYPE_F32, rows, dim, labels, &p, &result), METAD2A_STATUS_OK,
            NULL);

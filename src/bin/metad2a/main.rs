@@ -189,7 +189,7 @@ impl DataArgs {
                 self.resolution,
                 None,
             ),
-            (None, None) => Err(Error::invalid("give --features FILE or --images DIR")),
+            (None, None) => Err(Error::argument("give --features FILE or --images DIR")),
         }
     }
 }
@@ -500,7 +500,7 @@ fn choose_device(engine: &mut Engine, device: &str) -> metad2a::Result<()> {
             }
             Ok(())
         }
-        other => Err(Error::invalid(format!(
+        other => Err(Error::argument(format!(
             "--device {other}: expected cpu or cuda"
         ))),
     }
@@ -514,7 +514,7 @@ fn search(a: SearchArgs) -> metad2a::Result<()> {
     let mega = |x: Option<f64>, what: &str| -> metad2a::Result<Option<u64>> {
         match x {
             Some(v) if !(v.is_finite() && v > 0.0) => {
-                Err(Error::invalid(format!("{what} must be a positive number")))
+                Err(Error::argument(format!("{what} must be a positive number")))
             }
             Some(v) => Ok(Some((v * 1e6).round() as u64)),
             None => Ok(None),
@@ -695,14 +695,14 @@ fn features(a: FeaturesArgs) -> metad2a::Result<()> {
         return Ok(());
     }
     let tensor = a.tensor.as_ref().ok_or_else(|| {
-        Error::invalid("give one of --images DIR, --idx IMAGES LABELS or --tensor FILE:TENSOR")
+        Error::argument("give one of --images DIR, --idx IMAGES LABELS or --tensor FILE:TENSOR")
     })?;
     let rows_per_class = a
         .rows_per_class
-        .ok_or_else(|| Error::invalid("--tensor needs --rows-per-class"))?;
+        .ok_or_else(|| Error::argument("--tensor needs --rows-per-class"))?;
     let (file, name) = tensor
         .rsplit_once(':')
-        .ok_or_else(|| Error::invalid("--tensor takes FILE:TENSOR"))?;
+        .ok_or_else(|| Error::argument("--tensor takes FILE:TENSOR"))?;
     let store = WeightStore::open(file)?;
     let p = store.param_any(name)?;
     let (n, d) = match p.shape() {
