@@ -5,12 +5,13 @@
 //! features it generates candidate architectures and ranks them, with no training on that
 //! dataset.
 //!
-//! The modules follow the flow of the computation:
+//! The modules follow the flow of the computation, on a base of [`graph`] (the DAG every
+//! search space and model speaks), [`dataset`], [`error`] and [`rng`]:
 //! [`weights`] (memory-mapped safetensors, manifest, checkpoint importer) →
 //! [`nn`] (set attention, GRU step, gated sums: fused kernels and composed references) →
 //! [`model`] (set encoder, generator, graph encoder, predictor) →
 //! [`space`] (NAS-Bench-201 cells) → [`search`] (generation, ranking, budgets) → front ends
-//! (the `metad2a` command).
+//! (the `metad2a` command, the C API in [`ffi`]).
 //!
 //! ```no_run
 //! let engine = metad2a::Engine::load("weights/official-nb201")?;
@@ -26,6 +27,7 @@ pub mod dataset;
 pub mod error;
 pub mod features;
 pub mod ffi;
+pub mod graph;
 pub mod model;
 pub mod nn;
 pub mod rng;

@@ -182,7 +182,6 @@ fn importer_errors_name_the_file_and_write_nothing() {
         out: out.clone(),
         dtype: ExportDtype::F32,
         keep_unused: false,
-        graph_cache: false,
         command: String::new(),
         data: String::new(),
         feature_extractor: String::new(),

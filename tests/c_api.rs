@@ -148,7 +148,7 @@ fn c_example_prints_the_top_five() {
     };
     let r = engine.search(&data, &cfg).unwrap();
     for (line, c) in ranked.iter().zip(&r.candidates) {
-        assert!(line.ends_with(&c.arch), "{line} vs {}", c.arch);
+        assert!(line.ends_with(&c.arch.to_string()), "{line} vs {}", c.arch);
     }
 }
 
@@ -265,7 +265,7 @@ fn c_example_is_small_and_runs_with_the_shipped_weights() {
     };
     let r = engine.search(&data, &cfg).unwrap();
     for (line, c) in ranked.iter().zip(&r.candidates) {
-        assert!(line.ends_with(&c.arch), "{line} vs {}", c.arch);
+        assert!(line.ends_with(&c.arch.to_string()), "{line} vs {}", c.arch);
     }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -79,7 +79,7 @@ fn small_cfg(seed: u64) -> SearchConfig {
 fn key(r: &metad2a::SearchReport) -> Vec<(String, u32)> {
     r.candidates
         .iter()
-        .map(|c| (c.arch.clone(), c.score.to_bits()))
+        .map(|c| (c.arch.to_string(), c.score.to_bits()))
         .collect()
 }
 
@@ -118,7 +118,7 @@ fn candidates_are_valid_unique_and_ranked() {
     assert!(!r.counts.capped);
     let mut seen = HashSet::new();
     for (i, c) in r.candidates.iter().enumerate() {
-        let a: Nb201Arch = c.arch.parse().expect("a valid NB201 string");
+        let a: Nb201Arch = *c.arch.as_nb201().expect("an NB201 cell");
         assert!(Nb201Arch::from_graph(&a.to_graph()).is_some());
         assert!(seen.insert(a), "{} twice", c.arch);
         assert_eq!(c.rank, i + 1);
@@ -173,16 +173,13 @@ fn exhaustive_scores_equal_the_recorded_predictor_outputs() {
         };
         let r = e.search(&data, &cfg).unwrap();
         assert_eq!(r.candidates.len(), NUM_ARCHS);
-        assert_eq!(r.mode, "exhaustive");
-        let by_arch: std::collections::HashMap<&str, f32> = r
+        assert_eq!(r.mode, metad2a::search::SearchMode::Exhaustive);
+        let by_arch: std::collections::HashMap<String, f32> = r
             .candidates
             .iter()
-            .map(|c| (c.arch.as_str(), c.score))
+            .map(|c| (c.arch.to_string(), c.score))
             .collect();
-        let got: Vec<f32> = probes
-            .iter()
-            .map(|a| by_arch[a.to_string().as_str()])
-            .collect();
+        let got: Vec<f32> = probes.iter().map(|a| by_arch[&a.to_string()]).collect();
         common::assert_close(
             &format!("exhaustive pred.y.{ds}"),
             &got,

@@ -74,12 +74,14 @@ fn mbv3_search_gives_valid_ranked_subnets_in_both_forms() {
     assert!(!e.has_graph_cache(), "no cache for MBv3 weights");
     let data = data(&shared);
     let r = e.search(&data, &cfg(1)).unwrap();
-    assert_eq!(r.space, "mbv3");
+    assert_eq!(r.space, Space::Mbv3);
     assert!(r.counts.valid > 0 && !r.candidates.is_empty());
     assert_eq!(r.candidates.len(), r.counts.ranked);
     let mut seen = std::collections::HashSet::new();
     for (i, c) in r.candidates.iter().enumerate() {
-        let a: Mbv3Arch = c.arch.parse().unwrap();
+        let Arch::Mbv3(a) = c.arch else {
+            panic!("{} is not a MobileNetV3 subnet", c.arch)
+        };
         let j = c
             .arch_json
             .as_ref()
@@ -109,7 +111,7 @@ fn mbv3_search_gives_valid_ranked_subnets_in_both_forms() {
     let archs: Vec<Arch> = r
         .candidates
         .iter()
-        .map(|c| Arch::parse(Space::Mbv3, &c.arch).unwrap())
+        .map(|c| Arch::parse(Space::Mbv3, &c.arch.to_string()).unwrap())
         .collect();
     let s = e.score(&data, &archs, &cfg(1)).unwrap();
     common::assert_close(

@@ -7,7 +7,7 @@ use metad2a::model::dims::{GeneratorDims, PredictorDims};
 use metad2a::model::inventory::{self, pytorch_init};
 use metad2a::rng::Rng;
 use metad2a::search::graph_cache::{self, GraphCache};
-use metad2a::weights::import::{import_official, ExportDtype, ImportOptions};
+use metad2a::weights::import::{ExportDtype, ImportOptions};
 use metad2a::weights::manifest::{InputFile, Manifest, ModelEntry, Provenance, FORMAT, VERSION};
 use metad2a::weights::{serialize, sha256_hex};
 use metad2a::Dataset;
@@ -34,13 +34,12 @@ fn bench_dir(tag: &str) -> PathBuf {
 pub fn fixture_weights(shared: &Path, space: &str) -> PathBuf {
     let dir = bench_dir(&format!("{space}-d512"));
     let s = shared.join("parity").join(space);
-    import_official(&ImportOptions {
+    metad2a::search::import_with_graph_cache(&ImportOptions {
         generator: s.join("generator_ckpt.pt"),
         predictor: s.join("predictor_ckpt.pt"),
         out: dir.clone(),
         dtype: ExportDtype::F32,
         keep_unused: false,
-        graph_cache: true,
         command: "bench".into(),
         data: "parity fixture".into(),
         feature_extractor: "fixture".into(),

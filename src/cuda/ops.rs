@@ -305,7 +305,7 @@ impl GpuDecoder {
         z: &[f32],
         mode: crate::model::DecodeMode,
         rngs: &mut [crate::rng::Rng],
-    ) -> Result<Vec<crate::model::Dag>, String> {
+    ) -> Result<Vec<crate::graph::Dag>, String> {
         let n = rngs.len();
         if n == 0 || z.len() != n * self.nz {
             return Err(format!(
@@ -371,7 +371,7 @@ impl GpuDecoder {
                     .take_while(|&t| t != 0xff)
                     .collect();
                 let p = preds[g * mn..g * mn + t.len()].to_vec();
-                crate::model::Dag { types: t, preds: p }
+                crate::graph::Dag { types: t, preds: p }
             })
             .collect())
     }

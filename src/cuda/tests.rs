@@ -241,7 +241,7 @@ fn searches_decoding_on_the_gpu_find_what_the_cpu_finds() {
     };
     let a = cpu.search(&data, &cfg).unwrap();
     let b = dev.search(&data, &cfg).unwrap();
-    let sa: std::collections::HashSet<_> = a.candidates.iter().map(|c| c.arch.clone()).collect();
+    let sa: std::collections::HashSet<_> = a.candidates.iter().map(|c| c.arch).collect();
     let common = b.candidates.iter().filter(|c| sa.contains(&c.arch)).count();
     eprintln!(
         "GPU decode: {common}/{} candidates shared with the CPU search; decode {:.2} ms (CPU {:.2} ms)",

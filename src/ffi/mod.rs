@@ -431,7 +431,7 @@ unsafe fn run_search(
         archs: r
             .candidates
             .iter()
-            .map(|c| CString::new(c.arch.clone()).expect("arch strings have no NUL"))
+            .map(|c| CString::new(c.arch.to_string()).expect("arch strings have no NUL"))
             .collect(),
         scores: r.candidates.iter().map(|c| c.score).collect(),
         flops: r.candidates.iter().map(|c| c.flops).collect(),

@@ -12,8 +12,8 @@
 //! Weights without `cell_prior.*` tensors (every official checkpoint) have no prior, and their
 //! scores are exactly the official ones.
 
-use super::graph::Dag;
 use crate::error::{Error, Result};
+use crate::graph::Dag;
 use crate::nn::linalg::dot_tanh;
 use crate::nn::Linear;
 use crate::weights::WeightStore;

@@ -20,8 +20,8 @@
 //! official recomputation yields the same state).
 
 use super::dims::GeneratorDims;
-use super::graph::{Dag, END_TYPE, START_TYPE};
 use crate::error::{Error, Result};
+use crate::graph::{Dag, END_TYPE, START_TYPE};
 use crate::nn::linalg::{argmax, dot_relu, relu_inplace, sigmoid, softmax_inplace, tanh_inplace};
 use crate::nn::{GatedMessage, GruCell, Linear};
 use crate::rng::Rng;

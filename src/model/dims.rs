@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::weights::WeightStore;
 
-use super::graph::MAX_VERTICES;
+use crate::graph::MAX_VERTICES;
 
 /// Attention heads of every MAB in MetaD2A (not recorded in the weights; fixed by the code).
 pub const HEADS: usize = 4;

@@ -9,10 +9,10 @@ use std::path::Path;
 
 use super::decoder::{DecodeMode, GraphDecoder};
 use super::dims::GeneratorDims;
-use super::graph::Dag;
 use super::graph_encoder::GraphEncoder;
 use super::set_encoder::SetEncoder;
 use crate::error::{Error, Result};
+use crate::graph::Dag;
 use crate::nn::Linear;
 use crate::rng::Rng;
 use crate::weights::WeightStore;

@@ -12,8 +12,8 @@
 // Index loops over lanes and vertex numbers read more clearly than iterator chains here.
 #![allow(clippy::needless_range_loop)]
 
-use super::graph::Dag;
 use crate::error::{Error, Result};
+use crate::graph::Dag;
 use crate::nn::{GatedMessage, GruCell, Linear};
 use crate::weights::WeightStore;
 
@@ -130,7 +130,7 @@ impl GraphEncoder {
             })
             .collect();
         // ids[g][v]: the distinct state of vertex v of graph g; msgs[id]: its message.
-        let mut ids = vec![[u32::MAX; super::graph::MAX_VERTICES]; n];
+        let mut ids = vec![[u32::MAX; crate::graph::MAX_VERTICES]; n];
         let mut msgs: Vec<f32> = Vec::new();
         let mut out = vec![0.0f32; n * hs];
         let (mut scratch, mut scratch2) = (Vec::new(), Vec::new());

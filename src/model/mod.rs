@@ -5,17 +5,16 @@ pub mod cell_prior;
 pub mod decoder;
 pub mod dims;
 pub mod generator;
-pub mod graph;
 pub mod graph_encoder;
 pub mod inventory;
 pub mod predictor;
 pub mod set_encoder;
 
+pub use crate::graph::{Dag, END_TYPE, START_TYPE};
 pub use cell_prior::CellPrior;
 pub use decoder::{DecodeMode, GraphDecoder};
 pub use dims::{GeneratorDims, PredictorDims, SetEncoderDims, HEADS};
 pub use generator::Generator;
-pub use graph::{Dag, END_TYPE, START_TYPE};
 pub use graph_encoder::GraphEncoder;
 pub use predictor::Predictor;
 pub use set_encoder::SetEncoder;

@@ -13,10 +13,10 @@ use std::path::Path;
 
 use super::cell_prior::CellPrior;
 use super::dims::PredictorDims;
-use super::graph::Dag;
 use super::graph_encoder::GraphEncoder;
 use super::set_encoder::SetEncoder;
 use crate::error::{Error, Result};
+use crate::graph::Dag;
 use crate::nn::Linear;
 use crate::weights::WeightStore;
 

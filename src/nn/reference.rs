@@ -12,7 +12,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::error::{Error, Result};
-use crate::model::Dag;
+use crate::graph::Dag;
 
 /// Named f32 tensors on the CPU.
 pub struct RefWeights {

@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use super::graph_cache::{self, GraphCache};
 use super::sets::{draw, SetEmbedder, SetSample};
-use super::{Candidate, Counts, Progress, SearchConfig, SearchReport, Timings, GENERATION_BATCH};
+use super::{
+    Candidate, Counts, Progress, SearchConfig, SearchMode, SearchReport, Timings, GENERATION_BATCH,
+};
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{DecodeMode, Generator, Predictor};
@@ -426,7 +428,7 @@ impl Engine {
                 let cost = budget.cost(&archs[k]);
                 Candidate {
                     rank: i + 1,
-                    arch: archs[k].to_string(),
+                    arch: archs[k],
                     arch_json: matches!(archs[k], Arch::Mbv3(_)).then(|| archs[k].to_json()),
                     score: scores[k],
                     flops: cost.flops,
@@ -437,11 +439,11 @@ impl Engine {
             .collect();
         t.total_ms = ms(start);
         Ok(SearchReport {
-            space: self.space.name(),
+            space: self.space,
             mode: if cfg.exhaustive {
-                "exhaustive"
+                SearchMode::Exhaustive
             } else {
-                "generate"
+                SearchMode::Generate
             },
             seed: cfg.seed,
             counts,
@@ -684,12 +686,9 @@ fn ms(t: Instant) -> f64 {
 impl SearchReport {
     /// Adds NAS-Bench-201 benchmark facts to each candidate.
     pub fn annotate(&mut self, table: &Nb201Table) {
-        if self.space != Space::Nb201.name() {
-            return;
-        }
         for c in &mut self.candidates {
-            if let Ok(a) = c.arch.parse::<Nb201Arch>() {
-                c.nb201 = table.get(&a).copied();
+            if let Some(a) = c.arch.as_nb201() {
+                c.nb201 = table.get(a).copied();
             }
         }
     }

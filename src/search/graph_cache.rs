@@ -15,7 +15,7 @@ use crate::model::Predictor;
 use crate::space::nb201::{Nb201Arch, NUM_ARCHS};
 use crate::weights::{Param, WeightStore};
 
-pub const FILE_NAME: &str = "graph_cache.safetensors";
+pub const FILE_NAME: &str = crate::weights::GRAPH_CACHE_FILE;
 
 /// Metadata key of the sha256 of the embeddings' bytes (little-endian f32), checked at open
 /// when the file has no BLAKE3 of them.
@@ -68,7 +68,7 @@ impl GraphCache {
                 vec![embeddings.len() / nz, nz],
                 embeddings.to_vec(),
             )],
-            crate::weights::import::ExportDtype::F32,
+            crate::weights::ExportDtype::F32,
             Some(meta),
         )?;
         crate::util::write_atomic(path, &bytes)?;

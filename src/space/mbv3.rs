@@ -25,7 +25,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::{Dag, END_TYPE, START_TYPE};
+use crate::graph::{Dag, END_TYPE, START_TYPE};
 use crate::rng::Rng;
 
 pub const STAGES: usize = 5;

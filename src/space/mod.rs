@@ -16,7 +16,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::Dag;
+use crate::graph::Dag;
 
 /// The search spaces the engine knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +111,13 @@ impl Arch {
             Arch::Nb201(a) => Some(a),
             Arch::Mbv3(_) => None,
         }
+    }
+}
+
+/// Serialised as its text form (the NAS-Bench-201 string, or the readable MobileNetV3 form).
+impl Serialize for Arch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

@@ -12,7 +12,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
-use crate::model::{Dag, END_TYPE, START_TYPE};
+use crate::graph::{Dag, END_TYPE, START_TYPE};
 
 /// Operation names, in type order (type = 2 + index).
 pub const OPS: [&str; 5] = [

@@ -215,7 +215,12 @@ pub fn run(
         let ranked: Vec<Nb201Arch> = report
             .candidates
             .iter()
-            .map(|c| c.arch.parse())
+            .map(|c| {
+                c.arch
+                    .as_nb201()
+                    .copied()
+                    .ok_or_else(|| Error::invalid("meta-test needs NB201 weights"))
+            })
             .collect::<Result<_>>()?;
         let first = ranked
             .first()

@@ -15,32 +15,7 @@ use crate::error::{Error, Result};
 use crate::model::{Generator, Predictor};
 use crate::space::Space;
 
-/// Storage dtype of exported weights.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExportDtype {
-    F32,
-    F16,
-}
-
-impl ExportDtype {
-    pub fn name(self) -> &'static str {
-        match self {
-            ExportDtype::F32 => "f32",
-            ExportDtype::F16 => "f16",
-        }
-    }
-}
-
-impl std::str::FromStr for ExportDtype {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "f32" => Ok(ExportDtype::F32),
-            "f16" => Ok(ExportDtype::F16),
-            _ => Err(Error::invalid(format!("dtype `{s}`: choose f32 or f16"))),
-        }
-    }
-}
+pub use super::ExportDtype;
 
 /// Module prefixes of the official generator that inference never reads (the leftover D-VAE
 /// graph encoder and the unused `set_fc`).
@@ -70,8 +45,6 @@ pub struct ImportOptions {
     pub dtype: ExportDtype,
     /// Keep the tensors inference does not read (for later training from these weights).
     pub keep_unused: bool,
-    /// Also compute the graph-embedding cache (all NB201 cells; a few seconds).
-    pub graph_cache: bool,
     /// The command line, recorded in the manifest.
     pub command: String,
     /// What the checkpoints were trained on, as far as known, recorded in the manifest.
@@ -202,17 +175,10 @@ pub fn import_official(opts: &ImportOptions) -> Result<Manifest> {
         },
         extra: Default::default(),
     };
-    let cache = opts.out.join(crate::search::graph_cache::FILE_NAME);
-    if opts.graph_cache && space == Space::Nb201 {
-        let emb = crate::search::graph_cache::GraphCache::compute(&predictor, &mut |_, _| {})?;
-        crate::search::graph_cache::GraphCache::write(
-            &cache,
-            &emb,
-            pd.nz,
-            &manifest.predictor.sha256,
-        )?;
-    } else if cache.exists() {
-        // A cache left from earlier weights would not match these.
+    // A cache left from earlier weights would not match these (the search layer writes a new
+    // one: `search::import_with_graph_cache`).
+    let cache = opts.out.join(super::GRAPH_CACHE_FILE);
+    if cache.exists() {
         std::fs::remove_file(&cache).map_err(|e| Error::io(&cache, e))?;
     }
     manifest.write(&opts.out)?;

@@ -12,6 +12,8 @@ pub use store::{Param, StoredDtype, WeightStore};
 
 use sha2::{Digest, Sha256};
 
+use crate::error::{Error, Result};
+
 /// A named f32 tensor: `(name, shape, values)`.
 pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
@@ -37,7 +39,7 @@ pub fn blake3_hex(bytes: &[u8]) -> String {
 /// Serialises named f32 tensors as a safetensors image, stored as f32 or f16.
 pub fn serialize(
     tensors: &[NamedTensor],
-    dtype: import::ExportDtype,
+    dtype: ExportDtype,
     metadata: Option<std::collections::HashMap<String, String>>,
 ) -> crate::Result<Vec<u8>> {
     serialize_with(tensors, &|_| dtype, metadata)
@@ -46,18 +48,18 @@ pub fn serialize(
 /// As [`serialize`], with the storage dtype chosen per tensor name.
 pub fn serialize_with(
     tensors: &[NamedTensor],
-    dtype_of: &dyn Fn(&str) -> import::ExportDtype,
+    dtype_of: &dyn Fn(&str) -> ExportDtype,
     metadata: Option<std::collections::HashMap<String, String>>,
 ) -> crate::Result<Vec<u8>> {
     use safetensors::tensor::TensorView;
     let encoded: Vec<(safetensors::Dtype, Vec<u8>)> = tensors
         .iter()
         .map(|(n, _, v)| match dtype_of(n) {
-            import::ExportDtype::F32 => (
+            ExportDtype::F32 => (
                 safetensors::Dtype::F32,
                 v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             ),
-            import::ExportDtype::F16 => (
+            ExportDtype::F16 => (
                 safetensors::Dtype::F16,
                 v.iter()
                     .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
@@ -76,4 +78,35 @@ pub fn serialize_with(
         .collect::<crate::Result<Vec<_>>>()?;
     safetensors::serialize(views, metadata)
         .map_err(|e| crate::Error::invalid(format!("cannot serialise safetensors: {e}")))
+}
+
+/// The graph-embedding cache's file name in a weights directory (written by the search layer,
+/// `search::graph_cache`; removed by an import, whose new weights it would not match).
+pub const GRAPH_CACHE_FILE: &str = "graph_cache.safetensors";
+
+/// Storage dtype of exported weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportDtype {
+    F32,
+    F16,
+}
+
+impl ExportDtype {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExportDtype::F32 => "f32",
+            ExportDtype::F16 => "f16",
+        }
+    }
+}
+
+impl std::str::FromStr for ExportDtype {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(ExportDtype::F32),
+            "f16" => Ok(ExportDtype::F16),
+            _ => Err(Error::argument(format!("dtype `{s}`: choose f32 or f16"))),
+        }
+    }
 }

@@ -327,16 +327,19 @@ pub fn import_fixture(
     keep_unused: bool,
     graph_cache: bool,
 ) {
-    metad2a::weights::import::import_official(&metad2a::weights::import::ImportOptions {
+    let opts = metad2a::weights::import::ImportOptions {
         generator: fixture.join("generator_ckpt.pt"),
         predictor: fixture.join("predictor_ckpt.pt"),
         out: out.to_path_buf(),
         dtype,
         keep_unused,
-        graph_cache,
         command: "test".into(),
         data: "parity fixture".into(),
         feature_extractor: "fixture".into(),
-    })
-    .unwrap();
+    };
+    if graph_cache {
+        metad2a::search::import_with_graph_cache(&opts).unwrap();
+    } else {
+        metad2a::weights::import::import_official(&opts).unwrap();
+    }
 }

@@ -576,12 +576,12 @@ fn print_report(
     println!(
         "weights {} ({}), data: {} classes, {} rows of {} features",
         weights,
-        r.space,
+        r.space.name(),
         data.num_classes(),
         data.num_rows(),
         data.dim
     );
-    if r.mode == "exhaustive" {
+    if r.mode == metad2a::search::SearchMode::Exhaustive {
         println!(
             "scored all {} cells within budget, averaged over {resamples} set samples",
             c.ranked
@@ -730,12 +730,15 @@ fn import(a: ImportArgs) -> metad2a::Result<()> {
         out: a.out,
         dtype: a.dtype.parse::<ExportDtype>()?,
         keep_unused: a.keep_unused,
-        graph_cache: !a.no_graph_cache,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         data: a.data,
         feature_extractor: a.feature_extractor,
     };
-    let m = import_official(&opts)?;
+    let m = if a.no_graph_cache {
+        import_official(&opts)?
+    } else {
+        metad2a::search::import_with_graph_cache(&opts)?
+    };
     println!(
         "wrote {} ({} space, {})",
         opts.out.display(),
@@ -751,7 +754,7 @@ fn import(a: ImportArgs) -> metad2a::Result<()> {
             e.dropped.len()
         );
     }
-    if opts.graph_cache && m.space == metad2a::space::Space::Nb201 {
+    if !a.no_graph_cache && m.space == metad2a::space::Space::Nb201 {
         println!(
             "  {}: embeddings of all 15625 cells",
             metad2a::search::graph_cache::FILE_NAME

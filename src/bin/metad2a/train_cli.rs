@@ -309,7 +309,7 @@ pub fn build_db(c: BuildDbCommand) -> metad2a::Result<()> {
                     .search(d, &cfg)?
                     .candidates
                     .into_iter()
-                    .map(|c| c.arch)
+                    .map(|c| c.arch.to_string())
                     .collect())
             };
             let propose: Option<&mut build_db::Proposer<'_>> = if a.proposed > 0 {
