@@ -3,8 +3,9 @@
 //! Grey images are replicated to three channels, transparency is composited over white, 16-bit
 //! samples are reduced to 8 bits, palettes expanded. Resizing is separable bilinear
 //! interpolation with a support that widens when shrinking (antialiasing), as PIL's
-//! `Image.resize(..., BILINEAR)` does, with the intermediate and final values rounded to 8 bits
-//! like PIL.
+//! `Image.resize(..., BILINEAR)` does, in PIL's fixed-point arithmetic (weights with 22
+//! fractional bits, sums rounded and clipped to 8 bits after each pass), so that the pixels are
+//! PIL's own (`tests/resize_golden.rs`).
 
 use std::path::Path;
 
@@ -63,12 +64,12 @@ impl Image {
             let src = &self.rgb[y * self.width * 3..(y + 1) * self.width * 3];
             for (x, (start, w)) in hcoef.iter().enumerate() {
                 for c in 0..3 {
-                    let v: f32 = w
+                    let v: i32 = w
                         .iter()
                         .enumerate()
-                        .map(|(i, &k)| k * src[(start + i) * 3 + c] as f32)
+                        .map(|(i, &k)| k * src[(start + i) * 3 + c] as i32)
                         .sum();
-                    tmp[(y * width + x) * 3 + c] = to_u8(v);
+                    tmp[(y * width + x) * 3 + c] = clip8(v);
                 }
             }
         }
@@ -77,12 +78,12 @@ impl Image {
         for (y, (start, w)) in vcoef.iter().enumerate() {
             for x in 0..width {
                 for c in 0..3 {
-                    let v: f32 = w
+                    let v: i32 = w
                         .iter()
                         .enumerate()
-                        .map(|(i, &k)| k * tmp[((start + i) * width + x) * 3 + c] as f32)
+                        .map(|(i, &k)| k * tmp[((start + i) * width + x) * 3 + c] as i32)
                         .sum();
-                    out[(y * width + x) * 3 + c] = to_u8(v);
+                    out[(y * width + x) * 3 + c] = clip8(v);
                 }
             }
         }
@@ -107,12 +108,18 @@ fn over_white(v: u8, a: u8) -> u8 {
     ((v as u32 * a as u32 + 255 * (255 - a as u32) + 127) / 255) as u8
 }
 
-fn to_u8(v: f32) -> u8 {
-    v.round().clamp(0.0, 255.0) as u8
+/// Fractional bits of PIL's fixed-point resampling weights (8-bit images).
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// A fixed-point sum to 8 bits, as PIL does: add one half, shift, clip.
+fn clip8(v: i32) -> u8 {
+    let v = v.saturating_add(1 << (PRECISION_BITS - 1));
+    (v >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// For each output position: the first input index and the normalised weights.
-fn coefficients(input: usize, output: usize) -> Vec<(usize, Vec<f32>)> {
+/// For each output position: the first input index and the normalised weights, in PIL's fixed
+/// point (rounded half away from zero).
+fn coefficients(input: usize, output: usize) -> Vec<(usize, Vec<i32>)> {
     let scale = input as f64 / output as f64;
     let filterscale = scale.max(1.0);
     let support = filterscale; // bilinear support is 1
@@ -128,7 +135,18 @@ fn coefficients(input: usize, output: usize) -> Vec<(usize, Vec<f32>)> {
             if total > 0.0 {
                 w.iter_mut().for_each(|x| *x /= total);
             }
-            (xmin, w.into_iter().map(|x| x as f32).collect())
+            let one = (1u32 << PRECISION_BITS) as f64;
+            let fixed = w
+                .into_iter()
+                .map(|x| {
+                    if x < 0.0 {
+                        (x * one - 0.5) as i32
+                    } else {
+                        (x * one + 0.5) as i32
+                    }
+                })
+                .collect();
+            (xmin, fixed)
         })
         .collect()
 }
