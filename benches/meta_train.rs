@@ -8,7 +8,7 @@ use metad2a::train::meta::{self, Adam};
 use metad2a::train::meta_train::{init_params, Kind};
 
 fn bench_meta(c: &mut Criterion) {
-    // meta-training sets the thread count once (see train::meta_train); so does the bench
+    // as the `metad2a` command does before meta-training (see train::meta_train::train)
     std::env::set_var(
         "RAYON_NUM_THREADS",
         std::thread::available_parallelism()

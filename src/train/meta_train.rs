@@ -212,6 +212,12 @@ fn ckpt_path(out: &Path, kind: Kind) -> std::path::PathBuf {
 /// Trains one model on `db`; `init` gives the starting variables (ignored when a checkpoint of
 /// this kind exists in `out`, which is then resumed). Writes `out/<kind>.safetensors` (for the
 /// predictor, the epoch with the best validation Pearson) and `out/<kind>.json`.
+///
+/// Speed: candle's CPU matrix product looks up the thread count on every call (reading the
+/// cgroup and CPU files unless `RAYON_NUM_THREADS` is set), which dominates the many small
+/// products of meta-training. Set `RAYON_NUM_THREADS` before the process starts threads (the
+/// `metad2a` command does) for several times faster training; the library never changes the
+/// environment itself.
 pub fn train(
     kind: Kind,
     db: &MetaDb,
@@ -220,7 +226,6 @@ pub fn train(
     out: &Path,
     progress: &mut dyn FnMut(TrainProgress),
 ) -> Result<Vec<EpochLog>> {
-    fix_thread_count();
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let ckpt = ckpt_path(out, kind);
     let (params, mut adam, mut state) = if ckpt.is_file() {
@@ -407,17 +412,6 @@ pub fn train(
         progress(TrainProgress::Epoch(&log));
     }
     Ok(state.history)
-}
-
-/// Candle's CPU matrix product looks up the thread count on every call (reading
-/// `/proc/cpuinfo` unless `RAYON_NUM_THREADS` is set), which dominates the many small products
-/// of meta-training; setting the variable once makes training several times faster.
-fn fix_thread_count() {
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // Set before the training threads exist; nothing else in the process writes it.
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
 }
 
 /// Tensors of the official checkpoints the runtime never reads (not exported).

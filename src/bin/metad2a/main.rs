@@ -834,6 +834,14 @@ fn inspect(a: InspectArgs) -> metad2a::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Candle looks up its thread count on every matrix product unless this is set, which makes
+    // training several times slower (see train::meta_train::train). Set while the process has
+    // one thread.
+    #[cfg(feature = "train")]
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
     let result = match Cli::parse().command {
         Command::Search(a) => search(a),
         Command::Score(a) => score(a),
