@@ -149,7 +149,7 @@ fn status_of(e: &Error) -> Metad2aStatus {
 }
 
 /// Runs `f`, turning errors and panics into a status and the thread's last error.
-fn guard(f: impl FnOnce() -> Result<(), (Metad2aStatus, String)>) -> Metad2aStatus {
+fn guard(f: impl FnOnce() -> Result<(), Fail>) -> Metad2aStatus {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => Metad2aStatus::Ok,
         Ok(Err((status, msg))) => {
@@ -170,17 +170,20 @@ fn guard(f: impl FnOnce() -> Result<(), (Metad2aStatus, String)>) -> Metad2aStat
     }
 }
 
-fn engine_err(e: Error) -> (Metad2aStatus, String) {
+/// A failed call: its status and message.
+type Fail = (Metad2aStatus, String);
+
+fn engine_err(e: Error) -> Fail {
     (status_of(&e), e.to_string())
 }
 
-fn invalid(msg: impl Into<String>) -> (Metad2aStatus, String) {
+fn invalid(msg: impl Into<String>) -> Fail {
     (Metad2aStatus::InvalidArgument, msg.into())
 }
 
 /// # Safety
 /// `p` is NULL or a valid NUL-terminated string.
-unsafe fn path_arg(p: *const c_char, what: &str) -> Result<PathBuf, (Metad2aStatus, String)> {
+unsafe fn path_arg(p: *const c_char, what: &str) -> Result<PathBuf, Fail> {
     if p.is_null() {
         return Err(invalid(format!("{what} is NULL")));
     }
@@ -189,6 +192,65 @@ unsafe fn path_arg(p: *const c_char, what: &str) -> Result<PathBuf, (Metad2aStat
         .to_str()
         .map_err(|_| invalid(format!("{what} is not valid UTF-8")))?;
     Ok(PathBuf::from(s))
+}
+
+/// A constructor's out-pointer: refused when NULL, else cleared (a failed call leaves NULL
+/// behind) and handed back to be filled with [`give`].
+///
+/// # Safety
+/// `out` is NULL or valid for writes, and outlives the returned reference.
+unsafe fn out_slot<'a, T>(out: *mut *mut T) -> Result<&'a mut *mut T, Fail> {
+    // SAFETY: NULL or valid for writes, by this function's contract.
+    let slot = unsafe { out.as_mut() }.ok_or_else(|| invalid("out is NULL"))?;
+    *slot = std::ptr::null_mut();
+    Ok(slot)
+}
+
+/// Hands `value` to the caller through its out-pointer; the caller frees it with the matching
+/// `metad2a_*_free`.
+fn give<T>(slot: &mut *mut T, value: T) {
+    *slot = Box::into_raw(Box::new(value));
+}
+
+/// A caller's object, refused when NULL.
+///
+/// # Safety
+/// `p` is NULL or points to a live `T` that outlives the returned reference.
+unsafe fn live<'a, T>(p: *const T, what: &str) -> Result<&'a T, Fail> {
+    // SAFETY: NULL or live, by this function's contract.
+    unsafe { p.as_ref() }.ok_or_else(|| invalid(format!("{what} is NULL")))
+}
+
+/// Writes `value` through an optional out-pointer (NULL: not wanted).
+///
+/// # Safety
+/// `p` is NULL or valid for writes.
+unsafe fn put<T>(p: *mut T, value: T) {
+    // SAFETY: NULL or valid for writes, by this function's contract.
+    if let Some(r) = unsafe { p.as_mut() } {
+        *r = value;
+    }
+}
+
+/// Frees an object a constructor gave and sets the caller's pointer to NULL; NULL, or a
+/// pointer to NULL, is a no-op.
+///
+/// # Safety
+/// `p` is NULL or points to the caller's pointer, which is NULL or came from [`give`] with
+/// this `T` and is not in use by another thread.
+unsafe fn free_given<T>(p: *mut *mut T) -> Metad2aStatus {
+    guard(|| {
+        // SAFETY: NULL or valid for reads and writes, by this function's contract.
+        if let Some(slot) = unsafe { p.as_mut() } {
+            if !slot.is_null() {
+                // SAFETY: the pointer came from `Box::into_raw` in `give` and is freed once:
+                // the caller's copy is set to NULL next.
+                drop(unsafe { Box::from_raw(*slot) });
+                *slot = std::ptr::null_mut();
+            }
+        }
+        Ok(())
+    })
 }
 
 /// The library version, e.g. "0.1.0" (static storage; never NULL).
@@ -221,16 +283,10 @@ pub unsafe extern "C" fn metad2a_engine_load(
     out: *mut *mut Metad2aEngine,
 ) -> Metad2aStatus {
     guard(|| {
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
-        // SAFETY: `out` is not NULL (checked above) and writable, by this function's contract.
-        unsafe { *out = std::ptr::null_mut() };
-        // SAFETY: the argument is NULL or NUL-terminated, by this function's contract.
-        let dir = unsafe { path_arg(dir, "dir") }?;
+        // SAFETY: this function's contract.
+        let (slot, dir) = unsafe { (out_slot(out)?, path_arg(dir, "dir")?) };
         let engine = Engine::load(&dir).map_err(engine_err)?;
-        // SAFETY: `out` is not NULL (checked above) and writable, by this function's contract.
-        unsafe { *out = Box::into_raw(Box::new(Metad2aEngine { engine })) };
+        give(slot, Metad2aEngine { engine });
         Ok(())
     })
 }
@@ -254,11 +310,8 @@ pub unsafe extern "C" fn metad2a_engine_load_from_memory(
     out: *mut *mut Metad2aEngine,
 ) -> Metad2aStatus {
     guard(|| {
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
-        // SAFETY: `out` is not NULL (checked above) and writable, by this function's contract.
-        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: this function's contract.
+        let slot = unsafe { out_slot(out) }?;
         if generator.is_null() || predictor.is_null() {
             return Err(invalid("generator or predictor buffer is NULL"));
         }
@@ -270,20 +323,19 @@ pub unsafe extern "C" fn metad2a_engine_load_from_memory(
                 "graph_cache and graph_cache_len must both be set or both be empty",
             ));
         }
-        // SAFETY: the caller keeps the buffers alive and unchanged while the engine exists,
-        // and the engine never outlives `metad2a_engine_free`.
+        // SAFETY: not NULL (checked above); the caller keeps the buffers alive and unchanged
+        // while the engine exists, and the engine never outlives `metad2a_engine_free`.
         let (g, p) = unsafe {
             (
                 std::slice::from_raw_parts(generator, generator_len),
                 std::slice::from_raw_parts(predictor, predictor_len),
             )
         };
+        // SAFETY: as above, for the optional cache (not NULL when taken).
         let c = (!graph_cache.is_null())
-            // SAFETY: not NULL here; the caller keeps `graph_cache_len` bytes alive with the engine.
             .then(|| unsafe { std::slice::from_raw_parts(graph_cache, graph_cache_len) });
         let engine = Engine::from_static(g, p, c).map_err(engine_err)?;
-        // SAFETY: `out` is not NULL (checked above) and writable, by this function's contract.
-        unsafe { *out = Box::into_raw(Box::new(Metad2aEngine { engine })) };
+        give(slot, Metad2aEngine { engine });
         Ok(())
     })
 }
@@ -294,19 +346,8 @@ pub unsafe extern "C" fn metad2a_engine_load_from_memory(
 /// `*engine` was returned by a `metad2a_engine_load*` call and is not in use by another thread.
 #[no_mangle]
 pub unsafe extern "C" fn metad2a_engine_free(engine: *mut *mut Metad2aEngine) -> Metad2aStatus {
-    guard(|| {
-        if !engine.is_null() {
-            // SAFETY: not NULL (checked above); it points to the caller's pointer variable.
-            let p = unsafe { *engine };
-            if !p.is_null() {
-                // SAFETY: `p` came from `Box::into_raw` in this library and is freed once: the caller's pointer is set to NULL next.
-                drop(unsafe { Box::from_raw(p) });
-                // SAFETY: the same non-NULL, writable pointer variable as above.
-                unsafe { *engine = std::ptr::null_mut() };
-            }
-        }
-        Ok(())
-    })
+    // SAFETY: this function's contract.
+    unsafe { free_given(engine) }
 }
 
 /// The width of the feature rows the engine reads.
@@ -319,11 +360,13 @@ pub unsafe extern "C" fn metad2a_engine_feature_dim(
     out: *mut usize,
 ) -> Metad2aStatus {
     guard(|| {
-        // SAFETY: `engine` is NULL or live, by this function's contract.
-        let e = unsafe { engine.as_ref() }.ok_or_else(|| invalid("engine is NULL"))?;
-        // SAFETY: `out` is NULL or writable, by this function's contract.
-        let o = unsafe { out.as_mut() }.ok_or_else(|| invalid("out is NULL"))?;
-        *o = e.engine.feature_dim();
+        // SAFETY: this function's contract.
+        let e = unsafe { live(engine, "engine") }?;
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        // SAFETY: not NULL (checked above) and writable, by this function's contract.
+        unsafe { put(out, e.engine.feature_dim()) };
         Ok(())
     })
 }
@@ -338,14 +381,17 @@ pub unsafe extern "C" fn metad2a_engine_space(
     out: *mut Metad2aSpace,
 ) -> Metad2aStatus {
     guard(|| {
-        // SAFETY: NULL or live, by this function's contract.
-        let e = unsafe { engine.as_ref() }.ok_or_else(|| invalid("engine is NULL"))?;
-        // SAFETY: NULL or writable, by this function's contract.
-        let o = unsafe { out.as_mut() }.ok_or_else(|| invalid("out is NULL"))?;
-        *o = match e.engine.space {
+        // SAFETY: this function's contract.
+        let e = unsafe { live(engine, "engine") }?;
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        let space = match e.engine.space {
             Space::Nb201 => Metad2aSpace::Nb201,
             Space::Mbv3 => Metad2aSpace::Mbv3,
         };
+        // SAFETY: not NULL (checked above) and writable, by this function's contract.
+        unsafe { put(out, space) };
         Ok(())
     })
 }
@@ -371,8 +417,8 @@ pub extern "C" fn metad2a_default_search_params() -> Metad2aSearchParams {
     }
 }
 
-fn config(p: &Metad2aSearchParams) -> Result<SearchConfig, (Metad2aStatus, String)> {
-    let cap = |v: f64, what: &str| -> Result<Option<u64>, (Metad2aStatus, String)> {
+fn config(p: &Metad2aSearchParams) -> Result<SearchConfig, Fail> {
+    let cap = |v: f64, what: &str| -> Result<Option<u64>, Fail> {
         if !v.is_finite() || v < 0.0 {
             return Err(invalid(format!("{what} must be a finite number >= 0")));
         }
@@ -397,13 +443,13 @@ fn config(p: &Metad2aSearchParams) -> Result<SearchConfig, (Metad2aStatus, Strin
 
 /// # Safety
 /// `params` is NULL or points to valid parameters (whose callback, if any, is callable with
-/// its user data); `out` is not NULL and writable.
+/// its user data).
 unsafe fn run_search(
     e: &Engine,
     data: &Dataset,
     params: *const Metad2aSearchParams,
-    out: *mut *mut Metad2aResult,
-) -> Result<(), (Metad2aStatus, String)> {
+    out: &mut *mut Metad2aResult,
+) -> Result<(), Fail> {
     // SAFETY: the caller guarantees `params` is NULL or valid.
     let p = match unsafe { params.as_ref() } {
         Some(p) => *p,
@@ -439,8 +485,7 @@ unsafe fn run_search(
         decoded: r.counts.decoded as u64,
         total_ms: r.timings.total_ms,
     };
-    // SAFETY: the caller checked `out` is not NULL and writable.
-    unsafe { *out = Box::into_raw(Box::new(res)) };
+    give(out, res);
     Ok(())
 }
 
@@ -455,7 +500,7 @@ unsafe fn run_search(
 #[no_mangle]
 pub unsafe extern "C" fn metad2a_search(
     engine: *const Metad2aEngine,
-    features: *const std::ffi::c_void,
+    features: *const c_void,
     dtype: u32,
     rows: usize,
     dim: usize,
@@ -464,13 +509,8 @@ pub unsafe extern "C" fn metad2a_search(
     out: *mut *mut Metad2aResult,
 ) -> Metad2aStatus {
     guard(|| {
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
-        // SAFETY: `out` is not NULL (checked above) and writable, by this function's contract.
-        unsafe { *out = std::ptr::null_mut() };
-        // SAFETY: `engine` is NULL or live, by this function's contract.
-        let e = unsafe { engine.as_ref() }.ok_or_else(|| invalid("engine is NULL"))?;
+        // SAFETY: this function's contract.
+        let (slot, e) = unsafe { (out_slot(out)?, live(engine, "engine")?) };
         if features.is_null() || labels.is_null() {
             return Err(invalid("features or labels is NULL"));
         }
@@ -484,9 +524,10 @@ pub unsafe extern "C" fn metad2a_search(
             .filter(|&n| n <= isize::MAX as usize / 4)
             .ok_or_else(|| invalid("rows * dim overflows"))?;
         let feats: Vec<f32> = match dtype {
-            // SAFETY: not NULL (checked above); `features` holds `rows * dim` values of `dtype` by this function's contract, and `n` does not overflow.
+            // SAFETY: not NULL (checked above); `features` holds `rows * dim` values of
+            // `dtype` by this function's contract, and `n` does not overflow.
             0 => unsafe { std::slice::from_raw_parts(features as *const f32, n) }.to_vec(),
-            // SAFETY: not NULL (checked above); `features` holds `rows * dim` values of `dtype` by this function's contract, and `n` does not overflow.
+            // SAFETY: as above.
             1 => unsafe { std::slice::from_raw_parts(features as *const u16, n) }
                 .iter()
                 .map(|&b| half::f16::from_bits(b).to_f32())
@@ -497,7 +538,8 @@ pub unsafe extern "C" fn metad2a_search(
                 )))
             }
         };
-        // SAFETY: not NULL (checked above); `labels` holds `rows` values by this function's contract.
+        // SAFETY: not NULL (checked above); `labels` holds `rows` values by this function's
+        // contract.
         let labels = unsafe { std::slice::from_raw_parts(labels, rows) };
         if let Some((i, l)) = labels.iter().enumerate().find(|(_, &l)| l < 0) {
             return Err((
@@ -507,8 +549,8 @@ pub unsafe extern "C" fn metad2a_search(
         }
         let labels: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
         let data = Dataset::new(feats, dim, labels, None).map_err(engine_err)?;
-        // SAFETY: `out` was checked; `params` is NULL or valid by this function's contract.
-        unsafe { run_search(&e.engine, &data, params, out) }
+        // SAFETY: `params` is NULL or valid by this function's contract.
+        unsafe { run_search(&e.engine, &data, params, slot) }
     })
 }
 
@@ -522,16 +564,10 @@ pub unsafe extern "C" fn metad2a_dataset_load(
     out: *mut *mut Metad2aDataset,
 ) -> Metad2aStatus {
     guard(|| {
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
-        // SAFETY: `out` is not NULL (checked above) and writable, by this function's contract.
-        unsafe { *out = std::ptr::null_mut() };
-        // SAFETY: the argument is NULL or NUL-terminated, by this function's contract.
-        let path = unsafe { path_arg(path, "path") }?;
+        // SAFETY: this function's contract.
+        let (slot, path) = unsafe { (out_slot(out)?, path_arg(path, "path")?) };
         let data = Dataset::load(&path).map_err(engine_err)?;
-        // SAFETY: `out` is not NULL (checked above) and writable, by this function's contract.
-        unsafe { *out = Box::into_raw(Box::new(Metad2aDataset { data })) };
+        give(slot, Metad2aDataset { data });
         Ok(())
     })
 }
@@ -548,21 +584,13 @@ pub unsafe extern "C" fn metad2a_dataset_shape(
     classes: *mut usize,
 ) -> Metad2aStatus {
     guard(|| {
-        // SAFETY: `dataset` is NULL or live, by this function's contract.
-        let d = &unsafe { dataset.as_ref() }
-            .ok_or_else(|| invalid("dataset is NULL"))?
-            .data;
-        // SAFETY: each out-pointer is NULL (skipped) or writable, by this function's contract.
+        // SAFETY: this function's contract.
+        let d = &unsafe { live(dataset, "dataset") }?.data;
+        // SAFETY: each out-pointer is NULL or writable, by this function's contract.
         unsafe {
-            if let Some(r) = rows.as_mut() {
-                *r = d.num_rows();
-            }
-            if let Some(r) = dim.as_mut() {
-                *r = d.dim;
-            }
-            if let Some(r) = classes.as_mut() {
-                *r = d.num_classes();
-            }
+            put(rows, d.num_rows());
+            put(dim, d.dim);
+            put(classes, d.num_classes());
         }
         Ok(())
     })
@@ -580,17 +608,13 @@ pub unsafe extern "C" fn metad2a_search_dataset(
     out: *mut *mut Metad2aResult,
 ) -> Metad2aStatus {
     guard(|| {
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
+        // SAFETY: this function's contract.
+        unsafe {
+            let slot = out_slot(out)?;
+            let e = live(engine, "engine")?;
+            let d = live(dataset, "dataset")?;
+            run_search(&e.engine, &d.data, params, slot)
         }
-        // SAFETY: `out` is not NULL (checked above) and writable, by this function's contract.
-        unsafe { *out = std::ptr::null_mut() };
-        // SAFETY: `engine` is NULL or live, by this function's contract.
-        let e = unsafe { engine.as_ref() }.ok_or_else(|| invalid("engine is NULL"))?;
-        // SAFETY: `dataset` is NULL or live, by this function's contract.
-        let d = unsafe { dataset.as_ref() }.ok_or_else(|| invalid("dataset is NULL"))?;
-        // SAFETY: `out` was checked; `params` is NULL or valid by this function's contract.
-        unsafe { run_search(&e.engine, &d.data, params, out) }
     })
 }
 
@@ -600,38 +624,24 @@ pub unsafe extern "C" fn metad2a_search_dataset(
 /// `*dataset` came from `metad2a_dataset_load` and is not in use by another thread.
 #[no_mangle]
 pub unsafe extern "C" fn metad2a_dataset_free(dataset: *mut *mut Metad2aDataset) -> Metad2aStatus {
-    guard(|| {
-        if !dataset.is_null() {
-            // SAFETY: not NULL (checked above); it points to the caller's pointer variable.
-            let p = unsafe { *dataset };
-            if !p.is_null() {
-                // SAFETY: `p` came from `Box::into_raw` in this library and is freed once: the caller's pointer is set to NULL next.
-                drop(unsafe { Box::from_raw(p) });
-                // SAFETY: the same non-NULL, writable pointer variable as above.
-                unsafe { *dataset = std::ptr::null_mut() };
-            }
-        }
-        Ok(())
-    })
+    // SAFETY: this function's contract.
+    unsafe { free_given(dataset) }
 }
 
+/// The candidate `i` of a live result, or why not.
+///
 /// # Safety
 /// `r` is NULL or a live result, which outlives the returned reference.
-unsafe fn result_ref<'a>(
-    r: *const Metad2aResult,
-) -> Result<&'a Metad2aResult, (Metad2aStatus, String)> {
-    // SAFETY: NULL or live, by this function's contract.
-    unsafe { r.as_ref() }.ok_or_else(|| invalid("result is NULL"))
-}
-
-fn index_ok(r: &Metad2aResult, i: usize) -> Result<(), (Metad2aStatus, String)> {
+unsafe fn candidate<'a>(r: *const Metad2aResult, i: usize) -> Result<&'a Metad2aResult, Fail> {
+    // SAFETY: this function's contract.
+    let r = unsafe { live(r, "result") }?;
     if i >= r.archs.len() {
         return Err(invalid(format!(
             "index {i} is out of range: the result has {} candidates",
             r.archs.len()
         )));
     }
-    Ok(())
+    Ok(r)
 }
 
 /// Number of candidates in a result (ranked best first).
@@ -644,10 +654,13 @@ pub unsafe extern "C" fn metad2a_result_count(
     out: *mut usize,
 ) -> Metad2aStatus {
     guard(|| {
-        // SAFETY: `result` is NULL or live, by this function's contract.
-        let r = unsafe { result_ref(result) }?;
-        // SAFETY: `out` is NULL or writable, by this function's contract.
-        *unsafe { out.as_mut() }.ok_or_else(|| invalid("out is NULL"))? = r.archs.len();
+        // SAFETY: this function's contract.
+        let r = unsafe { live(result, "result") }?;
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        // SAFETY: not NULL (checked above) and writable, by this function's contract.
+        unsafe { put(out, r.archs.len()) };
         Ok(())
     })
 }
@@ -668,23 +681,14 @@ pub unsafe extern "C" fn metad2a_result_get(
     params: *mut u64,
 ) -> Metad2aStatus {
     guard(|| {
-        // SAFETY: `result` is NULL or live, by this function's contract.
-        let r = unsafe { result_ref(result) }?;
-        index_ok(r, i)?;
-        // SAFETY: each out-pointer is NULL (skipped) or writable, by this function's contract.
+        // SAFETY: this function's contract.
+        let r = unsafe { candidate(result, i) }?;
+        // SAFETY: each out-pointer is NULL or writable, by this function's contract.
         unsafe {
-            if let Some(a) = arch.as_mut() {
-                *a = r.archs[i].as_ptr();
-            }
-            if let Some(s) = score.as_mut() {
-                *s = r.scores[i];
-            }
-            if let Some(f) = flops.as_mut() {
-                *f = r.flops[i];
-            }
-            if let Some(p) = params.as_mut() {
-                *p = r.params[i];
-            }
+            put(arch, r.archs[i].as_ptr());
+            put(score, r.scores[i]);
+            put(flops, r.flops[i]);
+            put(params, r.params[i]);
         }
         Ok(())
     })
@@ -702,16 +706,12 @@ pub unsafe extern "C" fn metad2a_result_stats(
     total_ms: *mut f64,
 ) -> Metad2aStatus {
     guard(|| {
-        // SAFETY: `result` is NULL or live, by this function's contract.
-        let r = unsafe { result_ref(result) }?;
-        // SAFETY: each out-pointer is NULL (skipped) or writable, by this function's contract.
+        // SAFETY: this function's contract.
+        let r = unsafe { live(result, "result") }?;
+        // SAFETY: each out-pointer is NULL or writable, by this function's contract.
         unsafe {
-            if let Some(d) = decoded.as_mut() {
-                *d = r.decoded;
-            }
-            if let Some(t) = total_ms.as_mut() {
-                *t = r.total_ms;
-            }
+            put(decoded, r.decoded);
+            put(total_ms, r.total_ms);
         }
         Ok(())
     })
@@ -723,19 +723,8 @@ pub unsafe extern "C" fn metad2a_result_stats(
 /// `*result` came from a search call and is not in use by another thread.
 #[no_mangle]
 pub unsafe extern "C" fn metad2a_result_free(result: *mut *mut Metad2aResult) -> Metad2aStatus {
-    guard(|| {
-        if !result.is_null() {
-            // SAFETY: not NULL (checked above); it points to the caller's pointer variable.
-            let p = unsafe { *result };
-            if !p.is_null() {
-                // SAFETY: `p` came from `Box::into_raw` in this library and is freed once: the caller's pointer is set to NULL next.
-                drop(unsafe { Box::from_raw(p) });
-                // SAFETY: the same non-NULL, writable pointer variable as above.
-                unsafe { *result = std::ptr::null_mut() };
-            }
-        }
-        Ok(())
-    })
+    // SAFETY: this function's contract.
+    unsafe { free_given(result) }
 }
 
 /// Panics inside the library on purpose and returns what the boundary makes of it:
