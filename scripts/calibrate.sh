@@ -5,13 +5,9 @@
 # About 1.5 hours on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cifar=${CIFAR_DIR:-/tmp/metad2a-cifar10}
-if [ ! -d "$cifar/train" ]; then
-  mkdir -p "$cifar"
-  tar xzf ../shared/data/cifar10/cifar10-jpg.tar.gz -C "$cifar"
-fi
-cargo build --release --locked --features train
-bin=target/release/metad2a
+. scripts/common.sh
+cifar=$(cifar_dir)
+bin=$(train_bin)
 csv=../shared/data/nb201/nats_bench.csv
 run() { # name per-class epochs resolution channels cells-per-stage [cells, default 60]
   local name=$1; shift

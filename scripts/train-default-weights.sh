@@ -18,13 +18,9 @@ out=${OUT:-weights/nb201-lite0}
 report=${REPORT:-docs/meta-test/cifar10}
 label=${LABEL:-train}
 target=${TARGET:-global}
-cifar=${CIFAR_DIR:-/tmp/metad2a-cifar10}
-if [ ! -d "$cifar/test" ]; then
-  mkdir -p "$cifar"
-  tar xzf ../shared/data/cifar10/cifar10-jpg.tar.gz -C "$cifar"
-fi
-cargo build --release --locked --features train
-bin=target/release/metad2a
+. scripts/common.sh
+cifar=$(cifar_dir)
+bin=$(train_bin)
 $bin build-db merge --db "$db"
 $bin train generator --db "$db" --out "$out" --epochs "${GEN_EPOCHS:-400}" --label "$label"
 $bin train predictor --db "$db" --out "$out" --epochs "${PRED_EPOCHS:-100}" --label "$label" \

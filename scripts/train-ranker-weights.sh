@@ -19,7 +19,6 @@ out=${OUT:-weights/nb201-lite0-ranker}
 report=${REPORT:-docs/meta-test/cifar10-ranker}
 work=${WORK:-target/ranker}
 nb201=../shared/data/nb201/nats_bench.csv
-cifar=${CIFAR_DIR:-/tmp/metad2a-cifar10}
 bin=target/release/metad2a
 OUT=$work scripts/train-ranker.sh
 case $variant in
@@ -38,10 +37,8 @@ $bin train generator --db "$db" --out "$gen" --epochs 1 --targets-per-task 500
 [ -f "$out/manifest.json" ] ||
   $bin train ranker --base weights/nb201-lite0 --db data/metadb-nb201 --nb201 "$nb201" \
     $args --generator "$gen" --out "$out"
-if [ ! -d "$cifar/test" ]; then
-  mkdir -p "$cifar"
-  tar xzf ../shared/data/cifar10/cifar10-jpg.tar.gz -C "$cifar"
-fi
+. scripts/common.sh
+cifar=$(cifar_dir)   # CIFAR-10 is unpacked only now, after training
 mkdir -p "$(dirname "$report")"
 $bin meta-test --weights "$out" --images "$cifar/test" --nb201 "$nb201" --seeds 10 \
   --naswot-cache docs/meta-test/cifar10.naswot.jsonl --out "$report"

@@ -119,12 +119,13 @@ fn run(f: &Fixture, bin: &str, wrapper: &[&str]) -> (bool, String, String) {
         }
         None => Command::new(f.bins.join(bin)),
     };
-    let out = cmd.arg(&f.weights).arg(&f.features).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::outcome(&cmd.arg(&f.weights).arg(&f.features).output().unwrap())
+}
+
+/// Runs a C program of the fixture, which must succeed and print `needle`.
+fn run_ok(shared: &Path, bin: &str, needle: &str) {
+    let (ok, out, err) = run(fixture(shared), bin, &[]);
+    assert!(ok && out.contains(needle), "{out}\n{err}");
 }
 
 #[test]
@@ -157,28 +158,10 @@ fn c_example_prints_the_top_five() {
     shared_missing,
     ignore = "needs ../shared (fixtures and data), which is missing"
 )]
-fn c_threads_agree_with_sequential_runs() {
+fn c_threads_agree_and_bad_input_gives_statuses() {
     let shared = need_shared!();
-    let (ok, out, err) = run(fixture(&shared), "threads", &[]);
-    assert!(
-        ok && out.contains("concurrent == sequential"),
-        "{out}\n{err}"
-    );
-}
-
-#[test]
-#[cfg_attr(
-    shared_missing,
-    ignore = "needs ../shared (fixtures and data), which is missing"
-)]
-fn c_bad_input_gives_statuses_and_messages() {
-    let shared = need_shared!();
-    let f = fixture(&shared);
-    let (ok, out, err) = run(f, "bad_input", &[]);
-    assert!(
-        ok && out.contains("all bad-input checks passed"),
-        "{out}\n{err}"
-    );
+    run_ok(&shared, "threads", "concurrent == sequential");
+    run_ok(&shared, "bad_input", "all bad-input checks passed");
 }
 
 #[test]

@@ -169,7 +169,8 @@ fn both_scoring_paths_add_the_same_cell_prior() {
     }
     let d = engine
         .predictor
-        .dataset_embedding(&rows, 1, 10, 20)
+        .set_encoder
+        .encode(&rows, 1, 10, 20)
         .unwrap();
     let head = engine
         .predictor

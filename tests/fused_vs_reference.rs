@@ -181,7 +181,7 @@ fn graph_encoder_and_predictor_match_reference() {
 
     let (classes, per) = (3, 4);
     let x = random_vec(classes * per * 24, 16, 3.0);
-    let d = p.dataset_embedding(&x, 1, classes, per).unwrap();
+    let d = p.set_encoder.encode(&x, 1, classes, per).unwrap();
     let g = p.graph_embedding(&dags).unwrap();
     let y = p.predict(&d, &g).unwrap();
     let gt = r

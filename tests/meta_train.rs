@@ -335,7 +335,7 @@ fn learns_a_planted_rule() {
         let r = &db.records[i];
         let task = &db.tasks[r.task];
         let x = db.sample_task(r.task, 8, &mut rng);
-        let d = p.dataset_embedding(&x, 1, task.classes.len(), 8).unwrap();
+        let d = p.set_encoder.encode(&x, 1, task.classes.len(), 8).unwrap();
         let a: Nb201Arch = r.arch.parse().unwrap();
         let ge = p.graph_embedding(&[a.to_graph()]).unwrap();
         pred.push(p.predict(&d, &ge).unwrap()[0] as f64);

@@ -144,7 +144,7 @@ fn embeddings_and_predictions_match_in_f32() {
             fx.want(&format!("gen.set_logvar.{ds}")),
             1e-4,
         ));
-        let v = p.dataset_embedding(x, 1, classes, 20).unwrap();
+        let v = p.set_encoder.encode(x, 1, classes, 20).unwrap();
         worst = worst.max(assert_close(
             "pred set",
             &v,
@@ -233,7 +233,7 @@ fn f16_weights_stay_close() {
     let mut worst = assert_close("pred.graph_mu", &ge, fx.want("pred.graph_mu"), 5e-3);
     let (mu, _) = g.latent(fx.input("x.c10"), 1, 10, 20).unwrap();
     worst = worst.max(assert_close("set mu", &mu, fx.want("gen.set_mu.c10"), 5e-3));
-    let v = p.dataset_embedding(fx.input("x.c10"), 1, 10, 20).unwrap();
+    let v = p.set_encoder.encode(fx.input("x.c10"), 1, 10, 20).unwrap();
     worst = worst.max(assert_close(
         "pred.y",
         &p.predict(&v, &ge).unwrap(),

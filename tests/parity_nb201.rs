@@ -38,7 +38,7 @@ fn numeric_checks(fx: &Fixture, g: &Generator, p: &Predictor, tol: f32) -> BTree
         errs.insert(k.clone(), assert_close(&k, &mu, fx.want(&k), tol));
         let k = format!("gen.set_logvar.{ds}");
         errs.insert(k.clone(), assert_close(&k, &logvar, fx.want(&k), tol));
-        let v = p.dataset_embedding(x, 1, classes, 20).unwrap();
+        let v = p.set_encoder.encode(x, 1, classes, 20).unwrap();
         let k = format!("pred.set_v.{ds}");
         errs.insert(k.clone(), assert_close(&k, &v, fx.want(&k), tol));
 
@@ -335,7 +335,7 @@ fn f16_weights_stay_close() {
     eprintln!("f16 weights: worst stochastic-statistics gap {gap:.4}");
     // Ranking agreement of the probe predictions with f16 weights.
     let f32p = fx.want("pred.y.c10");
-    let v = p.dataset_embedding(fx.input("x.c10"), 1, 10, 20).unwrap();
+    let v = p.set_encoder.encode(fx.input("x.c10"), 1, 10, 20).unwrap();
     let graphs: Vec<_> = probe_archs(&fx).iter().map(|a| a.to_graph()).collect();
     let y = p.predict(&v, &p.graph_embedding(&graphs).unwrap()).unwrap();
     eprintln!("f16 pred.y.c10 error {:e}", max_rel_err(&y, f32p));

@@ -60,17 +60,6 @@ impl Predictor {
         })
     }
 
-    /// Dataset embeddings `D` of `tasks` datasets, `[tasks, d_D]` (see [`SetEncoder::encode`]).
-    pub fn dataset_embedding(
-        &self,
-        x: &[f32],
-        tasks: usize,
-        classes: usize,
-        per_class: usize,
-    ) -> Result<Vec<f32>> {
-        self.set_encoder.encode(x, tasks, classes, per_class)
-    }
-
     /// Graph embeddings `G = fc1(hg)`, `[n, nz]`.
     pub fn graph_embedding(&self, graphs: &[Dag]) -> Result<Vec<f32>> {
         let hg = self.graph_encoder.graph_state(graphs)?;

@@ -148,10 +148,18 @@ pub fn sigmoid(x: f32) -> f32 {
 /// branches (so loops over it vectorise). Below the range it returns about 1.2e-38, not 0.
 #[inline(always)]
 pub fn exp_normal(x: f32) -> f32 {
+    let (n, p) = exp_reduced(x.clamp(-87.336_54, 88.722_83));
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// `x = n ln2 + r` with `n` rounded to nearest (the 1.5 * 2^23 trick: no SSE4.1 rounding
+/// instruction needed) and `|r| <= ln2 / 2`; returns `n` and `e^r` by its Taylor polynomial
+/// to degree 6 (error < 3e-8 relative on the reduced range).
+#[inline(always)]
+fn exp_reduced(x: f32) -> (f32, f32) {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = x.clamp(-87.336_54, 88.722_83);
     let n = (x * LOG2E + 12_582_912.0) - 12_582_912.0;
     let r = n * -LN2_HI + x;
     let r = n * -LN2_LO + r;
@@ -161,7 +169,7 @@ pub fn exp_normal(x: f32) -> f32 {
     let p = r * p + 0.5;
     let p = r * p + 1.0;
     let p = r * p + 1.0;
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    (n, p)
 }
 
 /// `e^x` to about 2 ulp, branch-free (vectorisable): `x = n ln2 + r`, `|r| <= ln2 / 2`, a
@@ -169,24 +177,10 @@ pub fn exp_normal(x: f32) -> f32 {
 /// results). Inputs below -103.9 give 0, above 88.7 give `f32::MAX`-range values.
 #[inline(always)]
 pub fn fast_exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
     if x < -103.9 {
         return 0.0;
     }
-    let x = x.min(88.722_83);
-    // Round to nearest with the 1.5 * 2^23 trick (no SSE4.1 rounding instruction needed).
-    let n = (x * LOG2E + 12_582_912.0) - 12_582_912.0;
-    let r = n * -LN2_HI + x;
-    let r = n * -LN2_LO + r;
-    // e^r by its Taylor polynomial to degree 6 (error < 3e-8 relative on the reduced range).
-    let p = r * (1.0 / 720.0) + 1.0 / 120.0;
-    let p = r * p + 1.0 / 24.0;
-    let p = r * p + 1.0 / 6.0;
-    let p = r * p + 0.5;
-    let p = r * p + 1.0;
-    let p = r * p + 1.0;
+    let (n, p) = exp_reduced(x.min(88.722_83));
     let bits = ((n as i32 + 127).max(0) as u32) << 23;
     if n < -126.0 {
         // Subnormal results: scale in two steps.

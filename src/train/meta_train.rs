@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::model::dims::{GeneratorDims, PredictorDims};
 use crate::model::inventory;
 use crate::model::Dag;
+use crate::nn::reference::RefWeights;
 use crate::rng::Rng;
 use crate::space::Nb201Arch;
 
@@ -228,34 +229,7 @@ pub fn train(
 ) -> Result<Vec<EpochLog>> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let ckpt = ckpt_path(out, kind);
-    let (params, mut adam, mut state) = if ckpt.is_file() {
-        let (p, a, s) = meta::load_checkpoint(&ckpt)?;
-        let s: LoopState = serde_json::from_value(s)
-            .map_err(|e| Error::invalid(format!("{}: {e}", ckpt.display())))?;
-        if s.kind != kind {
-            return Err(Error::invalid(format!(
-                "{} is a {} checkpoint",
-                ckpt.display(),
-                s.kind.name()
-            )));
-        }
-        (p, a, s)
-    } else {
-        let s = LoopState {
-            kind,
-            epoch: 0,
-            plateau: Plateau::new(cfg.plateau_factor, cfg.plateau_patience),
-            history: Vec::new(),
-            best_pearson: None,
-            config: cfg.clone(),
-        };
-        (init, Adam::new(cfg.lr), s)
-    };
-    let heads = crate::model::HEADS;
-    let (nvt, max_n) = (
-        crate::space::nb201::NUM_TYPES,
-        crate::space::nb201::NUM_VERTICES,
-    );
+    let (params, mut adam, mut state) = resume_or_start(kind, init, cfg, &ckpt)?;
     let (train_items, valid_items) = match kind {
         Kind::Generator => (
             db.top_per_task(Split::Train, cfg.targets_per_task),
@@ -271,111 +245,19 @@ pub fn train(
         let (m, s) = stats[db.records[i].task];
         ((db.records[i].acc - m) / s / 100.0) as f32
     };
+    let pass = Pass {
+        kind,
+        db,
+        cfg,
+        target: &target,
+    };
     while state.epoch < cfg.epochs {
         let epoch = state.epoch + 1;
         let t0 = Instant::now();
-        let mut rng = Rng::new(cfg.seed, epoch as u64);
-        let mut order = train_items.clone();
-        for i in (1..order.len()).rev() {
-            let j = rng.below(i as u64 + 1) as usize;
-            order.swap(i, j);
-        }
-        let (mut sum, mut sum_recon, mut sum_kld) = (0.0f64, 0.0f64, 0.0f64);
-        for (bi, chunk) in order.chunks(cfg.batch).enumerate() {
-            let w = params.weights();
-            let xs = samples(db, chunk, cfg.per_class, &mut rng)?;
-            let graphs = graphs_of(db, chunk)?;
-            let loss = match kind {
-                Kind::Generator => {
-                    let v = meta::set_embeddings(&w, &xs, cfg.per_class, heads)?;
-                    let (mu, logvar) = (w.linear("fc1", &v)?, w.linear("fc2", &v)?);
-                    let eps = meta::normal((chunk.len(), mu.dim(1)?), &mut rng)?;
-                    let (total, recon, kld) =
-                        meta::generator_loss(&w, &mu, &logvar, &graphs, nvt, max_n, Some(&eps))?;
-                    sum_recon += recon.to_scalar::<f32>()? as f64;
-                    sum_kld += kld.to_scalar::<f32>()? as f64;
-                    total
-                }
-                Kind::Predictor => {
-                    let y = meta::predictor_forward(
-                        &w,
-                        &xs,
-                        &graphs,
-                        cfg.per_class,
-                        heads,
-                        nvt,
-                        max_n,
-                    )?;
-                    let t = Tensor::from_vec(
-                        chunk.iter().map(|&i| target(i)).collect::<Vec<_>>(),
-                        chunk.len(),
-                        &Device::Cpu,
-                    )?;
-                    meta::mse_sum(&y, &t)?
-                }
-            };
-            sum += loss.to_scalar::<f32>()? as f64;
-            let grads = loss.backward()?;
-            adam.update(&params, &grads)?;
-            progress(TrainProgress::Batch {
-                epoch,
-                done: (bi * cfg.batch + chunk.len()).min(order.len()),
-                total: order.len(),
-            });
-        }
-        let n = order.len() as f64;
-        let train_loss = sum / n;
-        if !train_loss.is_finite() {
-            return Err(Error::invalid(format!(
-                "{} training diverged at epoch {epoch} (loss {train_loss})",
-                kind.name()
-            )));
-        }
+        let (train_loss, recon, kld) =
+            pass.train_epoch(epoch, &train_items, &params, &mut adam, progress)?;
         adam.lr = state.plateau.step(train_loss, adam.lr);
-        // validation on held-out tasks, with its own sample stream
-        let mut vrng = Rng::new(cfg.seed ^ 0x5eed, epoch as u64);
-        let (mut vsum, mut preds, mut truths) = (0.0f64, Vec::new(), Vec::new());
-        let w = params.weights();
-        for chunk in valid_items.chunks(cfg.batch) {
-            let xs = samples(db, chunk, cfg.per_class, &mut vrng)?;
-            let graphs = graphs_of(db, chunk)?;
-            match kind {
-                Kind::Generator => {
-                    let v = meta::set_embeddings(&w, &xs, cfg.per_class, heads)?;
-                    let (mu, logvar) = (w.linear("fc1", &v)?, w.linear("fc2", &v)?);
-                    let (total, _, _) =
-                        meta::generator_loss(&w, &mu, &logvar, &graphs, nvt, max_n, None)?;
-                    vsum += total.to_scalar::<f32>()? as f64;
-                }
-                Kind::Predictor => {
-                    let y = meta::predictor_forward(
-                        &w,
-                        &xs,
-                        &graphs,
-                        cfg.per_class,
-                        heads,
-                        nvt,
-                        max_n,
-                    )?
-                    .to_vec1::<f32>()?;
-                    for (&i, &p) in chunk.iter().zip(&y) {
-                        let t = target(i);
-                        vsum += ((p - t) as f64).powi(2);
-                        preds.push(p as f64);
-                        truths.push(t as f64);
-                    }
-                }
-            }
-        }
-        let valid_loss = vsum / valid_items.len().max(1) as f64;
-        let (pearson, spearman) = if kind == Kind::Predictor && preds.len() > 1 {
-            (
-                Some(crate::stats::pearson(&truths, &preds)),
-                Some(crate::stats::spearman(&truths, &preds)),
-            )
-        } else {
-            (None, None)
-        };
+        let (valid_loss, pearson, spearman) = pass.validate(epoch, &valid_items, &params)?;
         let log = EpochLog {
             epoch,
             lr: adam.lr,
@@ -383,8 +265,8 @@ pub fn train(
             valid_loss,
             valid_pearson: pearson,
             valid_spearman: spearman,
-            train_recon: (kind == Kind::Generator).then_some(sum_recon / n),
-            train_kld: (kind == Kind::Generator).then_some(sum_kld / n),
+            train_recon: (kind == Kind::Generator).then_some(recon),
+            train_kld: (kind == Kind::Generator).then_some(kld),
             seconds: t0.elapsed().as_secs_f64(),
         };
         // the predictor keeps its best-Pearson epoch (the generator its last)
@@ -412,6 +294,191 @@ pub fn train(
         progress(TrainProgress::Epoch(&log));
     }
     Ok(state.history)
+}
+
+/// The checkpoint's variables, optimiser and loop state when `ckpt` exists, else a fresh start
+/// from `init`.
+fn resume_or_start(
+    kind: Kind,
+    init: Params,
+    cfg: &MetaTrainConfig,
+    ckpt: &Path,
+) -> Result<(Params, Adam, LoopState)> {
+    if !ckpt.is_file() {
+        let s = LoopState {
+            kind,
+            epoch: 0,
+            plateau: Plateau::new(cfg.plateau_factor, cfg.plateau_patience),
+            history: Vec::new(),
+            best_pearson: None,
+            config: cfg.clone(),
+        };
+        return Ok((init, Adam::new(cfg.lr), s));
+    }
+    let (p, a, s) = meta::load_checkpoint(ckpt)?;
+    let s: LoopState = serde_json::from_value(s)
+        .map_err(|e| Error::invalid(format!("{}: {e}", ckpt.display())))?;
+    if s.kind != kind {
+        return Err(Error::invalid(format!(
+            "{} is a {} checkpoint",
+            ckpt.display(),
+            s.kind.name()
+        )));
+    }
+    Ok((p, a, s))
+}
+
+/// What every batch of a training run shares.
+struct Pass<'a> {
+    kind: Kind,
+    db: &'a MetaDb,
+    cfg: &'a MetaTrainConfig,
+    /// The normalised accuracy a predictor learns for record `i`.
+    target: &'a dyn Fn(usize) -> f32,
+}
+
+/// One batch's forward pass.
+struct BatchOut {
+    /// Summed over the batch: what training minimises.
+    loss: Tensor,
+    /// The generator's reconstruction and KL terms (0 for the predictor).
+    recon: f64,
+    kld: f64,
+    /// The predictor's predictions (empty for the generator).
+    preds: Vec<f32>,
+}
+
+impl Pass<'_> {
+    /// The forward pass of `items`, set samples drawn from `rng`; `noise` draws the
+    /// generator's reparameterisation noise from it too (training), else the latent mean is
+    /// decoded (validation).
+    fn forward(
+        &self,
+        w: &RefWeights,
+        items: &[usize],
+        rng: &mut Rng,
+        noise: bool,
+    ) -> Result<BatchOut> {
+        let (heads, nvt, max_n) = (
+            crate::model::HEADS,
+            crate::space::nb201::NUM_TYPES,
+            crate::space::nb201::NUM_VERTICES,
+        );
+        let per_class = self.cfg.per_class;
+        let xs = samples(self.db, items, per_class, rng)?;
+        let graphs = graphs_of(self.db, items)?;
+        Ok(match self.kind {
+            Kind::Generator => {
+                let v = meta::set_embeddings(w, &xs, per_class, heads)?;
+                let (mu, logvar) = (w.linear("fc1", &v)?, w.linear("fc2", &v)?);
+                let eps = if noise {
+                    Some(meta::normal((items.len(), mu.dim(1)?), rng)?)
+                } else {
+                    None
+                };
+                let (loss, recon, kld) =
+                    meta::generator_loss(w, &mu, &logvar, &graphs, nvt, max_n, eps.as_ref())?;
+                BatchOut {
+                    loss,
+                    recon: recon.to_scalar::<f32>()? as f64,
+                    kld: kld.to_scalar::<f32>()? as f64,
+                    preds: Vec::new(),
+                }
+            }
+            Kind::Predictor => {
+                let y = meta::predictor_forward(w, &xs, &graphs, per_class, heads, nvt, max_n)?;
+                let t = Tensor::from_vec(
+                    items.iter().map(|&i| (self.target)(i)).collect::<Vec<_>>(),
+                    items.len(),
+                    &Device::Cpu,
+                )?;
+                BatchOut {
+                    loss: meta::mse_sum(&y, &t)?,
+                    recon: 0.0,
+                    kld: 0.0,
+                    preds: y.to_vec1::<f32>()?,
+                }
+            }
+        })
+    }
+
+    /// One epoch over `items` in a seeded order: the mean loss and, for the generator, the
+    /// mean reconstruction and KL terms.
+    fn train_epoch(
+        &self,
+        epoch: usize,
+        items: &[usize],
+        params: &Params,
+        adam: &mut Adam,
+        progress: &mut dyn FnMut(TrainProgress),
+    ) -> Result<(f64, f64, f64)> {
+        let mut rng = Rng::new(self.cfg.seed, epoch as u64);
+        let mut order = items.to_vec();
+        for i in (1..order.len()).rev() {
+            let j = rng.below(i as u64 + 1) as usize;
+            order.swap(i, j);
+        }
+        let (mut sum, mut recon, mut kld) = (0.0f64, 0.0f64, 0.0f64);
+        for (bi, chunk) in order.chunks(self.cfg.batch).enumerate() {
+            let w = params.weights();
+            let b = self.forward(&w, chunk, &mut rng, true)?;
+            sum += b.loss.to_scalar::<f32>()? as f64;
+            (recon, kld) = (recon + b.recon, kld + b.kld);
+            let grads = b.loss.backward()?;
+            adam.update(params, &grads)?;
+            progress(TrainProgress::Batch {
+                epoch,
+                done: (bi * self.cfg.batch + chunk.len()).min(order.len()),
+                total: order.len(),
+            });
+        }
+        let n = order.len() as f64;
+        let train_loss = sum / n;
+        if !train_loss.is_finite() {
+            return Err(Error::invalid(format!(
+                "{} training diverged at epoch {epoch} (loss {train_loss})",
+                self.kind.name()
+            )));
+        }
+        Ok((train_loss, recon / n, kld / n))
+    }
+
+    /// Validation on held-out tasks, with its own sample stream: the mean loss and, for the
+    /// predictor, the Pearson and Spearman correlations of its predictions.
+    fn validate(
+        &self,
+        epoch: usize,
+        items: &[usize],
+        params: &Params,
+    ) -> Result<(f64, Option<f64>, Option<f64>)> {
+        let mut rng = Rng::new(self.cfg.seed ^ 0x5eed, epoch as u64);
+        let (mut sum, mut preds, mut truths) = (0.0f64, Vec::new(), Vec::new());
+        let w = params.weights();
+        for chunk in items.chunks(self.cfg.batch) {
+            let b = self.forward(&w, chunk, &mut rng, false)?;
+            match self.kind {
+                Kind::Generator => sum += b.loss.to_scalar::<f32>()? as f64,
+                Kind::Predictor => {
+                    for (&i, &p) in chunk.iter().zip(&b.preds) {
+                        let t = (self.target)(i);
+                        sum += ((p - t) as f64).powi(2);
+                        preds.push(p as f64);
+                        truths.push(t as f64);
+                    }
+                }
+            }
+        }
+        let loss = sum / items.len().max(1) as f64;
+        Ok(if self.kind == Kind::Predictor && preds.len() > 1 {
+            (
+                loss,
+                Some(crate::stats::pearson(&truths, &preds)),
+                Some(crate::stats::spearman(&truths, &preds)),
+            )
+        } else {
+            (loss, None, None)
+        })
+    }
 }
 
 /// Tensors of the official checkpoints the runtime never reads (not exported).

@@ -351,7 +351,7 @@ pub fn train_head(
         let mut d = Vec::with_capacity(cfg.samples * dd);
         for _ in 0..cfg.samples {
             let x = db.sample_task(t, cfg.per_class, &mut rng);
-            d.extend(base.dataset_embedding(&x, 1, classes, cfg.per_class)?);
+            d.extend(base.set_encoder.encode(&x, 1, classes, cfg.per_class)?);
         }
         let mut td = TaskData {
             source: task.source.clone(),

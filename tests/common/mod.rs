@@ -47,6 +47,15 @@ pub fn output_ok(cmd: &mut std::process::Command) -> std::process::Output {
 }
 
 /// A fresh, empty temporary directory for this test.
+/// A finished process as (succeeded, stdout, stderr).
+pub fn outcome(out: &std::process::Output) -> (bool, String, String) {
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn temp_dir(tag: &str) -> PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
