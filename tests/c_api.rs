@@ -138,16 +138,20 @@ fn c_example_prints_the_top_five() {
     let f = fixture(&shared);
     let (ok, out, err) = run(f, "search", &[]);
     assert!(ok, "{out}\n{err}");
-    let ranked: Vec<&str> = out.lines().filter(|l| l.contains("|+|")).collect();
-    assert_eq!(ranked.len(), 5, "{out}");
-    // the same search from Rust gives the same five
-    let engine = metad2a::Engine::load(&f.weights).unwrap();
     let data = metad2a::Dataset::load(&f.features).unwrap();
+    same_top_five_as_rust(&out, &f.weights, &data);
+}
+
+/// The C example printed the five cells the same search from Rust ranks first, in order.
+fn same_top_five_as_rust(stdout: &str, weights: &Path, data: &metad2a::Dataset) {
+    let ranked: Vec<&str> = stdout.lines().filter(|l| l.contains("|+|")).collect();
+    assert_eq!(ranked.len(), 5, "{stdout}");
+    let engine = metad2a::Engine::load(weights).unwrap();
     let cfg = metad2a::SearchConfig {
         top_k: 5,
         ..Default::default()
     };
-    let r = engine.search(&data, &cfg).unwrap();
+    let r = engine.search(data, &cfg).unwrap();
     for (line, c) in ranked.iter().zip(&r.candidates) {
         assert!(line.ends_with(&c.arch.to_string()), "{line} vs {}", c.arch);
     }
@@ -233,22 +237,8 @@ fn c_example_is_small_and_runs_with_the_shipped_weights() {
         .arg(&features)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ranked: Vec<&str> = stdout.lines().filter(|l| l.contains("|+|")).collect();
-    assert_eq!(ranked.len(), 5, "{stdout}");
-    let engine = metad2a::Engine::load(&weights).unwrap();
-    let cfg = metad2a::SearchConfig {
-        top_k: 5,
-        ..Default::default()
-    };
-    let r = engine.search(&data, &cfg).unwrap();
-    for (line, c) in ranked.iter().zip(&r.candidates) {
-        assert!(line.ends_with(&c.arch.to_string()), "{line} vs {}", c.arch);
-    }
+    let (ok, stdout, stderr) = common::outcome(&out);
+    assert!(ok, "{stdout}\n{stderr}");
+    same_top_five_as_rust(&stdout, &weights, &data);
     let _ = std::fs::remove_dir_all(dir);
 }
