@@ -145,26 +145,7 @@ pub fn run(
     log: &mut dyn FnMut(&str),
 ) -> Result<Vec<SeedResult>> {
     let acc = truth(table)?;
-    let all: Vec<crate::space::Arch> = Nb201Arch::all().map(Into::into).collect();
-    let classes = test.class_names.len();
-    let mut members: Vec<Vec<usize>> = vec![Vec::new(); classes];
-    for (i, &l) in test.labels.iter().enumerate() {
-        members[l as usize].push(i);
-    }
-    if let Some(c) = members.iter().position(|m| m.len() < cfg.per_class) {
-        return Err(Error::invalid(format!(
-            "class {} has {} test images, fewer than --per-class {}",
-            test.class_names[c],
-            members[c].len(),
-            cfg.per_class
-        )));
-    }
-    let best_of = |archs: &[Nb201Arch]| -> (String, f64) {
-        archs.iter().map(|a| (a.to_string(), acc[a.code()])).fold(
-            (String::new(), f64::NEG_INFINITY),
-            |b, x| if x.1 > b.1 { x } else { b },
-        )
-    };
+    let members = class_members(test, cfg.per_class)?;
     let mut naswot_cached = match &cfg.naswot_cache {
         Some(path) => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -178,113 +159,227 @@ pub fn run(
     let cheap = cheap_picks(table, cfg.top)?;
     let mut out = Vec::new();
     for &seed in &cfg.seeds {
+        // one stream per seed, drawn in this order: images, random cells, NASWOT's sample
         let mut rng = Rng::new(seed, 0x7e57);
-        // the seed's images: `per_class` of each class, then shuffled (NASWOT takes a prefix)
-        let (mut scratch, mut pick) = (Vec::new(), Vec::new());
-        let mut chosen = Vec::with_capacity(classes * cfg.per_class);
-        for m in &members {
-            rng.sample_without_replacement(m.len(), cfg.per_class, &mut scratch, &mut pick);
-            chosen.extend(pick.iter().map(|&k| m[k as usize]));
-        }
-        let images: Vec<_> = chosen.iter().map(|&i| test.images[i].clone()).collect();
-        let labels: Vec<u32> = chosen.iter().map(|&i| test.labels[i]).collect();
-        let features = fx.extract(&images, &mut |_, _| {});
+        let (images, labels) = seed_images(test, &members, cfg.per_class, &mut rng);
         let data = Dataset::new(
-            features,
+            fx.extract(&images, &mut |_, _| {}),
             crate::features::FEATURE_DIM,
             labels.clone(),
             Some(test.class_names.clone()),
         )?;
-
-        let scfg = SearchConfig {
-            seed,
-            num_archs: cfg.num_archs,
-            top_k: cfg.num_archs, // every candidate, in rank order
-            ..SearchConfig::default()
-        };
-        let report = engine.search(&data, &scfg)?;
-        log(&format!(
-            "seed {seed}: searched {} candidates ({} decoded) in {:.1} ms (sets {:.1}, decode {:.1}, rank {:.1})",
-            report.counts.ranked,
-            report.counts.decoded,
-            report.timings.total_ms,
-            report.timings.sets_ms,
-            report.timings.decode_ms,
-            report.timings.rank_ms
-        ));
-        let ranked: Vec<Nb201Arch> = report
-            .candidates
-            .iter()
-            .map(|c| {
-                c.arch
-                    .as_nb201()
-                    .copied()
-                    .ok_or_else(|| Error::invalid("meta-test needs NB201 weights"))
-            })
-            .collect::<Result<_>>()?;
-        let first = ranked
-            .first()
-            .ok_or_else(|| Error::invalid("the search returned no candidate"))?;
-        let mut picks = vec![
-            Pick {
-                method: "ours top-1".into(),
-                arch: first.to_string(),
-                acc: acc[first.code()],
-            },
-            {
-                let (arch, a) = best_of(&ranked[..cfg.top.min(ranked.len())]);
-                Pick {
-                    method: format!("ours best of top-{}", cfg.top),
-                    arch,
-                    acc: a,
-                }
-            },
-        ];
-        // every cell, in code order (the exhaustive path reuses the cached graph half of the head)
-        let scores = engine.score(
-            &data,
-            &all,
-            &SearchConfig {
-                exhaustive: true,
-                ..scfg.clone()
-            },
-        )?;
-        let predictor_spearman =
-            crate::stats::spearman(&acc, &scores.iter().map(|&s| s as f64).collect::<Vec<_>>());
-
+        let ours = search_picks(engine, &data, seed, &acc, cfg, log)?;
+        let mut picks = ours.picks;
         picks.extend(cheap.iter().cloned());
-
-        // random search
         let random = random_cells(&mut rng, cfg.random);
-        let (arch, a) = best_of(&random);
+        let (arch, a) = best_of(&acc, &random);
         picks.push(Pick {
             method: format!("random-{}", cfg.random),
             arch,
             acc: a,
         });
-
-        // NASWOT on the same images at the benchmark's input size
         let t0 = std::time::Instant::now();
-        let mut order: Vec<usize> = (0..images.len()).collect();
+        let naswot = NaswotRun {
+            seed,
+            images: &images,
+            labels: &labels,
+            classes: test.class_names.len(),
+            cfg,
+        };
+        picks.extend(naswot.picks(&mut rng, &acc, &mut naswot_cached, log)?);
+        let r = SeedResult {
+            seed,
+            picks,
+            predictor_spearman: ours.predictor_spearman,
+            search_ms: ours.search_ms,
+            images: images.len(),
+            candidates: ours.ranked.len(),
+            generated_best: best_of(&acc, &ours.ranked).1,
+            naswot_seconds: t0.elapsed().as_secs_f64(),
+        };
+        log(&format!(
+            "seed {seed}: {}; best of all {} candidates {:.2}; predictor Spearman {:.3}; search {:.0} ms",
+            r.picks
+                .iter()
+                .map(|p| format!("{} {:.2}", p.method, p.acc))
+                .collect::<Vec<_>>()
+                .join(", "),
+            r.candidates,
+            r.generated_best,
+            r.predictor_spearman,
+            r.search_ms
+        ));
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// The test images of each class, refused when a class has fewer than `per_class`.
+fn class_members(test: &LabelledImages, per_class: usize) -> Result<Vec<Vec<usize>>> {
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); test.class_names.len()];
+    for (i, &l) in test.labels.iter().enumerate() {
+        members[l as usize].push(i);
+    }
+    if let Some(c) = members.iter().position(|m| m.len() < per_class) {
+        return Err(Error::invalid(format!(
+            "class {} has {} test images, fewer than --per-class {}",
+            test.class_names[c],
+            members[c].len(),
+            per_class
+        )));
+    }
+    Ok(members)
+}
+
+/// A seed's images and labels: `per_class` of each class, drawn without replacement.
+fn seed_images(
+    test: &LabelledImages,
+    members: &[Vec<usize>],
+    per_class: usize,
+    rng: &mut Rng,
+) -> (Vec<crate::features::Image>, Vec<u32>) {
+    let (mut scratch, mut pick) = (Vec::new(), Vec::new());
+    let mut chosen = Vec::with_capacity(members.len() * per_class);
+    for m in members {
+        rng.sample_without_replacement(m.len(), per_class, &mut scratch, &mut pick);
+        chosen.extend(pick.iter().map(|&k| m[k as usize]));
+    }
+    (
+        chosen.iter().map(|&i| test.images[i].clone()).collect(),
+        chosen.iter().map(|&i| test.labels[i]).collect(),
+    )
+}
+
+/// The best of `archs` by the benchmark: its string and accuracy.
+fn best_of(acc: &[f64], archs: &[Nb201Arch]) -> (String, f64) {
+    archs.iter().map(|a| (a.to_string(), acc[a.code()])).fold(
+        (String::new(), f64::NEG_INFINITY),
+        |b, x| if x.1 > b.1 { x } else { b },
+    )
+}
+
+/// What our search gives for one seed.
+struct SearchPicks {
+    /// Our top-1 and the best of our top `cfg.top`.
+    picks: Vec<Pick>,
+    /// Every candidate, best first.
+    ranked: Vec<Nb201Arch>,
+    /// The predictor's Spearman with the benchmark over every cell.
+    predictor_spearman: f64,
+    search_ms: f64,
+}
+
+fn search_picks(
+    engine: &Engine,
+    data: &Dataset,
+    seed: u64,
+    acc: &[f64],
+    cfg: &MetaTestConfig,
+    log: &mut dyn FnMut(&str),
+) -> Result<SearchPicks> {
+    let scfg = SearchConfig {
+        seed,
+        num_archs: cfg.num_archs,
+        top_k: cfg.num_archs, // every candidate, in rank order
+        ..SearchConfig::default()
+    };
+    let report = engine.search(data, &scfg)?;
+    log(&format!(
+        "seed {seed}: searched {} candidates ({} decoded) in {:.1} ms (sets {:.1}, decode {:.1}, rank {:.1})",
+        report.counts.ranked,
+        report.counts.decoded,
+        report.timings.total_ms,
+        report.timings.sets_ms,
+        report.timings.decode_ms,
+        report.timings.rank_ms
+    ));
+    let ranked: Vec<Nb201Arch> = report
+        .candidates
+        .iter()
+        .map(|c| {
+            c.arch
+                .as_nb201()
+                .copied()
+                .ok_or_else(|| Error::invalid("meta-test needs NB201 weights"))
+        })
+        .collect::<Result<_>>()?;
+    let first = ranked
+        .first()
+        .ok_or_else(|| Error::invalid("the search returned no candidate"))?;
+    let (arch, a) = best_of(acc, &ranked[..cfg.top.min(ranked.len())]);
+    let picks = vec![
+        Pick {
+            method: "ours top-1".into(),
+            arch: first.to_string(),
+            acc: acc[first.code()],
+        },
+        Pick {
+            method: format!("ours best of top-{}", cfg.top),
+            arch,
+            acc: a,
+        },
+    ];
+    // every cell, in code order (the exhaustive path reuses the cached graph half of the head)
+    let all: Vec<crate::space::Arch> = Nb201Arch::all().map(Into::into).collect();
+    let scores = engine.score(
+        data,
+        &all,
+        &SearchConfig {
+            exhaustive: true,
+            ..scfg
+        },
+    )?;
+    let predictor_spearman =
+        crate::stats::spearman(acc, &scores.iter().map(|&s| s as f64).collect::<Vec<_>>());
+    Ok(SearchPicks {
+        picks,
+        ranked,
+        predictor_spearman,
+        search_ms: report.timings.total_ms,
+    })
+}
+
+/// NASWOT on a seed's images at the benchmark's input size.
+struct NaswotRun<'a> {
+    seed: u64,
+    images: &'a [crate::features::Image],
+    labels: &'a [u32],
+    classes: usize,
+    cfg: &'a MetaTestConfig,
+}
+
+impl NaswotRun<'_> {
+    /// The NASWOT pick among the first k random cells, for each k of `cfg.naswot`; scores come
+    /// from `cache` when it has them and are appended to the cache file when computed.
+    fn picks(
+        &self,
+        rng: &mut Rng,
+        acc: &[f64],
+        cache: &mut HashMap<String, Vec<Option<f64>>>,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<Vec<Pick>> {
+        let (seed, cfg) = (self.seed, self.cfg);
+        let t0 = std::time::Instant::now();
+        let mut order: Vec<usize> = (0..self.images.len()).collect();
         for i in (1..order.len()).rev() {
             order.swap(i, rng.below(i as u64 + 1) as usize);
         }
-        let shuffled: Vec<_> = order.iter().map(|&i| images[i].clone()).collect();
-        let shuffled_labels: Vec<u32> = order.iter().map(|&i| labels[i]).collect();
+        let shuffled: Vec<_> = order.iter().map(|&i| self.images[i].clone()).collect();
+        let shuffled_labels: Vec<u32> = order.iter().map(|&i| self.labels[i]).collect();
         let set = ImageSet::new(
             &shuffled,
             &shuffled_labels,
-            classes,
+            self.classes,
             cfg.naswot_resolution,
             CIFAR_MEAN,
             CIFAR_STD,
         );
         let largest = cfg.naswot.iter().copied().max().unwrap_or(0);
-        let sample = random_cells(&mut rng, largest);
+        let sample = random_cells(rng, largest);
         let mut net = cfg.naswot_net;
-        net.classes = classes;
+        net.classes = self.classes;
         let key = naswot_key(seed, net, cfg.naswot_batch, &sample, &set);
-        let cached = naswot_cached
+        let cached = cache
             .remove(&key)
             .filter(|s| !sample.is_empty() && s.len() == sample.len());
         let mut nw = Vec::with_capacity(sample.len());
@@ -311,39 +406,19 @@ pub fn run(
             let scores: Vec<Option<f64>> = nw.iter().map(|s| s.is_finite().then_some(*s)).collect();
             super::append_json_line(path, &NaswotLine { key, scores })?;
         }
-        for &k in &cfg.naswot {
-            let best = (0..k).fold(0, |b, i| if nw[i] > nw[b] { i } else { b });
-            picks.push(Pick {
-                method: format!("NASWOT-{k}"),
-                arch: sample[best].to_string(),
-                acc: acc[sample[best].code()],
-            });
-        }
-        let r = SeedResult {
-            seed,
-            picks,
-            predictor_spearman,
-            search_ms: report.timings.total_ms,
-            images: images.len(),
-            candidates: report.counts.ranked,
-            generated_best: best_of(&ranked).1,
-            naswot_seconds: t0.elapsed().as_secs_f64(),
-        };
-        log(&format!(
-            "seed {seed}: {}; best of all {} candidates {:.2}; predictor Spearman {:.3}; search {:.0} ms",
-            r.picks
-                .iter()
-                .map(|p| format!("{} {:.2}", p.method, p.acc))
-                .collect::<Vec<_>>()
-                .join(", "),
-            r.candidates,
-            r.generated_best,
-            r.predictor_spearman,
-            r.search_ms
-        ));
-        out.push(r);
+        Ok(cfg
+            .naswot
+            .iter()
+            .map(|&k| {
+                let best = (0..k).fold(0, |b, i| if nw[i] > nw[b] { i } else { b });
+                Pick {
+                    method: format!("NASWOT-{k}"),
+                    arch: sample[best].to_string(),
+                    acc: acc[sample[best].code()],
+                }
+            })
+            .collect())
     }
-    Ok(out)
 }
 
 /// Identifies one NASWOT run: the seed, network, batch, the cells in order and a digest of
