@@ -325,14 +325,8 @@ pub fn train_head(
     prior_report: Option<PriorReport>,
     log: &mut dyn FnMut(&str),
 ) -> Result<Trained> {
-    let dd = base.dims.set.out_dim;
-    let nz = base.dims.nz;
-    let p = base.dims.head_hidden;
+    let (dd, nz) = (base.dims.set.out_dim, base.dims.nz);
     let mut rng = Rng::new(cfg.seed, 0x4845_4144);
-    let is_valid = |t: usize| match &cfg.holdout_source {
-        Some(s) => db.tasks[t].source == *s,
-        None => db.tasks[t].split == Split::Valid,
-    };
     if let Some(s) = &cfg.holdout_source {
         if !db.tasks.iter().any(|t| t.source == *s) {
             return Err(Error::invalid(format!(
@@ -340,45 +334,11 @@ pub fn train_head(
             )));
         }
     }
-    let mut tasks: Vec<TaskData> = Vec::new();
-    let mut task_ids = Vec::new();
-    for (t, task) in db.tasks.iter().enumerate() {
-        let recs: Vec<&super::metadb::Record> = db.records.iter().filter(|r| r.task == t).collect();
-        if recs.len() < 2 {
-            continue;
-        }
-        let classes = task.classes.len();
-        let mut d = Vec::with_capacity(cfg.samples * dd);
-        for _ in 0..cfg.samples {
-            let x = db.sample_task(t, cfg.per_class, &mut rng);
-            d.extend(base.set_encoder.encode(&x, 1, classes, cfg.per_class)?);
-        }
-        let mut td = TaskData {
-            source: task.source.clone(),
-            d,
-            g: Vec::new(),
-            prior: Vec::new(),
-            label: Vec::new(),
-            source_acc: Vec::new(),
-            params: Vec::new(),
-            better: Vec::new(),
-            pairs: 0.0,
-            d_avg: Vec::new(),
-        };
-        for r in recs {
-            let a: Nb201Arch = r.arch.parse()?;
-            let c = a.code();
-            td.g.extend_from_slice(&g_all[c * nz..(c + 1) * nz]);
-            td.prior.push(prior_all.map_or(0.0, |v| v[c]));
-            td.label.push(r.acc);
-            td.source_acc
-                .push(table.get(&a).map_or(f64::NAN, |e| e.imagenet16_120));
-            td.params
-                .push(a.cost(&crate::space::Nb201Net::default()).params as f64);
-        }
-        tasks.push(td);
-        task_ids.push(t);
-    }
+    let (mut tasks, task_ids) = task_data(db, base, g_all, prior_all, table, cfg, &mut rng)?;
+    let is_valid = |t: usize| match &cfg.holdout_source {
+        Some(s) => db.tasks[t].source == *s,
+        None => db.tasks[t].split == Split::Valid,
+    };
     let (train, valid): (Vec<usize>, Vec<usize>) =
         (0..tasks.len()).partition(|&i| !is_valid(task_ids[i]));
     if train.is_empty() || valid.is_empty() {
@@ -386,209 +346,33 @@ pub fn train_head(
             "the database needs training and validation tasks with at least 2 records each",
         ));
     }
-    // the fixed embedding: mean over the training tasks' samples
-    let mut d_mean = vec![0.0f32; dd];
-    let mut count = 0.0f32;
-    for &i in &train {
-        for row in tasks[i].d.chunks_exact(dd) {
-            for (m, v) in d_mean.iter_mut().zip(row) {
-                *m += v;
-            }
-            count += 1.0;
-        }
-    }
-    d_mean.iter_mut().for_each(|m| *m /= count);
-    // The head sees each embedding dimension standardised over the training tasks' samples
-    // (the base set encoder's embeddings vary little between tasks); the standardisation is
-    // folded into `pred_fc.0` when the weights are written, so the runtime is unchanged.
-    let mut d_std = vec![0.0f32; dd];
-    for &i in &train {
-        for row in tasks[i].d.chunks_exact(dd) {
-            for ((s, v), m) in d_std.iter_mut().zip(row).zip(&d_mean) {
-                *s += (v - m) * (v - m);
-            }
-        }
-    }
-    d_std
-        .iter_mut()
-        .for_each(|s| *s = (*s / count).sqrt().max(1e-6));
-    log(&format!(
-        "dataset embeddings: per-dimension spread over training samples {:.3e} (mean over dimensions)",
-        d_std.iter().sum::<f32>() / dd as f32
-    ));
-    for td in tasks.iter_mut() {
-        for row in td.d.chunks_exact_mut(dd) {
-            for ((v, m), s) in row.iter_mut().zip(&d_mean).zip(&d_std) {
-                *v = (*v - m) / s;
-            }
-        }
-        td.finish(dd);
-    }
-    let d_fixed = vec![0.0f32; dd];
-
-    let w0 = &base.head[0];
-    let mut w_init = w0.weight.to_vec();
-    let mut b_init = w0
-        .bias
-        .as_ref()
-        .map(|b| b.to_vec())
-        .unwrap_or_else(|| vec![0.0; p]);
-    for (row, b) in w_init.chunks_exact_mut(dd + nz).zip(b_init.iter_mut()) {
-        for j in 0..dd {
-            *b += row[j] * d_mean[j];
-            row[j] *= d_std[j];
-        }
-    }
-    let mut vars = BTreeMap::new();
-    vars.insert("pred_fc.0.weight".to_string(), var(w_init, (p, dd + nz))?);
-    vars.insert("pred_fc.0.bias".to_string(), var(b_init, (1, p))?);
-    vars.insert("pred_fc.2.weight".to_string(), var(vec![0.0; p], (1, p))?);
-    vars.insert("pred_fc.2.bias".to_string(), var(vec![0.0], (1, 1))?);
-    let params = Params { vars };
+    let (d_mean, d_std) = standardise(&mut tasks, &train, dd, log);
+    let head = Head {
+        params: init_head(base, &d_mean, &d_std)?,
+        dd,
+        nz,
+    };
     let mut adam = Adam::new(cfg.lr);
-
-    // rows [D; G] of one task with embedding row `d`
-    let rows = |td: &TaskData, d: &[f32]| -> Vec<f32> {
-        td.g.chunks_exact(nz)
-            .flat_map(|g| d.iter().chain(g).copied())
-            .collect()
+    let check = HeldOutCells::new(table, cfg.seed)?;
+    let validate = |epoch: usize, train_loss: f64| {
+        head.validate(&tasks, &valid, g_all, prior_all, &check, epoch, train_loss)
     };
-    let head = |x: Vec<f32>, n: usize| -> Result<Tensor> {
-        mlp(
-            &params,
-            "pred_fc",
-            &Tensor::from_vec(x, (n, dd + nz), &Device::Cpu)?,
-        )
-    };
-    let source_acc = source_accuracies(table)?;
-    let check_cells: Vec<usize> = cell_split(cfg.seed)[..NUM_ARCHS / 10].to_vec();
-    let check_acc: Vec<f64> = check_cells.iter().map(|&c| source_acc[c]).collect();
-    // percentile of every cell's source accuracy (its rank over all cells, 0..1)
-    const TOP: usize = 10;
-    let source_pct: Vec<f64> = crate::stats::ranks(&source_acc)
-        .iter()
-        .map(|r| r / (NUM_ARCHS - 1) as f64)
-        .collect();
-    let validate = |epoch: usize, train_loss: f64| -> Result<Validation> {
-        let (mut own, mut fixed, mut faithful) = (Vec::new(), Vec::new(), Vec::new());
-        let mut top = Vec::new();
-        let mut by_source: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-        for &i in &valid {
-            let td = &tasks[i];
-            let n = td.label.len();
-            let mut s = vec![0.0f64; n];
-            let samples = td.d.len() / dd;
-            for d in td.d.chunks_exact(dd) {
-                let r: Vec<f32> = head(rows(td, d), n)?.to_vec1()?;
-                for (s, r) in s.iter_mut().zip(r) {
-                    *s += r as f64 / samples as f64;
-                }
-            }
-            let rf: Vec<f32> = head(rows(td, &d_fixed), n)?.to_vec1()?;
-            let with_prior = |v: &[f64]| -> Vec<f64> {
-                v.iter()
-                    .zip(&td.prior)
-                    .map(|(a, &b)| a + b as f64)
-                    .collect()
-            };
-            // the held-out cells, scored with the task's mean embedding
-            let x: Vec<f32> = check_cells
-                .iter()
-                .flat_map(|&c| td.d_avg.iter().chain(&g_all[c * nz..(c + 1) * nz]).copied())
-                .collect();
-            let rc: Vec<f32> = head(x, check_cells.len())?.to_vec1()?;
-            let sc: Vec<f64> = rc
-                .iter()
-                .zip(&check_cells)
-                .map(|(&r, &c)| r as f64 + prior_all.map_or(0.0, |p| p[c] as f64))
-                .collect();
-            faithful.push(nan0(spearman(&sc, &check_acc)));
-            let mut best: Vec<usize> = (0..sc.len()).collect();
-            best.sort_by(|&a, &b| sc[b].total_cmp(&sc[a]).then(a.cmp(&b)));
-            top.push(mean(
-                &best
-                    .iter()
-                    .take(TOP)
-                    .map(|&k| source_pct[check_cells[k]])
-                    .collect::<Vec<_>>(),
-            ));
-            let so = spearman(&with_prior(&s), &td.label);
-            let sf = spearman(
-                &with_prior(&rf.iter().map(|&v| v as f64).collect::<Vec<_>>()),
-                &td.label,
-            );
-            own.push(nan0(so));
-            fixed.push(nan0(sf));
-            by_source
-                .entry(td.source.clone())
-                .or_default()
-                .push(nan0(so));
-        }
-        Ok(Validation {
-            epoch,
-            train_loss,
-            spearman: mean(&own),
-            spearman_fixed_embedding: mean(&fixed),
-            by_source: by_source.into_iter().map(|(k, v)| (k, mean(&v))).collect(),
-            source_spearman: mean(&faithful),
-            source_top: mean(&top),
-            selection: (mean(&own) + mean(&faithful) + mean(&top)) / 3.0,
-        })
-    };
-
     let mut history = vec![validate(0, f64::NAN)?];
-    let mut best = (history[0].clone(), params.values()?);
+    let mut best = (history[0].clone(), head.params.values()?);
     log(&format!(
         "epoch 0 (prior alone): valid within-task spearman {:.4} (fixed embedding {:.4}), source benchmark {:.4}, top {:.4}",
         history[0].spearman, history[0].spearman_fixed_embedding, history[0].source_spearman, history[0].source_top
     ));
     let mut order = train.clone();
     for epoch in 1..=cfg.epochs {
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.below(i as u64 + 1) as usize);
-        }
-        let (mut total, mut steps) = (0.0, 0usize);
-        for batch in order.chunks(cfg.batch_tasks.max(1)) {
-            let mut x = Vec::new();
-            let mut spans = Vec::new();
-            for &i in batch {
-                let td = &tasks[i];
-                let k = rng.below((td.d.len() / dd) as u64) as usize;
-                spans.push((i, x.len() / (dd + nz), td.label.len()));
-                x.extend(rows(td, &td.d[k * dd..(k + 1) * dd]));
-            }
-            let n = x.len() / (dd + nz);
-            let r = head(x, n)?;
-            let mut loss_terms = Vec::new();
-            let mut pairs_total = 0.0f64;
-            for &(i, start, len) in &spans {
-                let td = &tasks[i];
-                let prior = Tensor::from_vec(td.prior.clone(), len, &Device::Cpu)?;
-                if td.pairs == 0.0 {
-                    continue;
-                }
-                let s = (r.narrow(0, start, len)? + prior)?;
-                let m = Tensor::from_vec(td.better.clone(), (len, len), &Device::Cpu)?;
-                let diff = (s.unsqueeze(1)?.broadcast_sub(&s.unsqueeze(0)?)? / cfg.tau)?;
-                let l = softplus(&diff.neg()?)?;
-                loss_terms.push((l * m)?.sum_all()?);
-                pairs_total += td.pairs;
-            }
-            if loss_terms.is_empty() {
-                continue;
-            }
-            let loss = (Tensor::stack(&loss_terms, 0)?.sum_all()? / pairs_total)?;
-            total += loss.to_scalar::<f32>()? as f64;
-            steps += 1;
-            adam.update(&params, &loss.backward()?)?;
-        }
-        let v = validate(epoch, total / steps.max(1) as f64)?;
+        let loss = head.pairwise_epoch(&tasks, &mut order, cfg, &mut adam, &mut rng)?;
+        let v = validate(epoch, loss)?;
         log(&format!(
             "epoch {epoch}: loss {:.4}, valid within-task spearman {:.4} (fixed embedding {:.4}), source benchmark {:.4}, top {:.4}",
             v.train_loss, v.spearman, v.spearman_fixed_embedding, v.source_spearman, v.source_top
         ));
         if v.selection > best.0.selection {
-            best = (v.clone(), params.values()?);
+            best = (v.clone(), head.params.values()?);
         }
         history.push(v);
     }
@@ -626,6 +410,314 @@ pub fn train_head(
             baseline_params: base_sp(&|t| &t.params),
         },
     })
+}
+
+/// Every task with at least two records: `cfg.samples` dataset embeddings from the base set
+/// encoder, and per record its graph embedding, prior, label and baselines. Also returns each
+/// entry's task index.
+fn task_data(
+    db: &MetaDb,
+    base: &Predictor,
+    g_all: &[f32],
+    prior_all: Option<&[f32]>,
+    table: &Nb201Table,
+    cfg: &RankerConfig,
+    rng: &mut Rng,
+) -> Result<(Vec<TaskData>, Vec<usize>)> {
+    let (dd, nz) = (base.dims.set.out_dim, base.dims.nz);
+    let mut tasks: Vec<TaskData> = Vec::new();
+    let mut task_ids = Vec::new();
+    for (t, task) in db.tasks.iter().enumerate() {
+        let recs: Vec<&super::metadb::Record> = db.records.iter().filter(|r| r.task == t).collect();
+        if recs.len() < 2 {
+            continue;
+        }
+        let classes = task.classes.len();
+        let mut d = Vec::with_capacity(cfg.samples * dd);
+        for _ in 0..cfg.samples {
+            let x = db.sample_task(t, cfg.per_class, rng);
+            d.extend(base.set_encoder.encode(&x, 1, classes, cfg.per_class)?);
+        }
+        let mut td = TaskData {
+            source: task.source.clone(),
+            d,
+            g: Vec::new(),
+            prior: Vec::new(),
+            label: Vec::new(),
+            source_acc: Vec::new(),
+            params: Vec::new(),
+            better: Vec::new(),
+            pairs: 0.0,
+            d_avg: Vec::new(),
+        };
+        for r in recs {
+            let a: Nb201Arch = r.arch.parse()?;
+            let c = a.code();
+            td.g.extend_from_slice(&g_all[c * nz..(c + 1) * nz]);
+            td.prior.push(prior_all.map_or(0.0, |v| v[c]));
+            td.label.push(r.acc);
+            td.source_acc
+                .push(table.get(&a).map_or(f64::NAN, |e| e.imagenet16_120));
+            td.params
+                .push(a.cost(&crate::space::Nb201Net::default()).params as f64);
+        }
+        tasks.push(td);
+        task_ids.push(t);
+    }
+    Ok((tasks, task_ids))
+}
+
+/// Standardises every task's embeddings per dimension with the mean and spread over the
+/// training tasks' samples (the base set encoder's embeddings vary little between tasks), and
+/// finishes the tasks. Returns the mean and spread, which are folded into `pred_fc.0` when the
+/// weights are written, so the runtime is unchanged.
+fn standardise(
+    tasks: &mut [TaskData],
+    train: &[usize],
+    dd: usize,
+    log: &mut dyn FnMut(&str),
+) -> (Vec<f32>, Vec<f32>) {
+    let mut d_mean = vec![0.0f32; dd];
+    let mut count = 0.0f32;
+    for &i in train {
+        for row in tasks[i].d.chunks_exact(dd) {
+            for (m, v) in d_mean.iter_mut().zip(row) {
+                *m += v;
+            }
+            count += 1.0;
+        }
+    }
+    d_mean.iter_mut().for_each(|m| *m /= count);
+    let mut d_std = vec![0.0f32; dd];
+    for &i in train {
+        for row in tasks[i].d.chunks_exact(dd) {
+            for ((s, v), m) in d_std.iter_mut().zip(row).zip(&d_mean) {
+                *s += (v - m) * (v - m);
+            }
+        }
+    }
+    d_std
+        .iter_mut()
+        .for_each(|s| *s = (*s / count).sqrt().max(1e-6));
+    log(&format!(
+        "dataset embeddings: per-dimension spread over training samples {:.3e} (mean over dimensions)",
+        d_std.iter().sum::<f32>() / dd as f32
+    ));
+    for td in tasks.iter_mut() {
+        for row in td.d.chunks_exact_mut(dd) {
+            for ((v, m), s) in row.iter_mut().zip(&d_mean).zip(&d_std) {
+                *v = (*v - m) / s;
+            }
+        }
+        td.finish(dd);
+    }
+    (d_mean, d_std)
+}
+
+/// The base head's variables for standardised embeddings (`pred_fc.0` absorbs the mean and
+/// spread), with a zero last layer: training starts from the prior alone.
+fn init_head(base: &Predictor, d_mean: &[f32], d_std: &[f32]) -> Result<Params> {
+    let (dd, nz, p) = (base.dims.set.out_dim, base.dims.nz, base.dims.head_hidden);
+    let w0 = &base.head[0];
+    let mut w_init = w0.weight.to_vec();
+    let mut b_init = w0
+        .bias
+        .as_ref()
+        .map(|b| b.to_vec())
+        .unwrap_or_else(|| vec![0.0; p]);
+    for (row, b) in w_init.chunks_exact_mut(dd + nz).zip(b_init.iter_mut()) {
+        for j in 0..dd {
+            *b += row[j] * d_mean[j];
+            row[j] *= d_std[j];
+        }
+    }
+    let mut vars = BTreeMap::new();
+    vars.insert("pred_fc.0.weight".to_string(), var(w_init, (p, dd + nz))?);
+    vars.insert("pred_fc.0.bias".to_string(), var(b_init, (1, p))?);
+    vars.insert("pred_fc.2.weight".to_string(), var(vec![0.0; p], (1, p))?);
+    vars.insert("pred_fc.2.bias".to_string(), var(vec![0.0], (1, 1))?);
+    Ok(Params { vars })
+}
+
+/// The cells the prior never saw, their source accuracies, and every cell's percentile of
+/// source accuracy (its rank over all cells, 0..1).
+struct HeldOutCells {
+    cells: Vec<usize>,
+    acc: Vec<f64>,
+    percentile: Vec<f64>,
+}
+
+impl HeldOutCells {
+    fn new(table: &Nb201Table, seed: u64) -> Result<Self> {
+        let source_acc = source_accuracies(table)?;
+        let cells: Vec<usize> = cell_split(seed)[..NUM_ARCHS / 10].to_vec();
+        Ok(HeldOutCells {
+            acc: cells.iter().map(|&c| source_acc[c]).collect(),
+            percentile: crate::stats::ranks(&source_acc)
+                .iter()
+                .map(|r| r / (NUM_ARCHS - 1) as f64)
+                .collect(),
+            cells,
+        })
+    }
+}
+
+/// The head being trained, on rows `[D; G]`.
+struct Head {
+    params: Params,
+    dd: usize,
+    nz: usize,
+}
+
+impl Head {
+    /// Rows `[D; G]` of one task with embedding row `d`.
+    fn rows(&self, td: &TaskData, d: &[f32]) -> Vec<f32> {
+        td.g.chunks_exact(self.nz)
+            .flat_map(|g| d.iter().chain(g).copied())
+            .collect()
+    }
+
+    fn score(&self, x: Vec<f32>, n: usize) -> Result<Tensor> {
+        mlp(
+            &self.params,
+            "pred_fc",
+            &Tensor::from_vec(x, (n, self.dd + self.nz), &Device::Cpu)?,
+        )
+    }
+
+    /// One epoch of the pairwise loss: each batch of tasks, one embedding sample each, every
+    /// pair of records within a task whose labels differ. Returns the mean batch loss.
+    fn pairwise_epoch(
+        &self,
+        tasks: &[TaskData],
+        order: &mut [usize],
+        cfg: &RankerConfig,
+        adam: &mut Adam,
+        rng: &mut Rng,
+    ) -> Result<f64> {
+        let (dd, nz) = (self.dd, self.nz);
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        let (mut total, mut steps) = (0.0, 0usize);
+        for batch in order.chunks(cfg.batch_tasks.max(1)) {
+            let mut x = Vec::new();
+            let mut spans = Vec::new();
+            for &i in batch {
+                let td = &tasks[i];
+                let k = rng.below((td.d.len() / dd) as u64) as usize;
+                spans.push((i, x.len() / (dd + nz), td.label.len()));
+                x.extend(self.rows(td, &td.d[k * dd..(k + 1) * dd]));
+            }
+            let n = x.len() / (dd + nz);
+            let r = self.score(x, n)?;
+            let mut loss_terms = Vec::new();
+            let mut pairs_total = 0.0f64;
+            for &(i, start, len) in &spans {
+                let td = &tasks[i];
+                let prior = Tensor::from_vec(td.prior.clone(), len, &Device::Cpu)?;
+                if td.pairs == 0.0 {
+                    continue;
+                }
+                let s = (r.narrow(0, start, len)? + prior)?;
+                let m = Tensor::from_vec(td.better.clone(), (len, len), &Device::Cpu)?;
+                let diff = (s.unsqueeze(1)?.broadcast_sub(&s.unsqueeze(0)?)? / cfg.tau)?;
+                let l = softplus(&diff.neg()?)?;
+                loss_terms.push((l * m)?.sum_all()?);
+                pairs_total += td.pairs;
+            }
+            if loss_terms.is_empty() {
+                continue;
+            }
+            let loss = (Tensor::stack(&loss_terms, 0)?.sum_all()? / pairs_total)?;
+            total += loss.to_scalar::<f32>()? as f64;
+            steps += 1;
+            adam.update(&self.params, &loss.backward()?)?;
+        }
+        Ok(total / steps.max(1) as f64)
+    }
+
+    /// The measures on the validation tasks the kept epoch is chosen by.
+    #[allow(clippy::too_many_arguments)]
+    fn validate(
+        &self,
+        tasks: &[TaskData],
+        valid: &[usize],
+        g_all: &[f32],
+        prior_all: Option<&[f32]>,
+        check: &HeldOutCells,
+        epoch: usize,
+        train_loss: f64,
+    ) -> Result<Validation> {
+        const TOP: usize = 10;
+        let (dd, nz) = (self.dd, self.nz);
+        let d_fixed = vec![0.0f32; dd];
+        let (mut own, mut fixed, mut faithful) = (Vec::new(), Vec::new(), Vec::new());
+        let mut top = Vec::new();
+        let mut by_source: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for &i in valid {
+            let td = &tasks[i];
+            let n = td.label.len();
+            let mut s = vec![0.0f64; n];
+            let samples = td.d.len() / dd;
+            for d in td.d.chunks_exact(dd) {
+                let r: Vec<f32> = self.score(self.rows(td, d), n)?.to_vec1()?;
+                for (s, r) in s.iter_mut().zip(r) {
+                    *s += r as f64 / samples as f64;
+                }
+            }
+            let rf: Vec<f32> = self.score(self.rows(td, &d_fixed), n)?.to_vec1()?;
+            let with_prior = |v: &[f64]| -> Vec<f64> {
+                v.iter()
+                    .zip(&td.prior)
+                    .map(|(a, &b)| a + b as f64)
+                    .collect()
+            };
+            // the held-out cells, scored with the task's mean embedding
+            let x: Vec<f32> = check
+                .cells
+                .iter()
+                .flat_map(|&c| td.d_avg.iter().chain(&g_all[c * nz..(c + 1) * nz]).copied())
+                .collect();
+            let rc: Vec<f32> = self.score(x, check.cells.len())?.to_vec1()?;
+            let sc: Vec<f64> = rc
+                .iter()
+                .zip(&check.cells)
+                .map(|(&r, &c)| r as f64 + prior_all.map_or(0.0, |p| p[c] as f64))
+                .collect();
+            faithful.push(nan0(spearman(&sc, &check.acc)));
+            let mut best: Vec<usize> = (0..sc.len()).collect();
+            best.sort_by(|&a, &b| sc[b].total_cmp(&sc[a]).then(a.cmp(&b)));
+            top.push(mean(
+                &best
+                    .iter()
+                    .take(TOP)
+                    .map(|&k| check.percentile[check.cells[k]])
+                    .collect::<Vec<_>>(),
+            ));
+            let so = spearman(&with_prior(&s), &td.label);
+            let sf = spearman(
+                &with_prior(&rf.iter().map(|&v| v as f64).collect::<Vec<_>>()),
+                &td.label,
+            );
+            own.push(nan0(so));
+            fixed.push(nan0(sf));
+            by_source
+                .entry(td.source.clone())
+                .or_default()
+                .push(nan0(so));
+        }
+        Ok(Validation {
+            epoch,
+            train_loss,
+            spearman: mean(&own),
+            spearman_fixed_embedding: mean(&fixed),
+            by_source: by_source.into_iter().map(|(k, v)| (k, mean(&v))).collect(),
+            source_spearman: mean(&faithful),
+            source_top: mean(&top),
+            selection: (mean(&own) + mean(&faithful) + mean(&top)) / 3.0,
+        })
+    }
 }
 
 /// Folds an input standardisation `x' = (x − μ) / σ` of the first `μ.len()` inputs into a
