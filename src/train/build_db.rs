@@ -161,6 +161,82 @@ pub fn init(
             mix.stratified, mix.proposed, cfg.archs_per_task, mix.proposal_pool
         )));
     }
+    let Prepared {
+        classes,
+        class_images,
+        features,
+        offsets,
+        proxy,
+        by_dataset,
+    } = prepare_classes(sources, cfg, log)?;
+    let existing = work(db).join("plan.json");
+    let (tasks, cells, origins) = if existing.exists() {
+        let old = read_plan(db)?;
+        if old.config != *cfg || old.classes != classes || old.class_images != class_images {
+            return Err(Error::invalid(format!(
+                "{} holds a plan with other settings, classes or image counts; remove it to draw a \
+                 new one",
+                existing.display()
+            )));
+        }
+        log("keeping the tasks and cells of the existing plan");
+        (old.tasks, old.cells, old.origins)
+    } else {
+        draw_plan(cfg, &by_dataset, &features, &offsets, propose)?
+    };
+    let meta = MetaDb {
+        features,
+        dim: crate::features::FEATURE_DIM,
+        class_offsets: offsets,
+        class_names: classes.iter().map(|(d, c)| format!("{d}/{c}")).collect(),
+        feature_extractor: format!(
+            "efficientnet-lite0 (built-in), {}px, 1280-d",
+            cfg.feature_resolution
+        ),
+        tasks: tasks.clone(),
+        records: Vec::new(),
+        label: super::metadb::Label::Valid,
+    };
+    meta.save(db)?;
+    let w = work(db);
+    std::fs::create_dir_all(&w).map_err(|e| Error::io(&w, e))?;
+    let bytes = crate::weights::serialize(&proxy, crate::weights::import::ExportDtype::F16, None)?;
+    crate::util::write_atomic(&w.join("images.safetensors"), &bytes)?;
+    let plan = Plan {
+        config: cfg.clone(),
+        classes,
+        class_images,
+        tasks,
+        cells,
+        sources: sources.display().to_string(),
+        origins,
+    };
+    let text = serde_json::to_string_pretty(&plan).expect("plan serialises");
+    crate::util::write_atomic(&w.join("plan.json"), format!("{text}\n").as_bytes())?;
+    Ok(plan)
+}
+
+/// Every class of the sources with its feature rows and proxy images.
+struct Prepared {
+    /// `(dataset, class)` of each global class id.
+    classes: Vec<(String, String)>,
+    /// Proxy training and validation images of each class.
+    class_images: Vec<(usize, usize)>,
+    /// Feature rows of all classes, class-contiguous, and where each class starts.
+    features: Vec<f32>,
+    offsets: Vec<usize>,
+    /// `class.<id>` tensors of proxy images, `[n, r, r, 3]`.
+    proxy: Vec<(String, Vec<usize>, Vec<f32>)>,
+    /// Global class ids of each dataset.
+    by_dataset: BTreeMap<String, Vec<u32>>,
+}
+
+/// Reads `SOURCES/<dataset>/<class>/*` and prepares each class with at least 10 images.
+fn prepare_classes(
+    sources: &Path,
+    cfg: &BuildConfig,
+    log: &mut dyn FnMut(&str),
+) -> Result<Prepared> {
     let mut datasets: Vec<PathBuf> = std::fs::read_dir(sources)
         .map_err(|e| Error::io(sources, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -227,51 +303,14 @@ pub fn init(
             ));
         }
     }
-    let existing = work(db).join("plan.json");
-    let (tasks, cells, origins) = if existing.exists() {
-        let old = read_plan(db)?;
-        if old.config != *cfg || old.classes != classes || old.class_images != class_images {
-            return Err(Error::invalid(format!(
-                "{} holds a plan with other settings, classes or image counts; remove it to draw a \
-                 new one",
-                existing.display()
-            )));
-        }
-        log("keeping the tasks and cells of the existing plan");
-        (old.tasks, old.cells, old.origins)
-    } else {
-        draw_plan(cfg, &by_dataset, &features, &offsets, propose)?
-    };
-    let meta = MetaDb {
-        features,
-        dim: crate::features::FEATURE_DIM,
-        class_offsets: offsets,
-        class_names: classes.iter().map(|(d, c)| format!("{d}/{c}")).collect(),
-        feature_extractor: format!(
-            "efficientnet-lite0 (built-in), {}px, 1280-d",
-            cfg.feature_resolution
-        ),
-        tasks: tasks.clone(),
-        records: Vec::new(),
-        label: super::metadb::Label::Valid,
-    };
-    meta.save(db)?;
-    let w = work(db);
-    std::fs::create_dir_all(&w).map_err(|e| Error::io(&w, e))?;
-    let bytes = crate::weights::serialize(&proxy, crate::weights::import::ExportDtype::F16, None)?;
-    crate::util::write_atomic(&w.join("images.safetensors"), &bytes)?;
-    let plan = Plan {
-        config: cfg.clone(),
+    Ok(Prepared {
         classes,
         class_images,
-        tasks,
-        cells,
-        sources: sources.display().to_string(),
-        origins,
-    };
-    let text = serde_json::to_string_pretty(&plan).expect("plan serialises");
-    crate::util::write_atomic(&w.join("plan.json"), format!("{text}\n").as_bytes())?;
-    Ok(plan)
+        features,
+        offsets,
+        proxy,
+        by_dataset,
+    })
 }
 
 /// Tasks (class subsets of one dataset) and the cells of each, drawn from the config's seed.
