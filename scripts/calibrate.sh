@@ -19,5 +19,9 @@ run p500-e10-r16-c8-n1 500 10 16 8 1
 run p1000-e10-r16-c8-n1 1000 10 16 8 1
 # the chosen protocol on 59 other cells (a held-out check of the training-accuracy score)
 run p1000-e10-r16-c8-n1-cells59 1000 10 16 8 1 59
+# the chosen protocol again on both spreads, recording each epoch's training loss, to compare
+# training-speed labels (SoTL) with the final training accuracy and the free rankers
+run p1000-e10-r16-c8-n1-sotl 1000 10 16 8 1
+run p1000-e10-r16-c8-n1-sotl-cells59 1000 10 16 8 1 59
 # NASWOT with the standard network (C=16, N=5, 32x32, batch 128)
 $bin naswot --cifar "$cifar" --nb201 "$csv" --cells 60 > docs/calibration/naswot-c16-n5-r32.txt

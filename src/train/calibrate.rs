@@ -27,6 +27,9 @@ pub struct CellResult {
     /// NASWOT score at initialisation, when computed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub naswot: Option<f64>,
+    /// Mean training loss of each epoch (absent in results written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch_losses: Option<Vec<f64>>,
     /// The protocol, for the record.
     pub protocol: TrainConfig,
     pub train_per_class: usize,
@@ -89,6 +92,7 @@ pub fn run(
             proxy_train_acc: rep.train_acc,
             seconds: rep.seconds,
             naswot: nw,
+            epoch_losses: Some(rep.epoch_losses.clone()),
             protocol: cfg.clone(),
             train_per_class,
             resolution: train.resolution,
@@ -123,6 +127,15 @@ pub struct Summary {
     pub train_spearman: f64,
     pub train_kendall: f64,
     pub train_top10_overlap: f64,
+    /// Training-speed estimates, when every cell recorded its epoch losses: minus the sum of
+    /// the mean training losses over all epochs (SoTL) and over the last epoch alone (SoTL-E,
+    /// E = 1).
+    pub sotl_spearman: Option<f64>,
+    pub sotl_last_spearman: Option<f64>,
+    /// The free rankers on the same cells: parameters and multiply-adds of NAS-Bench-201's
+    /// network (C16, N5, 32 px).
+    pub params_spearman: f64,
+    pub flops_spearman: f64,
 }
 
 pub fn summarize(results: &[CellResult]) -> Summary {
@@ -150,7 +163,35 @@ pub fn summarize(results: &[CellResult]) -> Summary {
         train_spearman: crate::stats::spearman(&truth, &train),
         train_kendall: crate::stats::kendall(&truth, &train),
         train_top10_overlap: crate::stats::top_overlap(&truth, &train, 0.1),
+        sotl_spearman: loss_score(results, usize::MAX).map(|v| crate::stats::spearman(&truth, &v)),
+        sotl_last_spearman: loss_score(results, 1).map(|v| crate::stats::spearman(&truth, &v)),
+        params_spearman: crate::stats::spearman(&truth, &cost(results, |c| c.params)),
+        flops_spearman: crate::stats::spearman(&truth, &cost(results, |c| c.flops)),
     }
+}
+
+/// Minus the sum of each cell's last `last` epoch losses (higher is better), when every cell
+/// recorded them.
+fn loss_score(results: &[CellResult], last: usize) -> Option<Vec<f64>> {
+    results
+        .iter()
+        .map(|r| {
+            let l = r.epoch_losses.as_ref().filter(|l| !l.is_empty())?;
+            Some(-l[l.len().saturating_sub(last)..].iter().sum::<f64>())
+        })
+        .collect()
+}
+
+fn cost(results: &[CellResult], f: impl Fn(crate::space::Cost) -> u64) -> Vec<f64> {
+    let net = crate::space::Nb201Net::default();
+    results
+        .iter()
+        .map(|r| {
+            r.arch
+                .parse::<Nb201Arch>()
+                .map_or(f64::NAN, |a| f(a.cost(&net)) as f64)
+        })
+        .collect()
 }
 
 /// A scatter plot (SVG) of benchmark accuracy against proxy accuracy.
