@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Chooses and trains the dataset-aware ranker (src/train/ranker.rs) over the weights in BASE:
-#  1. every variant, leave-one-source-out: trained without one image source of the
-#     meta-database, validated on that source's tasks (within-task Spearman of the records'
-#     labels, with each task's own embedding and with one fixed embedding);
+#  1. every variant, leave-one-source-out (`metad2a train loso`): trained without one image
+#     source of the meta-database, measured after the last epoch on that source's tasks
+#     (within-task Spearman of the records' labels, with each task's own embedding and with one
+#     fixed embedding);
 #  2. the summary table (OUT/loso.md);
 #  3. each variant on all training tasks (the database's valid split validates) in OUT/<variant>.
 # Nothing here reads CIFAR: the NB201 table's ImageNet16-120 column is the only one training uses.
@@ -13,8 +14,8 @@ nb201=${NB201:-../shared/data/nb201/nats_bench.csv}
 base=${BASE:-weights/nb201-lite0}
 db=${DB:-data/metadb-nb201}
 out=${OUT:-target/ranker}
-bin=target/release/metad2a
-cargo build --release --locked --features train
+. scripts/common.sh
+bin=$(train_bin)
 mkdir -p "$out"
 variant_args() {
   case $1 in
@@ -24,16 +25,13 @@ variant_args() {
   esac
 }
 variants="prior-only prior+head head-only"
-sources=$(python3 -c "import json,sys; print(' '.join(sorted({json.loads(l)['source'] for l in open(sys.argv[1])})))" "$db/tasks.jsonl")
 for v in $variants; do
-  for s in $sources; do
-    if [ ! -f "$out/loso-$v-$s/ranker.json" ]; then
-      echo "leave out $s: $v"
-      # shellcheck disable=SC2046
-      $bin train ranker --base "$base" --db "$db" --nb201 "$nb201" --out "$out/loso-$v-$s" \
-        --holdout-source "$s" $(variant_args "$v") 2> "$out/loso-$v-$s.log" >/dev/null
-    fi
-  done
+  if [ ! -f "$out/loso-$v.json" ]; then
+    echo "leave-one-source-out: $v"
+    # shellcheck disable=SC2046
+    $bin train loso --base "$base" --db "$db" --nb201 "$nb201" --out "$out/loso-$v" \
+      $(variant_args "$v") 2> "$out/loso-$v.log" >/dev/null
+  fi
   if [ ! -f "$out/$v/ranker.json" ]; then
     echo "all sources: $v"
     # shellcheck disable=SC2046
@@ -41,26 +39,29 @@ for v in $variants; do
       $(variant_args "$v") 2> "$out/$v.log" >/dev/null
   fi
 done
-SOURCES="$sources" python3 - "$out" $variants <<'PY'
-import json, os, sys, pathlib
+python3 - "$out" $variants <<'PY'
+import json, sys, pathlib
 out = pathlib.Path(sys.argv[1]); variants = sys.argv[2:]
-srcs = os.environ['SOURCES'].split()
-mean = lambda v: sum(v) / len(v)
-rows = ["Within-task Spearman on the held-out source's tasks (own embedding), at the kept epoch:", "",
-        "| variant | " + " | ".join(srcs) + " | mean | mean, fixed embedding | source-benchmark Spearman (held-out cells) | source top-10 percentile | selection |",
-        "|---" * (len(srcs) + 6) + "|"]
-base = {}
+runs = {v: json.load(open(out / f'loso-{v}.json'))['rows'] for v in variants}
+srcs = [r['source'] for r in runs[variants[0]]]
+tasks = [r['tasks'] for r in runs[variants[0]]]
+wmean = lambda v: sum(x * n for x, n in zip(v, tasks)) / sum(tasks)
+rows = ["Within-task Spearman on the held-out source's tasks (own embedding) after the last epoch "
+        "(`metad2a train loso`: the held-out source chooses nothing); the mean weighs each source "
+        "by its tasks:", "",
+        "| variant | " + " | ".join(f"{s} ({n})" for s, n in zip(srcs, tasks)) + " | mean | mean, fixed embedding | source-benchmark Spearman (held-out cells) | source top-10 percentile |",
+        "|---" * (len(srcs) + 5) + "|"]
 for v in variants:
-    runs = [json.load(open(out / f'loso-{v}-{s}' / 'ranker.json')) for s in srcs]
-    own = [r['best']['spearman'] for r in runs]
+    last = [r['last'] for r in runs[v]]
+    own = [x['spearman'] for x in last]
     rows.append(f"| {v} | " + " | ".join(f"{x:.3f}" for x in own)
-                + f" | **{mean(own):.3f}** | {mean([r['best']['spearman_fixed_embedding'] for r in runs]):.3f}"
-                + f" | {mean([r['best']['source_spearman'] for r in runs]):.3f} | {mean([r['best']['source_top'] for r in runs]):.3f} | {mean([r['best']['selection'] for r in runs]):.3f} |")
-    base['ImageNet16-120 accuracy (table lookup)'] = [r['baseline_source_benchmark'] for r in runs]
-    base['parameter count'] = [r['baseline_params'] for r in runs]
-for k, vals in base.items():
-    rows.append(f"| *{k}* | " + " | ".join(f"{x:.3f}" for x in vals) + f" | {mean(vals):.3f} | | | | |")
-rows += ["", "The variants trained on all sources (the database's valid split validates):", "",
+                + f" | **{wmean(own):.3f}** | {wmean([x['spearman_fixed_embedding'] for x in last]):.3f}"
+                + f" | {wmean([x['source_spearman'] for x in last]):.3f} | {wmean([x['source_top'] for x in last]):.3f} |")
+r0 = runs[variants[0]]
+for k, name in [('baseline_source_benchmark', 'ImageNet16-120 accuracy (table lookup)'), ('baseline_params', 'parameter count')]:
+    vals = [r[k] for r in r0]
+    rows.append(f"| *{name}* | " + " | ".join(f"{x:.3f}" for x in vals) + f" | {wmean(vals):.3f} | | | |")
+rows += ["", "The variants trained on all sources (the database's valid split validates and chooses the kept epoch):", "",
          "| variant | kept epoch | within-task | fixed embedding | source-benchmark Spearman | source top-10 percentile | selection |", "|---|---|---|---|---|---|---|"]
 for v in variants:
     b = json.load(open(out / v / 'ranker.json'))['best']

@@ -346,3 +346,66 @@ fn learns_a_planted_rule() {
     assert!(rho > 0.8, "held-out Spearman {rho}");
     assert!(best > 0.8);
 }
+
+/// Leave-one-source-out on the committed meta-database: one row per source, the rows cover
+/// every task, the held-out source never trains, and a database of one source is refused.
+#[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
+fn leave_one_source_out_covers_every_source() {
+    use metad2a::train::ranker::{leave_one_source_out, RankerConfig};
+    let shared = need_shared!();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut db = metad2a::train::metadb::MetaDb::load(&root.join("data/metadb-nb201")).unwrap();
+    let table =
+        metad2a::space::nb201_table::Nb201Table::load(shared.join("data/nb201/nats_bench.csv"))
+            .unwrap();
+    let engine = metad2a::Engine::load(root.join("weights/nb201-lite0")).unwrap();
+    let all: Vec<metad2a::space::Arch> = metad2a::space::Nb201Arch::all().map(Into::into).collect();
+    let g_all = engine.graph_embeddings(&all).unwrap();
+    let cfg = RankerConfig {
+        prior: false,
+        epochs: 1,
+        samples: 2,
+        ..RankerConfig::default()
+    };
+    let rows = leave_one_source_out(
+        &db,
+        &engine.predictor,
+        &g_all,
+        None,
+        &table,
+        &cfg,
+        &mut |_| {},
+    )
+    .unwrap();
+    let sources: std::collections::BTreeSet<&str> =
+        db.tasks.iter().map(|t| t.source.as_str()).collect();
+    assert_eq!(
+        rows.iter().map(|r| r.source.as_str()).collect::<Vec<_>>(),
+        sources.iter().copied().collect::<Vec<_>>()
+    );
+    assert_eq!(rows.iter().map(|r| r.tasks).sum::<usize>(), db.tasks.len());
+    for r in &rows {
+        assert_eq!(r.last.epoch, 1);
+        assert!(r.last.spearman.is_finite() && r.baseline_params.is_finite());
+        assert_eq!(r.last.by_source.keys().collect::<Vec<_>>(), [&r.source]);
+    }
+    let md = metad2a::train::ranker::loso_markdown(&rows);
+    assert_eq!(md.lines().count(), 2 + rows.len() + 1, "{md}");
+    for t in &mut db.tasks {
+        t.source = "one".into();
+    }
+    assert!(leave_one_source_out(
+        &db,
+        &engine.predictor,
+        &g_all,
+        None,
+        &table,
+        &cfg,
+        &mut |_| {}
+    )
+    .is_err());
+}

@@ -720,6 +720,104 @@ impl Head {
     }
 }
 
+/// One source of a leave-one-source-out run: the ranker trained on every other source,
+/// measured on this source's tasks.
+#[derive(Clone, Debug, Serialize)]
+pub struct LosoRow {
+    pub source: String,
+    pub tasks: usize,
+    /// Before the head trains (epoch 0: the prior alone, or the untrained head).
+    pub start: Validation,
+    /// After the last epoch. The held-out source never chooses an epoch: a LOSO number is a
+    /// test number.
+    pub last: Validation,
+    /// Baselines on the same tasks (see [`RankerReport`]).
+    pub baseline_source_benchmark: f64,
+    pub baseline_params: f64,
+}
+
+/// Leave-one-source-out validation of the ranker head: for each source of `db`, the head is
+/// trained on the other sources' tasks and measured on this source's (the prior, which reads
+/// only the benchmark table, is shared).
+#[allow(clippy::too_many_arguments)]
+pub fn leave_one_source_out(
+    db: &MetaDb,
+    base: &Predictor,
+    g_all: &[f32],
+    prior_all: Option<&[f32]>,
+    table: &Nb201Table,
+    cfg: &RankerConfig,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<LosoRow>> {
+    let sources: std::collections::BTreeSet<&String> = db.tasks.iter().map(|t| &t.source).collect();
+    if sources.len() < 2 {
+        return Err(Error::invalid(
+            "leave-one-source-out needs a database with at least two sources",
+        ));
+    }
+    let mut rows = Vec::new();
+    for source in sources {
+        log(&format!("leaving out {source}"));
+        let c = RankerConfig {
+            holdout_source: Some(source.clone()),
+            ..cfg.clone()
+        };
+        let r = train_head(db, base, g_all, prior_all, table, &c, None, &mut |_| {})?.report;
+        let row = LosoRow {
+            source: source.clone(),
+            tasks: r.valid_tasks,
+            start: r.epochs[0].clone(),
+            last: r.epochs.last().expect("epoch 0 at least").clone(),
+            baseline_source_benchmark: r.baseline_source_benchmark,
+            baseline_params: r.baseline_params,
+        };
+        log(&format!(
+            "{source}: {} tasks, within-task Spearman {:.3} after {} epochs ({:.3} before; fixed embedding {:.3}; ImageNet16-120 alone {:.3}, parameter count {:.3})",
+            row.tasks,
+            row.last.spearman,
+            row.last.epoch,
+            row.start.spearman,
+            row.last.spearman_fixed_embedding,
+            row.baseline_source_benchmark,
+            row.baseline_params
+        ));
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// The leave-one-source-out table (markdown), with the task-weighted mean as its last row.
+pub fn loso_markdown(rows: &[LosoRow]) -> String {
+    let mut t = String::from(
+        "| held-out source | tasks | ranker (last epoch) | before training | one fixed embedding | ImageNet16-120 accuracy | parameter count |\n|---|---|---|---|---|---|---|\n",
+    );
+    let line = |name: &str, n: usize, v: [f64; 5]| {
+        format!(
+            "| {name} | {n} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+            v[0], v[1], v[2], v[3], v[4]
+        )
+    };
+    let mut sum = [0.0f64; 5];
+    let mut n = 0;
+    for r in rows {
+        let v = [
+            r.last.spearman,
+            r.start.spearman,
+            r.last.spearman_fixed_embedding,
+            r.baseline_source_benchmark,
+            r.baseline_params,
+        ];
+        for (s, x) in sum.iter_mut().zip(v) {
+            *s += x * r.tasks as f64;
+        }
+        n += r.tasks;
+        t += &line(&r.source, r.tasks, v);
+    }
+    let mean = sum.map(|s| s / n.max(1) as f64);
+    t += &line("**all (task-weighted)**", n, mean);
+    t
+}
+
 /// Folds an input standardisation `x' = (x − μ) / σ` of the first `μ.len()` inputs into a
 /// layer `y = W x' + b` (`W: [out, cols]`), so that `y = W₂ x + b₂` reads the raw inputs.
 pub fn fold_standardisation(w: &mut [f32], b: &mut [f32], cols: usize, mean: &[f32], std: &[f32]) {

@@ -518,6 +518,14 @@ pub enum TrainCommand {
     ///
     /// Example: metad2a train ranker --base weights/nb201-lite0 --db data/metadb-nb201 --nb201 nats_bench.csv --out weights/mine
     Ranker(RankerArgs),
+    /// Leave-one-source-out validation of the ranker: for each image source of the database,
+    /// train the head on the other sources' tasks and measure the within-task Spearman on this
+    /// source's tasks at the last epoch (the held-out source chooses nothing), beside the
+    /// ImageNet16-120 accuracy and the parameter count as rankers. The yardstick for choosing
+    /// ranker variants without CIFAR.
+    ///
+    /// Example: metad2a train loso --base weights/nb201-lite0 --db data/metadb-nb201 --nb201 nats_bench.csv --epochs 100 --lr 1e-3 --out docs/ranker/loso
+    Loso(LosoArgs),
     /// Write a copy of a meta-database whose records are, for every task, the cells a trained
     /// predictor scores highest (best first): the targets of a generator that matches that
     /// predictor (`train generator --db OUT`).
@@ -586,6 +594,16 @@ pub struct RankerArgs {
     /// match this ranker on `train relabel`'s targets).
     #[arg(long, value_name = "DIR")]
     generator: Option<PathBuf>,
+    /// Validate on every task of this source and train on the others (leave-one-source-out).
+    #[arg(long, value_name = "SOURCE")]
+    holdout_source: Option<String>,
+    #[command(flatten)]
+    fit: RankerFit,
+}
+
+/// How the ranker is fitted (shared by `train ranker` and `train loso`).
+#[derive(Args)]
+pub struct RankerFit {
     /// Train without the source benchmark: no cell prior, the head alone.
     #[arg(long)]
     no_prior: bool,
@@ -606,9 +624,6 @@ pub struct RankerArgs {
     /// Set samples drawn per task.
     #[arg(long, default_value_t = 8)]
     samples: usize,
-    /// Validate on every task of this source and train on the others (leave-one-source-out).
-    #[arg(long, value_name = "SOURCE")]
-    holdout_source: Option<String>,
     /// Which accuracy of each record to learn: `valid` or `train`.
     #[arg(long, default_value = "train", value_name = "valid|train")]
     label: String,
@@ -616,39 +631,129 @@ pub struct RankerArgs {
     seed: u64,
 }
 
+impl RankerFit {
+    fn config(&self, holdout_source: Option<String>) -> metad2a::train::ranker::RankerConfig {
+        metad2a::train::ranker::RankerConfig {
+            prior: !self.no_prior,
+            prior_hidden: self.prior_hidden,
+            prior_epochs: self.prior_epochs,
+            epochs: self.epochs,
+            lr: self.lr,
+            tau: self.tau,
+            samples: self.samples,
+            holdout_source,
+            seed: self.seed,
+            ..Default::default()
+        }
+    }
+
+    /// The database with this fit's label, the table, the base engine, the prior (when
+    /// fitted) and the graph embeddings of every cell.
+    #[allow(clippy::type_complexity)]
+    fn inputs(
+        &self,
+        db: &Path,
+        nb201: &Path,
+        base: &Path,
+        cfg: &metad2a::train::ranker::RankerConfig,
+    ) -> metad2a::Result<(
+        metad2a::train::metadb::MetaDb,
+        Nb201Table,
+        metad2a::Engine,
+        Option<(
+            Vec<metad2a::weights::NamedTensor>,
+            Vec<f32>,
+            metad2a::train::ranker::PriorReport,
+        )>,
+        Vec<f32>,
+    )> {
+        let mut db = metad2a::train::metadb::MetaDb::load(db)?;
+        db.use_label(self.label.parse()?)?;
+        let table = Nb201Table::load(nb201)?;
+        let engine = metad2a::Engine::load(base)?;
+        let prior = if cfg.prior {
+            let (t, all, r) =
+                metad2a::train::ranker::train_prior(&table, cfg, &mut |m| eprintln!("{m}"))?;
+            eprintln!(
+                "prior: spearman with ImageNet16-120 {:.4} on {} held-out cells, {:.4} on all ({:.1} s)",
+                r.heldout_spearman, r.heldout_cells, r.all_spearman, r.seconds
+            );
+            Some((t, all, r))
+        } else {
+            None
+        };
+        let all: Vec<metad2a::space::Arch> = metad2a::space::Nb201Arch::all()
+            .map(metad2a::space::Arch::Nb201)
+            .collect();
+        let g_all = engine.graph_embeddings(&all)?;
+        Ok((db, table, engine, prior, g_all))
+    }
+}
+
+/// Options of `metad2a train loso`.
+#[derive(Args)]
+pub struct LosoArgs {
+    /// A trained weights directory whose set and graph encoders the ranker builds on.
+    #[arg(long, value_name = "DIR")]
+    base: PathBuf,
+    /// Meta-database directory.
+    #[arg(long, value_name = "DIR")]
+    db: PathBuf,
+    /// The NAS-Bench-201 table (NATS-Bench CSV layout); only its ImageNet16-120 column is read.
+    #[arg(long, value_name = "CSV")]
+    nb201: PathBuf,
+    /// Writes OUT.md (the table) and OUT.json (every source's measures, every epoch's).
+    #[arg(long, value_name = "PREFIX")]
+    out: PathBuf,
+    #[command(flatten)]
+    fit: RankerFit,
+}
+
+pub fn loso(a: LosoArgs) -> metad2a::Result<()> {
+    let cfg = a.fit.config(None);
+    let (db, table, engine, prior, g_all) = a.fit.inputs(&a.db, &a.nb201, &a.base, &cfg)?;
+    let rows = metad2a::train::ranker::leave_one_source_out(
+        &db,
+        &engine.predictor,
+        &g_all,
+        prior.as_ref().map(|p| p.1.as_slice()),
+        &table,
+        &cfg,
+        &mut |m| eprintln!("{m}"),
+    )?;
+    let md = metad2a::train::ranker::loso_markdown(&rows);
+    let with_ext = |ext: &str| {
+        let mut p = a.out.clone().into_os_string();
+        p.push(ext);
+        PathBuf::from(p)
+    };
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| metad2a::Error::io(dir, e))?;
+    }
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    metad2a::util::write_atomic(
+        &with_ext(".md"),
+        format!(
+            "Leave-one-source-out within-task Spearman of `{}` (`{command}`)\n\n{md}",
+            a.db.display()
+        )
+        .as_bytes(),
+    )?;
+    let json = serde_json::json!({ "command": command, "config": cfg, "rows": rows });
+    metad2a::util::write_atomic(&with_ext(".json"), format!("{json:#}\n").as_bytes())?;
+    print!("{md}");
+    Ok(())
+}
+
 pub fn ranker(a: RankerArgs) -> metad2a::Result<()> {
-    use metad2a::train::ranker::{self, RankerConfig};
-    let mut db = metad2a::train::metadb::MetaDb::load(&a.db)?;
-    db.use_label(a.label.parse()?)?;
-    let table = Nb201Table::load(&a.nb201)?;
-    let engine = metad2a::Engine::load(&a.base)?;
-    let cfg = RankerConfig {
-        prior: !a.no_prior,
-        prior_hidden: a.prior_hidden,
-        prior_epochs: a.prior_epochs,
-        epochs: a.epochs,
-        lr: a.lr,
-        tau: a.tau,
-        samples: a.samples,
-        holdout_source: a.holdout_source.clone(),
-        seed: a.seed,
-        ..RankerConfig::default()
+    use metad2a::train::ranker;
+    let cfg = a.fit.config(a.holdout_source.clone());
+    let (db, table, engine, prior, g_all) = a.fit.inputs(&a.db, &a.nb201, &a.base, &cfg)?;
+    let (prior_tensors, prior_all, prior_report) = match prior {
+        Some((t, all, r)) => (t, Some(all), Some(r)),
+        None => (Vec::new(), None, None),
     };
     let mut log = |m: &str| eprintln!("{m}");
-    let (prior_tensors, prior_all, prior_report) = if cfg.prior {
-        let (t, all, r) = ranker::train_prior(&table, &cfg, &mut log)?;
-        eprintln!(
-            "prior: spearman with ImageNet16-120 {:.4} on {} held-out cells, {:.4} on all ({:.1} s)",
-            r.heldout_spearman, r.heldout_cells, r.all_spearman, r.seconds
-        );
-        (t, Some(all), Some(r))
-    } else {
-        (Vec::new(), None, None)
-    };
-    let all: Vec<metad2a::space::Arch> = metad2a::space::Nb201Arch::all()
-        .map(metad2a::space::Arch::Nb201)
-        .collect();
-    let g_all = engine.graph_embeddings(&all)?;
     let trained = ranker::train_head(
         &db,
         &engine.predictor,
@@ -716,7 +821,7 @@ pub fn ranker(a: RankerArgs) -> metad2a::Result<()> {
         "kind": "ranker: cell prior (NAS-Bench-201 ImageNet16-120) + within-task pairwise head",
         "command": command,
         "feature_extractor": db.feature_extractor,
-        "label": a.label,
+        "label": a.fit.label,
         "base": a.base.display().to_string(),
         "base_predictor_sha256": base_manifest.predictor.sha256,
         "epoch": r.best.epoch,
@@ -745,7 +850,7 @@ pub fn ranker(a: RankerArgs) -> metad2a::Result<()> {
         a.base.display(),
         gen_dir.display()
     );
-    complete_weights(&a.out, &a.db, &db, &a.label, inputs, &extra, &command)
+    complete_weights(&a.out, &a.db, &db, &a.fit.label, inputs, &extra, &command)
 }
 
 /// Options of `metad2a train`. A run resumes from OUT/<model>.ckpt.safetensors when it exists;
@@ -792,6 +897,7 @@ pub fn train(c: TrainCommand) -> metad2a::Result<()> {
         TrainCommand::Generator(a) => (Kind::Generator, a),
         TrainCommand::Predictor(a) => (Kind::Predictor, a),
         TrainCommand::Ranker(a) => return ranker(a),
+        TrainCommand::Loso(a) => return loso(a),
         TrainCommand::Relabel(a) => return relabel(a),
     };
     let mut db = metad2a::train::metadb::MetaDb::load(&a.db)?;
