@@ -30,3 +30,5 @@ for i in $(seq 0 $((jobs - 1))); do
 done
 wait
 $bin build-db merge --db "$db" --partial
+$bin build-db manifest --db "$db" --command "scripts/fetch-meta-sources.sh $src 1200" \
+  --command "scripts/build-metadb-v2.sh $jobs"

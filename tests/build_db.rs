@@ -142,6 +142,15 @@ fn killed_run_resumes_and_shards_merge_to_the_single_run() {
         assert!(r.origin.is_some(), "{l}");
         assert!(r.train_images.unwrap() >= 2 * 24, "{l}");
     }
+    let m = build_db::manifest(&single, &["test".into()]).unwrap();
+    assert_eq!((m.records, m.planned_records), (planned, planned));
+    assert_eq!(m.complete_tasks, config().tasks);
+    assert_eq!(
+        m.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["checks", "stripes"]
+    );
+    assert_eq!(m.sources.iter().map(|s| s.records).sum::<usize>(), planned);
+    assert!(m.files.contains_key("records.jsonl") && m.cell_seconds > 0.0);
     let db = MetaDb::load(&single).unwrap();
     assert_eq!(db.tasks.len(), 4);
     assert_eq!(db.records.len(), planned);

@@ -737,6 +737,101 @@ pub fn merge(db: &Path, allow_partial: bool) -> Result<usize> {
     Ok(records.len())
 }
 
+/// What `manifest` writes: where a database came from and how far its build is.
+#[derive(Clone, Debug, Serialize)]
+pub struct DbManifest {
+    pub format: &'static str,
+    /// Each source (dataset folder) with its classes, tasks and licence.
+    pub sources: Vec<SourceEntry>,
+    pub protocol: String,
+    pub config: BuildConfig,
+    pub tasks: usize,
+    pub planned_records: usize,
+    pub records: usize,
+    /// Tasks whose planned records are all done.
+    pub complete_tasks: usize,
+    /// Sum of the records' training seconds (wall-clock per cell, as run).
+    pub cell_seconds: f64,
+    /// sha256 of each committed file.
+    pub files: BTreeMap<String, String>,
+    pub commands: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceEntry {
+    pub name: String,
+    pub classes: usize,
+    pub tasks: usize,
+    pub records: usize,
+    pub licence: String,
+}
+
+/// Writes `manifest.json` of a database from its plan and its shard files (merged or not).
+pub fn manifest(db: &Path, commands: &[String]) -> Result<DbManifest> {
+    let plan = read_plan(db)?;
+    let mut done: BTreeMap<(usize, String), BuiltRecord> = BTreeMap::new();
+    for p in shard_files(db)? {
+        for r in read_built(&p)? {
+            done.entry((r.task, r.arch.clone())).or_insert(r);
+        }
+    }
+    let planned: usize = plan.cells.iter().map(Vec::len).sum();
+    let complete_tasks = plan
+        .cells
+        .iter()
+        .enumerate()
+        .filter(|(t, cells)| cells.iter().all(|c| done.contains_key(&(*t, c.clone()))))
+        .count();
+    let mut sources: BTreeMap<&str, SourceEntry> = BTreeMap::new();
+    for (d, _) in &plan.classes {
+        sources
+            .entry(d)
+            .or_insert_with(|| SourceEntry {
+                name: d.clone(),
+                classes: 0,
+                tasks: 0,
+                records: 0,
+                licence: source_licence(d).unwrap_or("unknown").to_string(),
+            })
+            .classes += 1;
+    }
+    for (t, task) in plan.tasks.iter().enumerate() {
+        if let Some(e) = sources.get_mut(task.source.as_str()) {
+            e.tasks += 1;
+            e.records += done.keys().filter(|(rt, _)| *rt == t).count();
+        }
+    }
+    let mut files = BTreeMap::new();
+    for f in [
+        "features.safetensors",
+        "tasks.jsonl",
+        "records.jsonl",
+        "work/plan.json",
+    ] {
+        let p = db.join(f);
+        if p.is_file() {
+            let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+            files.insert(f.to_string(), crate::weights::sha256_hex(&bytes));
+        }
+    }
+    let m = DbManifest {
+        format: "metad2a-metadb",
+        sources: sources.into_values().collect(),
+        protocol: plan.config.protocol_name.clone(),
+        config: plan.config.clone(),
+        tasks: plan.tasks.len(),
+        planned_records: planned,
+        records: done.len(),
+        complete_tasks,
+        cell_seconds: done.values().map(|r| r.seconds).sum(),
+        files,
+        commands: commands.to_vec(),
+    };
+    let text = serde_json::to_string_pretty(&m).expect("manifest serialises");
+    crate::util::write_atomic(&db.join("manifest.json"), format!("{text}\n").as_bytes())?;
+    Ok(m)
+}
+
 /// The licence of each image source `scripts/fetch-meta-sources.sh` fetches (by folder name).
 pub fn source_licence(source: &str) -> Option<&'static str> {
     Some(match source {

@@ -165,6 +165,18 @@ pub enum BuildDbCommand {
     Run(BuildRunArgs),
     /// Gather the shards' records into records.jsonl.
     Merge(BuildMergeArgs),
+    /// Write manifest.json: sources and licences, protocol, progress, CPU spent, sha256 of the
+    /// committed files, and the commands that build the database.
+    Manifest(BuildManifestArgs),
+}
+
+#[derive(Args)]
+pub struct BuildManifestArgs {
+    #[arg(long, value_name = "DIR")]
+    db: PathBuf,
+    /// A command that builds the database (repeat for several), recorded in the manifest.
+    #[arg(long, value_name = "CMD")]
+    command: Vec<String>,
 }
 
 #[derive(Args)]
@@ -348,6 +360,18 @@ pub fn build_db(c: BuildDbCommand) -> metad2a::Result<()> {
                 }
             })?;
             println!("shard {i}/{n}: {} records", done.len());
+        }
+        BuildDbCommand::Manifest(a) => {
+            let m = build_db::manifest(&a.db, &a.command)?;
+            println!(
+                "wrote {}: {}/{} records, {}/{} tasks complete, {:.2} hours of cell training",
+                a.db.join("manifest.json").display(),
+                m.records,
+                m.planned_records,
+                m.complete_tasks,
+                m.tasks,
+                m.cell_seconds / 3600.0
+            );
         }
         BuildDbCommand::Merge(a) => {
             let n = build_db::merge(&a.db, a.partial)?;
