@@ -146,7 +146,10 @@ fn killed_run_resumes_and_shards_merge_to_the_single_run() {
     assert_eq!((m.records, m.planned_records), (planned, planned));
     assert_eq!(m.complete_tasks, config().tasks);
     assert_eq!(
-        m.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        m.sources
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
         ["checks", "stripes"]
     );
     assert_eq!(m.sources.iter().map(|s| s.records).sum::<usize>(), planned);
