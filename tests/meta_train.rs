@@ -195,7 +195,7 @@ fn planted_db() -> (metad2a::train::metadb::MetaDb, Vec<f64>) {
                 task: t,
                 arch: arch.into(),
                 acc: acc + 0.2 * rng.normal(),
-                train_acc: None,
+                ..Default::default()
             });
         }
     }

@@ -654,7 +654,7 @@ mod tests {
                         task: t,
                         arch: String::new(),
                         acc,
-                        train_acc: None,
+                        ..Default::default()
                     })
                 })
                 .collect(),

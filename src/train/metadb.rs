@@ -40,7 +40,7 @@ pub struct Task {
     pub split: Split,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub task: usize,
     pub arch: String,
@@ -49,6 +49,21 @@ pub struct Record {
     /// Accuracy on the task's training images at the end of training, %, when recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_acc: Option<f64>,
+    /// The labelling protocol, when the record names it (v2 records do; v1 records were all
+    /// labelled with the 500-images-per-class protocol of their plan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Mean training loss of each epoch, when recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch_losses: Option<Vec<f64>>,
+    /// Free scores of the cell, when recorded: NASWOT on the task's own images (absent also
+    /// when it is minus infinity), FLOPs and parameters of NAS-Bench-201's network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub naswot: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flops: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<u64>,
 }
 
 /// Which accuracy of a record the models learn from.
@@ -59,6 +74,9 @@ pub enum Label {
     /// Final training accuracy (`train_acc`); on CIFAR-10 it ranks cells better than the
     /// held-out accuracy under the cheap protocols (docs/calibration.md).
     Train,
+    /// Training speed: minus the sum of the mean training losses over the epochs (SoTL), from
+    /// `epoch_losses`.
+    Speed,
 }
 
 impl Label {
@@ -67,6 +85,7 @@ impl Label {
         match self {
             Label::Valid => "valid",
             Label::Train => "train",
+            Label::Speed => "speed",
         }
     }
 }
@@ -77,8 +96,9 @@ impl std::str::FromStr for Label {
         match s {
             "valid" => Ok(Label::Valid),
             "train" => Ok(Label::Train),
+            "speed" => Ok(Label::Speed),
             _ => Err(Error::invalid(format!(
-                "label {s}: expected valid or train"
+                "label {s}: expected valid, train or speed"
             ))),
         }
     }
@@ -343,25 +363,35 @@ impl MetaDb {
     /// Makes `label` the accuracy every record is learned from (`acc`); every record must
     /// carry it.
     pub fn use_label(&mut self, label: Label) -> Result<()> {
-        if label == Label::Train && self.label != Label::Train {
-            let accs = self
-                .records
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    r.train_acc.filter(|a| a.is_finite()).ok_or_else(|| {
-                        Error::invalid(format!("record {i} has no training accuracy"))
-                    })
-                })
-                .collect::<Result<Vec<f64>>>()?;
-            for (r, a) in self.records.iter_mut().zip(accs) {
-                r.acc = a;
-            }
+        if label == self.label {
+            return Ok(());
         }
-        if label == Label::Valid && self.label != Label::Valid {
+        if self.label != Label::Valid {
             return Err(Error::invalid(
                 "the held-out accuracies were replaced; reload the database",
             ));
+        }
+        let values = self
+            .records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let v = match label {
+                    Label::Valid => Some(r.acc),
+                    Label::Train => r.train_acc,
+                    Label::Speed => r
+                        .epoch_losses
+                        .as_ref()
+                        .filter(|l| !l.is_empty())
+                        .map(|l| -l.iter().sum::<f64>()),
+                };
+                v.filter(|a| a.is_finite()).ok_or_else(|| {
+                    Error::invalid(format!("record {i} has no {} label", label.name()))
+                })
+            })
+            .collect::<Result<Vec<f64>>>()?;
+        for (r, a) in self.records.iter_mut().zip(values) {
+            r.acc = a;
         }
         self.label = label;
         Ok(())
@@ -428,6 +458,7 @@ mod tests {
             arch: arch.into(),
             acc,
             train_acc,
+            ..Default::default()
         }
     }
 
@@ -453,9 +484,37 @@ mod tests {
         assert_eq!((d.records[0].acc, d.label), (95.0, Label::Train));
         assert!(d.use_label(Label::Valid).is_err());
         assert!("other".parse::<Label>().is_err());
-        for l in [Label::Valid, Label::Train] {
+        for l in [Label::Valid, Label::Train, Label::Speed] {
             assert_eq!(l.name().parse::<Label>().unwrap(), l);
         }
+    }
+
+    #[test]
+    fn the_speed_label_is_minus_the_summed_epoch_losses() {
+        let with_losses = |arch: &str, l: Option<Vec<f64>>| Record {
+            epoch_losses: l,
+            ..rec(arch, 50.0, Some(60.0))
+        };
+        let mut d = db(vec![
+            with_losses("a", Some(vec![1.0, 0.5, 0.25])),
+            with_losses("b", Some(vec![0.5, 0.25, 0.125])),
+        ]);
+        d.use_label(Label::Speed).unwrap();
+        assert_eq!((d.records[0].acc, d.records[1].acc), (-1.75, -0.875));
+        assert_eq!(d.top_per_task(Split::Train, 1), vec![1]);
+        // a speed label cannot be switched to the training accuracy afterwards
+        assert!(d.use_label(Label::Train).is_err());
+        let mut d = db(vec![
+            with_losses("a", Some(vec![1.0])),
+            with_losses("b", None),
+        ]);
+        let e = d.use_label(Label::Speed).unwrap_err();
+        assert!(
+            e.to_string().contains("record 1") && e.to_string().contains("speed"),
+            "{e}"
+        );
+        let mut d = db(vec![with_losses("a", Some(vec![]))]);
+        assert!(d.use_label(Label::Speed).is_err());
     }
 
     #[test]

@@ -881,7 +881,7 @@ pub fn relabel(
                 task: t,
                 arch: Nb201Arch::from_code(c).expect("code in range").to_string(),
                 acc: 100.0 - rank as f64,
-                train_acc: None,
+                ..Default::default()
             });
         }
         progress(t + 1, db.tasks.len());

@@ -648,8 +648,9 @@ pub struct RankerFit {
     /// Set samples drawn per task.
     #[arg(long, default_value_t = 8)]
     samples: usize,
-    /// Which accuracy of each record to learn: `valid` or `train`.
-    #[arg(long, default_value = "train", value_name = "valid|train")]
+    /// Which label of each record to learn: `valid` (held-out accuracy), `train` (final
+    /// training accuracy) or `speed` (minus the summed epoch losses; v2 records).
+    #[arg(long, default_value = "train", value_name = "valid|train|speed")]
     label: String,
     #[arg(long, default_value_t = 333)]
     seed: u64,
@@ -901,9 +902,10 @@ pub struct TrainArgs {
     /// Reduce-on-plateau patience (epochs).
     #[arg(long, default_value_t = 10)]
     patience: usize,
-    /// Which accuracy of each record to learn: `valid` (held-out) or `train` (final training
-    /// accuracy, which ranked CIFAR-10 cells better in docs/calibration.md).
-    #[arg(long, default_value = "valid", value_name = "valid|train")]
+    /// Which label of each record to learn: `valid` (held-out accuracy), `train` (final
+    /// training accuracy, which ranked CIFAR-10 cells better in docs/calibration.md) or `speed`
+    /// (minus the summed epoch losses; v2 records).
+    #[arg(long, default_value = "valid", value_name = "valid|train|speed")]
     label: String,
     /// Predictor targets standardised over all records (`global`, the official objective) or
     /// within each task (`task`: only how a task's cells rank against each other counts).
