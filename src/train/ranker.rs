@@ -145,6 +145,9 @@ pub struct RankerReport {
     /// own accuracy and of the parameter count.
     pub baseline_source_benchmark: f64,
     pub baseline_params: f64,
+    pub baseline_flops: f64,
+    /// NASWOT on the task's own images, when every validation record has it (v2 records).
+    pub baseline_naswot: Option<f64>,
 }
 
 /// What training produced: the tensors to add to or replace in the base predictor, and the report.
@@ -281,6 +284,9 @@ struct TaskData {
     label: Vec<f64>,
     source_acc: Vec<f64>,
     params: Vec<f64>,
+    flops: Vec<f64>,
+    /// The records' NASWOT scores (minus infinity as -1e300; NaN where not recorded).
+    naswot: Vec<f64>,
     /// `[n, n]`: 1 where record `i` beats record `j`, and how many such pairs.
     better: Vec<f32>,
     pairs: f64,
@@ -408,6 +414,11 @@ pub fn train_head(
             epochs: history,
             baseline_source_benchmark: base_sp(&|t| &t.source_acc),
             baseline_params: base_sp(&|t| &t.params),
+            baseline_flops: base_sp(&|t| &t.flops),
+            baseline_naswot: valid
+                .iter()
+                .all(|&i| tasks[i].naswot.iter().all(|v| !v.is_nan()))
+                .then(|| base_sp(&|t| &t.naswot)),
         },
     })
 }
@@ -446,6 +457,8 @@ fn task_data(
             label: Vec::new(),
             source_acc: Vec::new(),
             params: Vec::new(),
+            flops: Vec::new(),
+            naswot: Vec::new(),
             better: Vec::new(),
             pairs: 0.0,
             d_avg: Vec::new(),
@@ -458,8 +471,15 @@ fn task_data(
             td.label.push(r.acc);
             td.source_acc
                 .push(table.get(&a).map_or(f64::NAN, |e| e.imagenet16_120));
-            td.params
-                .push(a.cost(&crate::space::Nb201Net::default()).params as f64);
+            let cost = a.cost(&crate::space::Nb201Net::default());
+            td.params.push(cost.params as f64);
+            td.flops.push(cost.flops as f64);
+            // a record that names its protocol and has no NASWOT score had minus infinity
+            td.naswot.push(match (r.naswot, &r.protocol) {
+                (Some(v), _) => v,
+                (None, Some(_)) => -1e300,
+                (None, None) => f64::NAN,
+            });
         }
         tasks.push(td);
         task_ids.push(t);
@@ -734,11 +754,14 @@ pub struct LosoRow {
     /// Baselines on the same tasks (see [`RankerReport`]).
     pub baseline_source_benchmark: f64,
     pub baseline_params: f64,
+    pub baseline_flops: f64,
+    pub baseline_naswot: Option<f64>,
 }
 
 /// Leave-one-source-out validation of the ranker head: for each source of `db`, the head is
 /// trained on the other sources' tasks and measured on this source's (the prior, which reads
-/// only the benchmark table, is shared).
+/// only the benchmark table, is shared). Sources without a task of two records (a database
+/// being built) are skipped.
 #[allow(clippy::too_many_arguments)]
 pub fn leave_one_source_out(
     db: &MetaDb,
@@ -755,8 +778,21 @@ pub fn leave_one_source_out(
             "leave-one-source-out needs a database with at least two sources",
         ));
     }
+    let mut per_task = vec![0usize; db.tasks.len()];
+    for r in &db.records {
+        per_task[r.task] += 1;
+    }
     let mut rows = Vec::new();
     for source in sources {
+        let usable = (0..db.tasks.len())
+            .filter(|&t| db.tasks[t].source == *source && per_task[t] >= 2)
+            .count();
+        if usable == 0 {
+            log(&format!(
+                "skipping {source}: no task of it has 2 records yet"
+            ));
+            continue;
+        }
         log(&format!("leaving out {source}"));
         let c = RankerConfig {
             holdout_source: Some(source.clone()),
@@ -770,6 +806,8 @@ pub fn leave_one_source_out(
             last: r.epochs.last().expect("epoch 0 at least").clone(),
             baseline_source_benchmark: r.baseline_source_benchmark,
             baseline_params: r.baseline_params,
+            baseline_flops: r.baseline_flops,
+            baseline_naswot: r.baseline_naswot,
         };
         log(&format!(
             "{source}: {} tasks, within-task Spearman {:.3} after {} epochs ({:.3} before; fixed embedding {:.3}; ImageNet16-120 alone {:.3}, parameter count {:.3})",
@@ -786,19 +824,15 @@ pub fn leave_one_source_out(
     Ok(rows)
 }
 
-/// The leave-one-source-out table (markdown), with the task-weighted mean as its last row.
+/// The leave-one-source-out table (markdown), with the task-weighted mean as its last row;
+/// NASWOT shows where every record of the source has its score (v2 records).
 pub fn loso_markdown(rows: &[LosoRow]) -> String {
     let mut t = String::from(
-        "| held-out source | tasks | ranker (last epoch) | before training | one fixed embedding | ImageNet16-120 accuracy | parameter count |\n|---|---|---|---|---|---|---|\n",
+        "| held-out source | tasks | ranker (last epoch) | before training | one fixed embedding | ImageNet16-120 accuracy | parameter count | FLOPs | NASWOT |\n|---|---|---|---|---|---|---|---|---|\n",
     );
-    let line = |name: &str, n: usize, v: [f64; 5]| {
-        format!(
-            "| {name} | {n} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
-            v[0], v[1], v[2], v[3], v[4]
-        )
-    };
-    let mut sum = [0.0f64; 5];
-    let mut n = 0;
+    let cell = |v: Option<f64>| v.map_or("—".to_string(), |x| format!("{x:.3}"));
+    let mut sum = [0.0f64; 7];
+    let (mut n, mut naswot_n) = (0, 0);
     for r in rows {
         let v = [
             r.last.spearman,
@@ -806,15 +840,41 @@ pub fn loso_markdown(rows: &[LosoRow]) -> String {
             r.last.spearman_fixed_embedding,
             r.baseline_source_benchmark,
             r.baseline_params,
+            r.baseline_flops,
+            r.baseline_naswot.unwrap_or(0.0),
         ];
         for (s, x) in sum.iter_mut().zip(v) {
             *s += x * r.tasks as f64;
         }
         n += r.tasks;
-        t += &line(&r.source, r.tasks, v);
+        naswot_n += if r.baseline_naswot.is_some() {
+            r.tasks
+        } else {
+            0
+        };
+        t += &format!(
+            "| {} | {} | {} |\n",
+            r.source,
+            r.tasks,
+            v[..6]
+                .iter()
+                .map(|&x| format!("{x:.3}"))
+                .chain([cell(r.baseline_naswot)])
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
     }
-    let mean = sum.map(|s| s / n.max(1) as f64);
-    t += &line("**all (task-weighted)**", n, mean);
+    let mean: Vec<String> = sum[..6]
+        .iter()
+        .map(|s| format!("{:.3}", s / n.max(1) as f64))
+        .collect();
+    // the NASWOT mean only when every source has it
+    let naswot = (naswot_n == n && n > 0).then(|| sum[6] / n as f64);
+    t += &format!(
+        "| **all (task-weighted)** | {n} | {} | {} |\n",
+        mean.join(" | "),
+        cell(naswot)
+    );
     t
 }
 
