@@ -649,7 +649,7 @@ pub struct RankerFit {
     #[arg(long, default_value_t = 8)]
     samples: usize,
     /// Which label of each record to learn: `valid` (held-out accuracy), `train` (final
-    /// training accuracy) or `speed` (minus the summed epoch losses; v2 records).
+    /// training accuracy) or `speed` (minus the last epoch's training loss; v2 records).
     #[arg(long, default_value = "train", value_name = "valid|train|speed")]
     label: String,
     #[arg(long, default_value_t = 333)]
@@ -904,7 +904,7 @@ pub struct TrainArgs {
     patience: usize,
     /// Which label of each record to learn: `valid` (held-out accuracy), `train` (final
     /// training accuracy, which ranked CIFAR-10 cells better in docs/calibration.md) or `speed`
-    /// (minus the summed epoch losses; v2 records).
+    /// (minus the last epoch's training loss; v2 records).
     #[arg(long, default_value = "valid", value_name = "valid|train|speed")]
     label: String,
     /// Predictor targets standardised over all records (`global`, the official objective) or
