@@ -90,8 +90,8 @@ fn records(db: &Path) -> Vec<(usize, String, f64, f64)> {
         .unwrap()
         .lines()
         .map(|l| {
-            let r: BuiltRecord = serde_json::from_str(l).unwrap();
-            (r.task, r.arch, r.acc, r.train_acc)
+            let r = serde_json::from_str::<BuiltRecord>(l).unwrap().record;
+            (r.task, r.arch, r.acc, r.train_acc.unwrap())
         })
         .collect()
 }
@@ -126,7 +126,10 @@ fn killed_run_resumes_and_shards_merge_to_the_single_run() {
         .unwrap()
         .lines()
     {
-        let r: BuiltRecord = serde_json::from_str(l).unwrap();
+        let b: BuiltRecord = serde_json::from_str(l).unwrap();
+        assert!(b.origin.is_some(), "{l}");
+        assert!(b.train_images.unwrap() >= 2 * 24, "{l}");
+        let r = b.record;
         assert_eq!(r.protocol.as_deref(), Some("test-protocol"));
         assert_eq!(r.epoch_losses.as_ref().map(Vec::len), Some(3), "{l}");
         assert!(r
@@ -139,8 +142,6 @@ fn killed_run_resumes_and_shards_merge_to_the_single_run() {
             "{l}"
         );
         assert!(r.params.unwrap() > 0, "{l}");
-        assert!(r.origin.is_some(), "{l}");
-        assert!(r.train_images.unwrap() >= 2 * 24, "{l}");
     }
     let m = build_db::manifest(&single, &["test".into()]).unwrap();
     assert_eq!((m.records, m.planned_records), (planned, planned));

@@ -371,16 +371,17 @@ fn leave_one_source_out_covers_every_source() {
         samples: 2,
         ..RankerConfig::default()
     };
-    let rows = leave_one_source_out(
-        &db,
-        &engine.predictor,
-        &g_all,
-        None,
-        &table,
-        &cfg,
-        &mut |_| {},
-    )
-    .unwrap();
+    let loso = |db: &metad2a::train::metadb::MetaDb| {
+        let inputs = metad2a::train::ranker::HeadInputs {
+            db,
+            base: &engine.predictor,
+            g_all: &g_all,
+            prior_all: None,
+            table: &table,
+        };
+        leave_one_source_out(inputs, &cfg, &mut |_| {})
+    };
+    let rows = loso(&db).unwrap();
     let sources: std::collections::BTreeSet<&str> =
         db.tasks.iter().map(|t| t.source.as_str()).collect();
     assert_eq!(
@@ -398,14 +399,5 @@ fn leave_one_source_out_covers_every_source() {
     for t in &mut db.tasks {
         t.source = "one".into();
     }
-    assert!(leave_one_source_out(
-        &db,
-        &engine.predictor,
-        &g_all,
-        None,
-        &table,
-        &cfg,
-        &mut |_| {}
-    )
-    .is_err());
+    assert!(loso(&db).is_err());
 }

@@ -106,36 +106,22 @@ pub struct Plan {
     pub origins: Vec<Vec<CellOrigin>>,
 }
 
-/// A record as the builder writes it (a superset of [`Record`]).
+/// A record as the builder writes it: a [`Record`] (whose optional fields the builder fills:
+/// training accuracy, protocol, epoch losses rounded to 1e-5, NASWOT on `naswot_batch` of the
+/// task's training images round-robin over classes, FLOPs and parameters of NAS-Bench-201's
+/// network) and how it was made.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct BuiltRecord {
-    pub task: usize,
-    pub arch: String,
-    pub acc: f64,
-    pub train_acc: f64,
+    #[serde(flatten)]
+    pub record: Record,
+    /// Wall-clock seconds of the cell's training, as run.
     pub seconds: f64,
-    /// The labelling protocol (absent in records of plans that name none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<String>,
     /// Why the cell was planned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<CellOrigin>,
     /// Training images the cell saw per epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_images: Option<usize>,
-    /// Mean training loss of each epoch (rounded to 1e-5).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub epoch_losses: Option<Vec<f64>>,
-    /// NASWOT score at initialisation on the task's own training images (`naswot_batch` of
-    /// them, round-robin over the classes). Absent when not computed, or when it is minus
-    /// infinity (the cell maps every image to the same activation pattern).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub naswot: Option<f64>,
-    /// FLOPs and parameters of the cell in NAS-Bench-201's network (C16, N5, 32 px, 10 classes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub flops: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub params: Option<u64>,
 }
 
 fn work(db: &Path) -> PathBuf {
@@ -633,7 +619,11 @@ pub fn run_shard(
     // pairs recorded by any shard file (a plan may be resumed with another split)
     let mut have: HashSet<(usize, String)> = HashSet::new();
     for f in shard_files(db)? {
-        have.extend(read_built(&f)?.into_iter().map(|r| (r.task, r.arch)));
+        have.extend(
+            read_built(&f)?
+                .into_iter()
+                .map(|r| (r.record.task, r.record.arch)),
+        );
     }
     let todo: Vec<(usize, String)> = plan
         .cells
@@ -667,27 +657,30 @@ pub fn run_shard(
         };
         let cost = a.cost(&crate::space::Nb201Net::default());
         let named = !pc.protocol_name.is_empty();
+        let origin = plan.origins.get(t).and_then(|o| {
+            o.get(plan.cells[t].iter().position(|c| *c == arch)?)
+                .copied()
+        });
         let rec = BuiltRecord {
-            task: t,
-            origin: plan.origins.get(t).and_then(|o| {
-                o.get(plan.cells[t].iter().position(|c| *c == arch)?)
-                    .copied()
-            }),
-            arch,
-            acc: rep.valid_acc,
-            train_acc: rep.train_acc,
+            record: Record {
+                task: t,
+                arch,
+                acc: rep.valid_acc,
+                train_acc: Some(rep.train_acc),
+                protocol: named.then(|| pc.protocol_name.clone()),
+                epoch_losses: named.then(|| {
+                    rep.epoch_losses
+                        .iter()
+                        .map(|l| (l * 1e5).round() / 1e5)
+                        .collect()
+                }),
+                naswot,
+                flops: named.then_some(cost.flops),
+                params: named.then_some(cost.params),
+            },
             seconds: rep.seconds,
-            protocol: named.then(|| pc.protocol_name.clone()),
+            origin,
             train_images: named.then_some(train.len()),
-            epoch_losses: named.then(|| {
-                rep.epoch_losses
-                    .iter()
-                    .map(|l| (l * 1e5).round() / 1e5)
-                    .collect()
-            }),
-            naswot,
-            flops: named.then_some(cost.flops),
-            params: named.then_some(cost.params),
         };
         super::append_json_line(&path, &rec)?;
         trained += 1;
@@ -710,7 +703,8 @@ pub fn merge(db: &Path, allow_partial: bool) -> Result<usize> {
     let mut all: BTreeMap<(usize, String), BuiltRecord> = BTreeMap::new();
     for p in shard_files(db)? {
         for r in read_built(&p)? {
-            all.entry((r.task, r.arch.clone())).or_insert(r);
+            all.entry((r.record.task, r.record.arch.clone()))
+                .or_insert(r);
         }
     }
     let mut records = Vec::new();
@@ -772,7 +766,8 @@ pub fn manifest(db: &Path, commands: &[String]) -> Result<DbManifest> {
     let mut done: BTreeMap<(usize, String), BuiltRecord> = BTreeMap::new();
     for p in shard_files(db)? {
         for r in read_built(&p)? {
-            done.entry((r.task, r.arch.clone())).or_insert(r);
+            done.entry((r.record.task, r.record.arch.clone()))
+                .or_insert(r);
         }
     }
     let planned: usize = plan.cells.iter().map(Vec::len).sum();

@@ -318,19 +318,32 @@ impl TaskData {
     }
 }
 
-/// Trains the within-task head on `db` over the base predictor (and the prior's values for
-/// every cell, or none). `g_all` is the base predictor's graph embedding of every cell.
-#[allow(clippy::too_many_arguments)]
+/// What the head trains on: the database, the base predictor, the base predictor's graph
+/// embedding of every cell (`g_all`), the prior's value of every cell (or none) and the
+/// benchmark table (for the baselines and the held-out cells).
+#[derive(Clone, Copy)]
+pub struct HeadInputs<'a> {
+    pub db: &'a MetaDb,
+    pub base: &'a Predictor,
+    pub g_all: &'a [f32],
+    pub prior_all: Option<&'a [f32]>,
+    pub table: &'a Nb201Table,
+}
+
+/// Trains the within-task head (see [`HeadInputs`]).
 pub fn train_head(
-    db: &MetaDb,
-    base: &Predictor,
-    g_all: &[f32],
-    prior_all: Option<&[f32]>,
-    table: &Nb201Table,
+    inputs: HeadInputs<'_>,
     cfg: &RankerConfig,
     prior_report: Option<PriorReport>,
     log: &mut dyn FnMut(&str),
 ) -> Result<Trained> {
+    let HeadInputs {
+        db,
+        base,
+        g_all,
+        prior_all,
+        table,
+    } = inputs;
     let (dd, nz) = (base.dims.set.out_dim, base.dims.nz);
     let mut rng = Rng::new(cfg.seed, 0x4845_4144);
     if let Some(s) = &cfg.holdout_source {
@@ -340,7 +353,7 @@ pub fn train_head(
             )));
         }
     }
-    let (mut tasks, task_ids) = task_data(db, base, g_all, prior_all, table, cfg, &mut rng)?;
+    let (mut tasks, task_ids) = task_data(inputs, cfg, &mut rng)?;
     let is_valid = |t: usize| match &cfg.holdout_source {
         Some(s) => db.tasks[t].source == *s,
         None => db.tasks[t].split == Split::Valid,
@@ -427,14 +440,17 @@ pub fn train_head(
 /// encoder, and per record its graph embedding, prior, label and baselines. Also returns each
 /// entry's task index.
 fn task_data(
-    db: &MetaDb,
-    base: &Predictor,
-    g_all: &[f32],
-    prior_all: Option<&[f32]>,
-    table: &Nb201Table,
+    inputs: HeadInputs<'_>,
     cfg: &RankerConfig,
     rng: &mut Rng,
 ) -> Result<(Vec<TaskData>, Vec<usize>)> {
+    let HeadInputs {
+        db,
+        base,
+        g_all,
+        prior_all,
+        table,
+    } = inputs;
     let (dd, nz) = (base.dims.set.out_dim, base.dims.nz);
     let mut tasks: Vec<TaskData> = Vec::new();
     let mut task_ids = Vec::new();
@@ -762,16 +778,12 @@ pub struct LosoRow {
 /// trained on the other sources' tasks and measured on this source's (the prior, which reads
 /// only the benchmark table, is shared). Sources without a task of two records (a database
 /// being built) are skipped.
-#[allow(clippy::too_many_arguments)]
 pub fn leave_one_source_out(
-    db: &MetaDb,
-    base: &Predictor,
-    g_all: &[f32],
-    prior_all: Option<&[f32]>,
-    table: &Nb201Table,
+    inputs: HeadInputs<'_>,
     cfg: &RankerConfig,
     log: &mut dyn FnMut(&str),
 ) -> Result<Vec<LosoRow>> {
+    let db = inputs.db;
     let sources: std::collections::BTreeSet<&String> = db.tasks.iter().map(|t| &t.source).collect();
     if sources.len() < 2 {
         return Err(Error::invalid(
@@ -798,7 +810,7 @@ pub fn leave_one_source_out(
             holdout_source: Some(source.clone()),
             ..cfg.clone()
         };
-        let r = train_head(db, base, g_all, prior_all, table, &c, None, &mut |_| {})?.report;
+        let r = train_head(inputs, &c, None, &mut |_| {})?.report;
         let row = LosoRow {
             source: source.clone(),
             tasks: r.valid_tasks,

@@ -351,10 +351,10 @@ pub fn build_db(c: BuildDbCommand) -> metad2a::Result<()> {
                         "[{}/{}] task {} acc {:.2}% ({:.1} s) {}; ETA {:.0} min",
                         p.done,
                         p.total,
-                        r.task,
-                        r.acc,
+                        r.record.task,
+                        r.record.acc,
                         r.seconds,
-                        r.arch,
+                        r.record.arch,
                         p.eta_seconds / 60.0
                     );
                 }
@@ -602,15 +602,8 @@ pub fn relabel(a: RelabelArgs) -> metad2a::Result<()> {
 /// Options of `metad2a train ranker`.
 #[derive(Args)]
 pub struct RankerArgs {
-    /// A trained weights directory whose generator, set encoder and graph encoder are kept.
-    #[arg(long, value_name = "DIR")]
-    base: PathBuf,
-    /// Meta-database directory.
-    #[arg(long, value_name = "DIR")]
-    db: PathBuf,
-    /// The NAS-Bench-201 table (NATS-Bench CSV layout); only its ImageNet16-120 column is read.
-    #[arg(long, value_name = "CSV")]
-    nb201: PathBuf,
+    #[command(flatten)]
+    data: RankerData,
     /// Output weights directory (also gets ranker.json, the training report).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -623,6 +616,20 @@ pub struct RankerArgs {
     holdout_source: Option<String>,
     #[command(flatten)]
     fit: RankerFit,
+}
+
+/// What the ranker is trained from (shared by `train ranker` and `train loso`).
+#[derive(Args)]
+pub struct RankerData {
+    /// A trained weights directory whose generator, set encoder and graph encoder are kept.
+    #[arg(long, value_name = "DIR")]
+    base: PathBuf,
+    /// Meta-database directory.
+    #[arg(long, value_name = "DIR")]
+    db: PathBuf,
+    /// The NAS-Bench-201 table (NATS-Bench CSV layout); only its ImageNet16-120 column is read.
+    #[arg(long, value_name = "CSV")]
+    nb201: PathBuf,
 }
 
 /// How the ranker is fitted (shared by `train ranker` and `train loso`).
@@ -677,9 +684,7 @@ impl RankerFit {
     #[allow(clippy::type_complexity)]
     fn inputs(
         &self,
-        db: &Path,
-        nb201: &Path,
-        base: &Path,
+        data: &RankerData,
         cfg: &metad2a::train::ranker::RankerConfig,
     ) -> metad2a::Result<(
         metad2a::train::metadb::MetaDb,
@@ -692,10 +697,10 @@ impl RankerFit {
         )>,
         Vec<f32>,
     )> {
-        let mut db = metad2a::train::metadb::MetaDb::load(db)?;
+        let mut db = metad2a::train::metadb::MetaDb::load(&data.db)?;
         db.use_label(self.label.parse()?)?;
-        let table = Nb201Table::load(nb201)?;
-        let engine = metad2a::Engine::load(base)?;
+        let table = Nb201Table::load(&data.nb201)?;
+        let engine = metad2a::Engine::load(&data.base)?;
         let prior = if cfg.prior {
             let (t, all, r) =
                 metad2a::train::ranker::train_prior(&table, cfg, &mut |m| eprintln!("{m}"))?;
@@ -718,15 +723,8 @@ impl RankerFit {
 /// Options of `metad2a train loso`.
 #[derive(Args)]
 pub struct LosoArgs {
-    /// A trained weights directory whose set and graph encoders the ranker builds on.
-    #[arg(long, value_name = "DIR")]
-    base: PathBuf,
-    /// Meta-database directory.
-    #[arg(long, value_name = "DIR")]
-    db: PathBuf,
-    /// The NAS-Bench-201 table (NATS-Bench CSV layout); only its ImageNet16-120 column is read.
-    #[arg(long, value_name = "CSV")]
-    nb201: PathBuf,
+    #[command(flatten)]
+    data: RankerData,
     /// Writes OUT.md (the table) and OUT.json (every source's measures, every epoch's).
     #[arg(long, value_name = "PREFIX")]
     out: PathBuf,
@@ -736,16 +734,16 @@ pub struct LosoArgs {
 
 pub fn loso(a: LosoArgs) -> metad2a::Result<()> {
     let cfg = a.fit.config(None);
-    let (db, table, engine, prior, g_all) = a.fit.inputs(&a.db, &a.nb201, &a.base, &cfg)?;
-    let rows = metad2a::train::ranker::leave_one_source_out(
-        &db,
-        &engine.predictor,
-        &g_all,
-        prior.as_ref().map(|p| p.1.as_slice()),
-        &table,
-        &cfg,
-        &mut |m| eprintln!("{m}"),
-    )?;
+    let (db, table, engine, prior, g_all) = a.fit.inputs(&a.data, &cfg)?;
+    let inputs = metad2a::train::ranker::HeadInputs {
+        db: &db,
+        base: &engine.predictor,
+        g_all: &g_all,
+        prior_all: prior.as_ref().map(|p| p.1.as_slice()),
+        table: &table,
+    };
+    let rows =
+        metad2a::train::ranker::leave_one_source_out(inputs, &cfg, &mut |m| eprintln!("{m}"))?;
     let md = metad2a::train::ranker::loso_markdown(&rows);
     let with_ext = |ext: &str| {
         let mut p = a.out.clone().into_os_string();
@@ -760,7 +758,7 @@ pub fn loso(a: LosoArgs) -> metad2a::Result<()> {
         &with_ext(".md"),
         format!(
             "Leave-one-source-out within-task Spearman of `{}` (`{command}`)\n\n{md}",
-            a.db.display()
+            a.data.db.display()
         )
         .as_bytes(),
     )?;
@@ -773,22 +771,20 @@ pub fn loso(a: LosoArgs) -> metad2a::Result<()> {
 pub fn ranker(a: RankerArgs) -> metad2a::Result<()> {
     use metad2a::train::ranker;
     let cfg = a.fit.config(a.holdout_source.clone());
-    let (db, table, engine, prior, g_all) = a.fit.inputs(&a.db, &a.nb201, &a.base, &cfg)?;
+    let (db, table, engine, prior, g_all) = a.fit.inputs(&a.data, &cfg)?;
     let (prior_tensors, prior_all, prior_report) = match prior {
         Some((t, all, r)) => (t, Some(all), Some(r)),
         None => (Vec::new(), None, None),
     };
     let mut log = |m: &str| eprintln!("{m}");
-    let trained = ranker::train_head(
-        &db,
-        &engine.predictor,
-        &g_all,
-        prior_all.as_deref(),
-        &table,
-        &cfg,
-        prior_report,
-        &mut log,
-    )?;
+    let inputs = ranker::HeadInputs {
+        db: &db,
+        base: &engine.predictor,
+        g_all: &g_all,
+        prior_all: prior_all.as_deref(),
+        table: &table,
+    };
+    let trained = ranker::train_head(inputs, &cfg, prior_report, &mut log)?;
     let r = &trained.report;
     eprintln!(
         "kept epoch {}: within-task spearman {:.4} on {} validation tasks (fixed embedding {:.4}; ImageNet16-120 accuracy alone {:.4}, parameter count {:.4})",
@@ -800,8 +796,9 @@ pub fn ranker(a: RankerArgs) -> metad2a::Result<()> {
         r.baseline_params
     );
     // the base predictor with the new head (and prior)
-    let base_manifest = metad2a::weights::Manifest::read(&a.base)?;
-    let store = metad2a::weights::WeightStore::open(a.base.join(&base_manifest.predictor.file))?;
+    let base_manifest = metad2a::weights::Manifest::read(&a.data.base)?;
+    let store =
+        metad2a::weights::WeightStore::open(a.data.base.join(&base_manifest.predictor.file))?;
     let mut tensors: Vec<metad2a::weights::NamedTensor> = Vec::new();
     let replaced: std::collections::HashSet<&str> = trained
         .tensors
@@ -823,7 +820,7 @@ pub fn ranker(a: RankerArgs) -> metad2a::Result<()> {
     let bytes =
         metad2a::weights::serialize(&tensors, metad2a::weights::import::ExportDtype::F32, None)?;
     metad2a::util::write_atomic(&a.out.join("predictor.safetensors"), &bytes)?;
-    let gen_dir = a.generator.as_ref().unwrap_or(&a.base);
+    let gen_dir = a.generator.as_ref().unwrap_or(&a.data.base);
     // a directory that `train generator` wrote alone has no manifest yet
     let gen_file = metad2a::weights::Manifest::read(gen_dir)
         .map(|m| m.generator.file)
@@ -847,7 +844,7 @@ pub fn ranker(a: RankerArgs) -> metad2a::Result<()> {
         "command": command,
         "feature_extractor": db.feature_extractor,
         "label": a.fit.label,
-        "base": a.base.display().to_string(),
+        "base": a.data.base.display().to_string(),
         "base_predictor_sha256": base_manifest.predictor.sha256,
         "epoch": r.best.epoch,
         "report": r,
@@ -862,9 +859,9 @@ pub fn ranker(a: RankerArgs) -> metad2a::Result<()> {
     )?;
     // the table is an input of the weights only through the prior
     let (inputs, mut extra) = if cfg.prior {
-        let csv = std::fs::read(&a.nb201).map_err(|e| metad2a::Error::io(&a.nb201, e))?;
+        let csv = std::fs::read(&a.data.nb201).map_err(|e| metad2a::Error::io(&a.data.nb201, e))?;
         (
-            vec![metad2a::weights::manifest::InputFile::of(a.nb201.display().to_string(), &csv)],
+            vec![metad2a::weights::manifest::InputFile::of(a.data.nb201.display().to_string(), &csv)],
             "; cell prior: NAS-Bench-201 ImageNet16-120 test accuracies (200 epochs; NATS-Bench, MIT)".to_string(),
         )
     } else {
@@ -872,10 +869,18 @@ pub fn ranker(a: RankerArgs) -> metad2a::Result<()> {
     };
     extra += &format!(
         "; set and graph encoders from {}; generator from {} (its command: extra.generator_training)",
-        a.base.display(),
+        a.data.base.display(),
         gen_dir.display()
     );
-    complete_weights(&a.out, &a.db, &db, &a.fit.label, inputs, &extra, &command)
+    complete_weights(
+        &a.out,
+        &a.data.db,
+        &db,
+        &a.fit.label,
+        inputs,
+        &extra,
+        &command,
+    )
 }
 
 /// Options of `metad2a train`. A run resumes from OUT/<model>.ckpt.safetensors when it exists;
