@@ -147,14 +147,10 @@ pub fn init(
             mix.stratified, mix.proposed, cfg.archs_per_task, mix.proposal_pool
         )));
     }
-    let Prepared {
-        classes,
-        class_images,
-        features,
-        offsets,
-        proxy,
-        by_dataset,
-    } = prepare_classes(sources, cfg, log)?;
+    let prep = prepare_classes(sources, cfg, log)?;
+    let (classes, class_images) = (prep.classes, prep.class_images);
+    let (features, offsets, proxy) = (prep.features, prep.offsets, prep.proxy);
+    let by_dataset = prep.by_dataset;
     let existing = work(db).join("plan.json");
     let (tasks, cells, origins) = if existing.exists() {
         let old = read_plan(db)?;

@@ -337,13 +337,7 @@ pub fn train_head(
     prior_report: Option<PriorReport>,
     log: &mut dyn FnMut(&str),
 ) -> Result<Trained> {
-    let HeadInputs {
-        db,
-        base,
-        g_all,
-        prior_all,
-        table,
-    } = inputs;
+    let HeadInputs { db, base, .. } = inputs;
     let (dd, nz) = (base.dims.set.out_dim, base.dims.nz);
     let mut rng = Rng::new(cfg.seed, 0x4845_4144);
     if let Some(s) = &cfg.holdout_source {
@@ -372,9 +366,17 @@ pub fn train_head(
         nz,
     };
     let mut adam = Adam::new(cfg.lr);
-    let check = HeldOutCells::new(table, cfg.seed)?;
+    let check = HeldOutCells::new(inputs.table, cfg.seed)?;
     let validate = |epoch: usize, train_loss: f64| {
-        head.validate(&tasks, &valid, g_all, prior_all, &check, epoch, train_loss)
+        head.validate(
+            &tasks,
+            &valid,
+            inputs.g_all,
+            inputs.prior_all,
+            &check,
+            epoch,
+            train_loss,
+        )
     };
     let mut history = vec![validate(0, f64::NAN)?];
     let mut best = (history[0].clone(), head.params.values()?);
