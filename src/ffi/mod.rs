@@ -206,6 +206,15 @@ unsafe fn out_slot<'a, T>(out: *mut *mut T) -> Result<&'a mut *mut T, Fail> {
     Ok(slot)
 }
 
+/// A required out-pointer for a plain value, refused when NULL.
+///
+/// # Safety
+/// `out` is NULL or valid for writes, and outlives the returned reference.
+unsafe fn required<'a, T>(out: *mut T) -> Result<&'a mut T, Fail> {
+    // SAFETY: NULL or valid for writes, by this function's contract.
+    unsafe { out.as_mut() }.ok_or_else(|| invalid("out is NULL"))
+}
+
 /// Hands `value` to the caller through its out-pointer; the caller frees it with the matching
 /// `metad2a_*_free`.
 fn give<T>(slot: &mut *mut T, value: T) {
@@ -362,11 +371,8 @@ pub unsafe extern "C" fn metad2a_engine_feature_dim(
     guard(|| {
         // SAFETY: this function's contract.
         let e = unsafe { live(engine, "engine") }?;
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
-        // SAFETY: not NULL (checked above) and writable, by this function's contract.
-        unsafe { put(out, e.engine.feature_dim()) };
+        // SAFETY: this function's contract.
+        *unsafe { required(out) }? = e.engine.feature_dim();
         Ok(())
     })
 }
@@ -383,15 +389,11 @@ pub unsafe extern "C" fn metad2a_engine_space(
     guard(|| {
         // SAFETY: this function's contract.
         let e = unsafe { live(engine, "engine") }?;
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
-        let space = match e.engine.space {
+        // SAFETY: this function's contract.
+        *unsafe { required(out) }? = match e.engine.space {
             Space::Nb201 => Metad2aSpace::Nb201,
             Space::Mbv3 => Metad2aSpace::Mbv3,
         };
-        // SAFETY: not NULL (checked above) and writable, by this function's contract.
-        unsafe { put(out, space) };
         Ok(())
     })
 }
@@ -656,11 +658,8 @@ pub unsafe extern "C" fn metad2a_result_count(
     guard(|| {
         // SAFETY: this function's contract.
         let r = unsafe { live(result, "result") }?;
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
-        // SAFETY: not NULL (checked above) and writable, by this function's contract.
-        unsafe { put(out, r.archs.len()) };
+        // SAFETY: this function's contract.
+        *unsafe { required(out) }? = r.archs.len();
         Ok(())
     })
 }

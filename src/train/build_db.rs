@@ -517,6 +517,18 @@ fn interleaved(set: &ImageSet, n: usize) -> ImageSet {
     }
 }
 
+/// Every record of every shard file, by (task, cell); the first wins where files overlap.
+fn recorded(db: &Path) -> Result<BTreeMap<(usize, String), BuiltRecord>> {
+    let mut all = BTreeMap::new();
+    for p in shard_files(db)? {
+        for r in read_built(&p)? {
+            all.entry((r.record.task, r.record.arch.clone()))
+                .or_insert(r);
+        }
+    }
+    Ok(all)
+}
+
 fn read_built(path: &Path) -> Result<Vec<BuiltRecord>> {
     // A line cut short by a kill is ignored (its pair is trained again).
     Ok(super::read_appended(path)?
@@ -613,21 +625,14 @@ pub fn run_shard(
         .collect();
     crate::util::write_atomic(&path, text.as_bytes())?;
     // pairs recorded by any shard file (a plan may be resumed with another split)
-    let mut have: HashSet<(usize, String)> = HashSet::new();
-    for f in shard_files(db)? {
-        have.extend(
-            read_built(&f)?
-                .into_iter()
-                .map(|r| (r.record.task, r.record.arch)),
-        );
-    }
+    let have = recorded(db)?;
     let todo: Vec<(usize, String)> = plan
         .cells
         .iter()
         .enumerate()
         .filter(|(t, _)| t % n == i)
         .flat_map(|(t, archs)| archs.iter().map(move |a| (t, a.clone())))
-        .filter(|p| !have.contains(p))
+        .filter(|p| !have.contains_key(p))
         .collect();
     let total = todo.len() + done.len();
     let start = Instant::now();
@@ -696,13 +701,7 @@ pub fn run_shard(
 /// pair has no record (a shard is unfinished) unless `allow_partial`.
 pub fn merge(db: &Path, allow_partial: bool) -> Result<usize> {
     let plan = read_plan(db)?;
-    let mut all: BTreeMap<(usize, String), BuiltRecord> = BTreeMap::new();
-    for p in shard_files(db)? {
-        for r in read_built(&p)? {
-            all.entry((r.record.task, r.record.arch.clone()))
-                .or_insert(r);
-        }
-    }
+    let all = recorded(db)?;
     let mut records = Vec::new();
     let mut missing = 0;
     for (t, archs) in plan.cells.iter().enumerate() {
@@ -759,13 +758,7 @@ pub struct SourceEntry {
 /// Writes `manifest.json` of a database from its plan and its shard files (merged or not).
 pub fn manifest(db: &Path, commands: &[String]) -> Result<DbManifest> {
     let plan = read_plan(db)?;
-    let mut done: BTreeMap<(usize, String), BuiltRecord> = BTreeMap::new();
-    for p in shard_files(db)? {
-        for r in read_built(&p)? {
-            done.entry((r.record.task, r.record.arch.clone()))
-                .or_insert(r);
-        }
-    }
+    let done = recorded(db)?;
     let planned: usize = plan.cells.iter().map(Vec::len).sum();
     let complete_tasks = plan
         .cells
@@ -786,10 +779,14 @@ pub fn manifest(db: &Path, commands: &[String]) -> Result<DbManifest> {
             })
             .classes += 1;
     }
-    for (t, task) in plan.tasks.iter().enumerate() {
+    let mut per_task = vec![0usize; plan.tasks.len()];
+    for (t, _) in done.keys() {
+        per_task[*t] += 1;
+    }
+    for (task, n) in plan.tasks.iter().zip(per_task) {
         if let Some(e) = sources.get_mut(task.source.as_str()) {
             e.tasks += 1;
-            e.records += done.keys().filter(|(rt, _)| *rt == t).count();
+            e.records += n;
         }
     }
     let mut files = BTreeMap::new();
