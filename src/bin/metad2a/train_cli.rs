@@ -303,32 +303,26 @@ pub fn build_db(c: BuildDbCommand) -> metad2a::Result<()> {
                 protocol_name: a.protocol_name.clone(),
                 naswot_batch: a.naswot_batch,
             };
-            let mut ranker = None;
-            if a.proposed > 0 {
-                let (engine, name) = a.ranker.engine()?;
-                eprintln!("proposals: {name}, exhaustive, top {}", a.proposal_pool);
-                ranker = Some(engine);
-            }
+            // proposals: the exhaustive ranking of the ranker (--weights) on a task's rows
             let pool = a.proposal_pool;
-            let mut propose = |d: &metad2a::Dataset| -> metad2a::Result<Vec<String>> {
-                let engine = ranker.as_ref().expect("a ranker when cells are proposed");
-                let cfg = metad2a::SearchConfig {
-                    exhaustive: true,
-                    top_k: pool,
-                    ..Default::default()
-                };
-                Ok(engine
-                    .search(d, &cfg)?
-                    .candidates
-                    .into_iter()
-                    .map(|c| c.arch.to_string())
-                    .collect())
-            };
-            let propose: Option<&mut build_db::Proposer<'_>> = if a.proposed > 0 {
-                Some(&mut propose)
-            } else {
-                None
-            };
+            let ranker = (a.proposed > 0).then(|| a.ranker.engine()).transpose()?;
+            let mut propose = ranker.map(|(engine, name)| {
+                eprintln!("proposals: {name}, exhaustive, top {pool}");
+                move |d: &metad2a::Dataset| -> metad2a::Result<Vec<String>> {
+                    let cfg = metad2a::SearchConfig {
+                        exhaustive: true,
+                        top_k: pool,
+                        ..Default::default()
+                    };
+                    Ok(engine
+                        .search(d, &cfg)?
+                        .candidates
+                        .into_iter()
+                        .map(|c| c.arch.to_string())
+                        .collect())
+                }
+            });
+            let propose = propose.as_mut().map(|p| p as &mut build_db::Proposer<'_>);
             let plan =
                 build_db::init(&a.sources, &a.out, &cfg, propose, &mut |l| eprintln!("{l}"))?;
             println!(
