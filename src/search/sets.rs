@@ -8,6 +8,7 @@
 //! each feature row, is done once per row.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use rayon::prelude::*;
 
@@ -15,40 +16,71 @@ use crate::dataset::Dataset;
 use crate::model::SetEncoder;
 use crate::rng::Rng;
 
-/// One set sample: for each class, the sorted indices of its drawn rows.
-pub type SetSample = Vec<Vec<u32>>;
+/// One set sample: `per_class` row indices of each class, class after class, each class's
+/// indices sorted.
+pub type SetSample = Vec<u32>;
 
 /// Draws a set sample: `per_class` rows of each class, uniformly without replacement (or with
 /// replacement when `replace`).
 pub fn draw(data: &Dataset, per_class: usize, replace: bool, rng: &mut Rng) -> SetSample {
-    data.class_rows
-        .iter()
-        .map(|rows| {
-            let n = rows.len();
-            if !replace && n == per_class {
-                // The whole class: nothing to draw (rows are in increasing order already).
-                return rows.clone();
+    let mut out = Vec::with_capacity(data.class_rows.len() * per_class);
+    let mut idx: Vec<usize> = Vec::with_capacity(per_class);
+    for rows in &data.class_rows {
+        let n = rows.len();
+        if !replace && n == per_class {
+            // The whole class: nothing to draw (rows are in increasing order already).
+            out.extend_from_slice(rows);
+            continue;
+        }
+        let at = out.len();
+        if replace {
+            for _ in 0..per_class {
+                out.push(rows[rng.below(n as u64) as usize]);
             }
-            let mut picked: Vec<u32> = Vec::with_capacity(per_class);
-            if replace {
-                for _ in 0..per_class {
-                    picked.push(rows[rng.below(n as u64) as usize]);
-                }
-            } else {
-                // Floyd's algorithm: a uniform subset in O(k^2), whatever the class size.
-                debug_assert!(per_class <= n);
-                let mut idx: Vec<usize> = Vec::with_capacity(per_class);
-                for j in n - per_class..n {
-                    let t = rng.below(j as u64 + 1) as usize;
-                    idx.push(if idx.contains(&t) { j } else { t });
-                }
-                picked.extend(idx.iter().map(|&i| rows[i]));
+        } else {
+            // Floyd's algorithm: a uniform subset in O(k^2), whatever the class size.
+            debug_assert!(per_class <= n);
+            idx.clear();
+            for j in n - per_class..n {
+                let t = rng.below(j as u64 + 1) as usize;
+                idx.push(if idx.contains(&t) { j } else { t });
             }
-            picked.sort_unstable();
-            picked
-        })
-        .collect()
+            out.extend(idx.iter().map(|&i| rows[i]));
+        }
+        out[at..].sort_unstable();
+    }
+    out
 }
+
+/// A fast hash for row-index keys (the engine's own indices: no untrusted input to resist).
+#[derive(Default)]
+struct RowsHasher(u64);
+
+impl Hasher for RowsHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.write_u64(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, x: usize) {
+        self.write_u64(x as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type RowsMap = HashMap<Vec<u32>, u32, BuildHasherDefault<RowsHasher>>;
 
 /// Sets encoded per task and reused class prototypes, against one dataset and one encoder.
 pub struct SetEmbedder<'a> {
@@ -58,10 +90,12 @@ pub struct SetEmbedder<'a> {
     /// First-block projections of each row (`q`, `k`, `v`), filled on first use.
     proj: [Vec<f32>; 3],
     projected: Vec<bool>,
-    protos: HashMap<(u32, Vec<u32>), u32>,
+    /// Prototype id of each class set seen, per class, by its rows.
+    protos: Vec<RowsMap>,
+    num_protos: usize,
     proto_store: Vec<f32>,
-    /// Embeddings of whole samples, by their prototype ids.
-    samples: HashMap<Vec<u32>, u32>,
+    /// Embedding id of each whole sample seen, by its rows.
+    samples: RowsMap,
     sample_store: Vec<f32>,
 }
 
@@ -78,16 +112,17 @@ impl<'a> SetEmbedder<'a> {
             per_class,
             proj: [vec![0.0; n * h], vec![0.0; n * h], vec![0.0; n * h]],
             projected: vec![false; n],
-            protos: HashMap::new(),
+            protos: vec![RowsMap::default(); data.num_classes()],
+            num_protos: 0,
             proto_store: Vec::new(),
-            samples: HashMap::new(),
+            samples: RowsMap::default(),
             sample_store: Vec::new(),
         }
     }
 
     /// Number of distinct class prototypes computed so far.
     pub fn distinct_prototypes(&self) -> usize {
-        self.protos.len()
+        self.num_protos
     }
 
     /// Projects the rows that have not been projected yet.
@@ -137,20 +172,36 @@ impl<'a> SetEmbedder<'a> {
         let classes = self.data.num_classes();
         let (h, pd) = (self.enc.dims.intra_hidden, self.enc.dims.proto_dim);
         let per = self.per_class;
-        // 1. Which class sets are new.
-        let mut pending: Vec<(u32, Vec<u32>)> = Vec::new();
-        let mut index = Vec::with_capacity(samples.len() * classes);
+        // 1. Which samples are new, and which class sets of the new samples are new (a sample
+        // seen before has only known class sets).
+        let mut pending: Vec<(u32, &[u32])> = Vec::new();
+        let mut fresh: Vec<Vec<u32>> = Vec::new();
+        let mut sample_ids = Vec::with_capacity(samples.len());
         for s in samples {
-            debug_assert_eq!(s.len(), classes);
-            for (c, rows) in s.iter().enumerate() {
-                let key = (c as u32, rows.clone());
-                let next = self.protos.len() as u32;
-                let id = *self.protos.entry(key).or_insert_with(|| {
-                    pending.push((c as u32, rows.clone()));
-                    next
-                });
-                index.push(id);
+            debug_assert_eq!(s.len(), classes * per);
+            if let Some(&id) = self.samples.get(s.as_slice()) {
+                sample_ids.push(id);
+                continue;
             }
+            let ids = s
+                .chunks_exact(per)
+                .zip(self.protos.iter_mut())
+                .enumerate()
+                .map(|(c, (rows, protos))| {
+                    if let Some(&id) = protos.get(rows) {
+                        return id;
+                    }
+                    let id = self.num_protos as u32;
+                    self.num_protos += 1;
+                    protos.insert(rows.to_vec(), id);
+                    pending.push((c as u32, rows));
+                    id
+                })
+                .collect();
+            let id = self.samples.len() as u32;
+            self.samples.insert(s.clone(), id);
+            fresh.push(ids);
+            sample_ids.push(id);
         }
         // 2. Intra-class pooling of the new sets, in fixed chunks across threads.
         if !pending.is_empty() {
@@ -171,7 +222,7 @@ impl<'a> SetEmbedder<'a> {
                         Vec::with_capacity(m * h),
                     ];
                     for (_, rows) in chunk {
-                        for &r in rows {
+                        for &r in *rows {
                             for (dst, src) in qkv.iter_mut().zip(proj.iter()) {
                                 dst.extend_from_slice(&src[r as usize * h..(r as usize + 1) * h]);
                             }
@@ -184,22 +235,12 @@ impl<'a> SetEmbedder<'a> {
                 self.proto_store.extend_from_slice(&c);
             }
         }
-        // 3. Inter-class pooling of each distinct sample's prototypes.
+        // 3. Inter-class pooling of each new sample's prototypes.
         let out_dim = self.enc.dims.out_dim;
-        let mut fresh: Vec<&[u32]> = Vec::new();
-        let mut sample_ids = Vec::with_capacity(samples.len());
-        for ids in index.chunks_exact(classes) {
-            let next = self.samples.len() as u32;
-            let id = *self.samples.entry(ids.to_vec()).or_insert_with(|| {
-                fresh.push(ids);
-                next
-            });
-            sample_ids.push(id);
-        }
         if !fresh.is_empty() {
             let mut x = Vec::with_capacity(fresh.len() * classes * pd);
             for ids in &fresh {
-                for &id in *ids {
+                for &id in ids {
                     x.extend_from_slice(
                         &self.proto_store[id as usize * pd..(id as usize + 1) * pd],
                     );
