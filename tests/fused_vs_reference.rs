@@ -122,7 +122,8 @@ fn gru_step_and_gated_messages_match_reference() {
     let types: Vec<u8> = (0..rows).map(|i| (i * 5 % nvt) as u8).collect();
     let h = random_vec(rows * hs, 7, 2.0);
     let mut got = vec![0.0; rows * hs];
-    p.graph_encoder
+    p.graph_encoder()
+        .unwrap()
         .forward_gru
         .step_onehot(&types, Some(&h), &mut got, &mut Vec::new());
     let mut onehot = vec![0.0; rows * nvt];
@@ -138,7 +139,8 @@ fn gru_step_and_gated_messages_match_reference() {
         .unwrap();
     assert_close("GRU step", &got, &to_vec(&want).unwrap(), 1e-5);
     // zero hidden input
-    p.graph_encoder
+    p.graph_encoder()
+        .unwrap()
         .forward_gru
         .step_onehot(&types, None, &mut got, &mut Vec::new());
     let zeros = vec![0.0; rows * hs];
@@ -153,7 +155,8 @@ fn gru_step_and_gated_messages_match_reference() {
 
     // Gated message of one vertex (vid 3) against the padded gated sum with one neighbour.
     let mut m = vec![0.0; rows * hs];
-    p.graph_encoder
+    p.graph_encoder()
+        .unwrap()
         .backward_message
         .messages(&h, rows, 3, &mut m, &mut Vec::new());
     let mut padded = vec![0.0; rows * 2 * (hs + max_n)];
@@ -175,7 +178,7 @@ fn graph_encoder_and_predictor_match_reference() {
     let p = Predictor::load(&WeightStore::from_bytes("random", bytes.clone()).unwrap()).unwrap();
     let r = RefWeights::from_bytes(&bytes).unwrap();
     let dags = random_dags(40, 7, 6, 15);
-    let got = p.graph_encoder.graph_state(&dags).unwrap();
+    let got = p.graph_encoder().unwrap().graph_state(&dags).unwrap();
     let want = to_vec(&r.graph_state(&dags, 6, 7).unwrap()).unwrap();
     assert_close("graph state", &got, &want, 1e-5);
 

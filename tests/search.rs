@@ -530,13 +530,50 @@ fn engine_load_detects_damaged_directories() {
         e.contains("BLAKE3") && e.contains("changed or damaged"),
         "{e}"
     );
+    // per-tensor checksums: a damaged tensor the search reads fails the load, naming it; one
+    // it never reads (the graph encoder, which the graph cache stands in for) fails only when
+    // used, and verify() finds it
+    let flip_tensor = |d: &std::path::Path, name: &str| {
+        let p = d.join("predictor.safetensors");
+        let mut b = std::fs::read(&p).unwrap();
+        let (n, meta) = safetensors::SafeTensors::read_metadata(&b).unwrap();
+        let info = meta.info(name).unwrap();
+        b[8 + n + info.data_offsets.0 + 5] ^= 0x08;
+        std::fs::write(&p, &b).unwrap();
+    };
+    let d = copy("flip-head");
+    flip_tensor(&d, "pred_fc.0.weight");
+    let e = Engine::load(&d).unwrap_err().to_string();
+    assert!(
+        e.contains("pred_fc.0.weight") && e.contains("changed or damaged"),
+        "{e}"
+    );
+    let d = copy("flip-encoder");
+    flip_tensor(&d, "grue_forward.weight_hh");
+    let damaged = Engine::load(&d).unwrap();
+    let sound = Engine::load(src).unwrap();
+    let data = fixture_data(&shared, "x.c10");
+    assert_eq!(
+        key(&damaged.search(&data, &small_cfg(1)).unwrap()),
+        key(&sound.search(&data, &small_cfg(1)).unwrap())
+    );
+    let e = damaged.predictor.graph_encoder().unwrap_err().to_string();
+    assert!(
+        e.contains("grue_forward.weight_hh") && e.contains("changed or damaged"),
+        "{e}"
+    );
+    assert!(sound.predictor.graph_encoder().is_ok());
+    let e = damaged.verify().unwrap_err().to_string();
+    assert!(e.contains("changed or damaged"), "{e}");
     // a manifest from before BLAKE3 (sha256 only) is checked by its sha256
     let strip = |d: &std::path::Path| {
         let p = d.join("manifest.json");
         let mut m: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         for k in ["generator", "predictor"] {
-            assert!(m[k].as_object_mut().unwrap().remove("blake3").is_some());
+            let o = m[k].as_object_mut().unwrap();
+            assert!(o.remove("blake3").is_some());
+            assert!(o.remove("tensors_blake3").is_some());
         }
         std::fs::write(&p, serde_json::to_string(&m).unwrap()).unwrap();
     };

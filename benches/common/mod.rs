@@ -9,7 +9,7 @@ use metad2a::rng::Rng;
 use metad2a::search::graph_cache::{self, GraphCache};
 use metad2a::weights::import::{ExportDtype, ImportOptions};
 use metad2a::weights::manifest::{InputFile, Manifest, ModelEntry, Provenance, FORMAT, VERSION};
-use metad2a::weights::{serialize, sha256_hex};
+use metad2a::weights::serialize;
 use metad2a::Dataset;
 
 pub fn shared() -> Option<PathBuf> {
@@ -75,13 +75,8 @@ pub fn random_weights(feat_dim: usize) -> PathBuf {
     .unwrap();
     std::fs::write(dir.join("generator.safetensors"), &gb).unwrap();
     std::fs::write(dir.join("predictor.safetensors"), &pb).unwrap();
-    let entry = |file: &str, b: &[u8], dims: serde_json::Value| ModelEntry {
-        file: file.into(),
-        sha256: sha256_hex(b),
-        blake3: Some(metad2a::weights::blake3_hex(b)),
-        bytes: b.len() as u64,
-        dims,
-        dropped: vec![],
+    let entry = |file: &str, b: &[u8], dims: serde_json::Value| {
+        ModelEntry::describe(file, b, dims, vec![]).unwrap()
     };
     let m = Manifest {
         format: FORMAT.into(),

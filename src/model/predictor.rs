@@ -10,6 +10,7 @@
 //! matters for ranking.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use super::cell_prior::CellPrior;
 use super::dims::PredictorDims;
@@ -23,7 +24,12 @@ use crate::weights::WeightStore;
 #[derive(Debug)]
 pub struct Predictor {
     pub set_encoder: SetEncoder,
-    pub graph_encoder: GraphEncoder,
+    /// Reached through [`Predictor::graph_encoder`]: with a graph cache, NB201 searches never
+    /// use it, and its ~10 MB are then never read.
+    graph_encoder: GraphEncoder,
+    /// The store, to check the graph encoder's tensors on its first use.
+    store: WeightStore,
+    graph_encoder_checked: OnceLock<()>,
     pub fc1: Linear,
     pub head: [Linear; 2],
     /// The optional cell prior (see [`CellPrior`]); absent in official checkpoints.
@@ -37,13 +43,18 @@ impl Predictor {
         Self::load(&WeightStore::open(path)?)
     }
 
-    /// Loads every tensor the predictor uses, checking names and shapes.
+    /// Loads the predictor, checking the names and shapes of every tensor it uses; the graph
+    /// encoder's tensors are checksummed when it is first used ([`Predictor::graph_encoder`]).
     pub fn load(store: &WeightStore) -> Result<Self> {
         let dims = PredictorDims::from_store(store)?;
         let d = dims;
         Ok(Predictor {
             set_encoder: SetEncoder::load(store, d.set)?,
-            graph_encoder: GraphEncoder::load(store, d.hs, d.nvt, d.max_n)?,
+            // Views of the mapping with their shapes checked; their checksums are checked on
+            // first use.
+            graph_encoder: GraphEncoder::load(&store.deferring_checks(), d.hs, d.nvt, d.max_n)?,
+            store: store.clone(),
+            graph_encoder_checked: OnceLock::new(),
             fc1: Linear::load(store, "fc1", d.hs, d.nz, true)?,
             head: [
                 Linear::load(
@@ -60,9 +71,19 @@ impl Predictor {
         })
     }
 
+    /// The graph encoder; the first call checks the tensors not yet checked against the
+    /// manifest's checksums (when the store has them).
+    pub fn graph_encoder(&self) -> Result<&GraphEncoder> {
+        if self.graph_encoder_checked.get().is_none() {
+            self.store.check_all()?;
+            let _ = self.graph_encoder_checked.set(());
+        }
+        Ok(&self.graph_encoder)
+    }
+
     /// Graph embeddings `G = fc1(hg)`, `[n, nz]`.
     pub fn graph_embedding(&self, graphs: &[Dag]) -> Result<Vec<f32>> {
-        let hg = self.graph_encoder.graph_state(graphs)?;
+        let hg = self.graph_encoder()?.graph_state(graphs)?;
         Ok(self.fc1.forward(&hg, graphs.len()))
     }
 

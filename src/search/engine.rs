@@ -16,7 +16,6 @@ use crate::rng::Rng;
 use crate::space::nb201::{Nb201Arch, NUM_ARCHS};
 use crate::space::nb201_table::Nb201Table;
 use crate::space::{Arch, Space};
-use crate::weights::manifest::ModelEntry;
 use crate::weights::{Manifest, WeightStore};
 
 /// Generation batches one GPU launch decodes.
@@ -76,24 +75,6 @@ fn check_file_size(dir: &Path, file: &str, bytes: u64) -> Result<()> {
     Ok(())
 }
 
-/// Checks a model file's content against its manifest entry: its BLAKE3 when the manifest has
-/// one (several times faster), else its sha256.
-fn check_digest(dir: &Path, e: &ModelEntry, store: &WeightStore) -> Result<()> {
-    let (name, got, want) = match &e.blake3 {
-        Some(want) => ("BLAKE3", store.blake3_hex(), want),
-        None => ("sha256", store.sha256_hex(), &e.sha256),
-    };
-    if got != *want {
-        return Err(Error::Manifest {
-            file: dir.join(&e.file).display().to_string(),
-            reason: format!(
-                "{name} is {got}, the manifest says {want}: the file was changed or damaged"
-            ),
-        });
-    }
-    Ok(())
-}
-
 impl Engine {
     /// Checks the weights files again against the manifest (size and checksum), e.g. before a
     /// long run or after the files may have been touched. The engine keeps using what it
@@ -104,23 +85,27 @@ impl Engine {
         };
         for e in [&m.generator, &m.predictor] {
             check_file_size(dir, &e.file, e.bytes)?;
-            check_digest(dir, e, &WeightStore::open(dir.join(&e.file))?)?;
+            e.check_digest(dir, &WeightStore::open(dir.join(&e.file))?)?;
         }
         Ok(())
     }
 
     /// Loads a weights directory: `manifest.json`, the two model files (memory-mapped; their
-    /// sizes and checksums (BLAKE3, or sha256 in older manifests) checked against the manifest,
-    /// every tensor checked by name and shape)
-    /// and, when present, the graph-embedding cache (checked against its own checksum and bound
-    /// to the predictor's).
+    /// sizes checked against the manifest, every tensor checked by name and shape, and their
+    /// content by the manifest's per-tensor BLAKE3s, each tensor when first read (older
+    /// manifests: the whole file's BLAKE3 or sha256, now)) and, when present, the
+    /// graph-embedding cache (checked against its own checksum and bound to the predictor's).
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let manifest = Manifest::read(dir)?;
         let open = |e: &crate::weights::manifest::ModelEntry| -> Result<WeightStore> {
             check_file_size(dir, &e.file, e.bytes)?;
-            let store = WeightStore::open(dir.join(&e.file))?;
-            check_digest(dir, e, &store)?;
+            let mut store = WeightStore::open(dir.join(&e.file))?;
+            if e.tensors_blake3.is_empty() {
+                e.check_digest(dir, &store)?;
+            } else {
+                store.expect_tensor_hashes(&e.tensors_blake3)?;
+            }
             Ok(store)
         };
         // The checksums dominate loading: the generator and the graph cache are checked on a

@@ -572,14 +572,12 @@ pub fn write_manifest(dir: &Path, from: &TrainedFrom) -> Result<crate::weights::
                 .and_then(|t| serde_json::from_str(&t).ok())
                 .unwrap_or_default();
         entries.push((
-            ModelEntry {
-                file,
-                sha256: crate::weights::sha256_hex(&bytes),
-                blake3: Some(crate::weights::blake3_hex(&bytes)),
-                bytes: bytes.len() as u64,
+            ModelEntry::describe(
+                &file,
+                &bytes,
                 dims,
-                dropped: unused(kind).iter().map(|p| format!("{p}*")).collect(),
-            },
+                unused(kind).iter().map(|p| format!("{p}*")).collect(),
+            )?,
             info,
         ));
     }

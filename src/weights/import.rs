@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 
 use super::manifest::{InputFile, Manifest, ModelEntry, Provenance, FORMAT, VERSION};
-use super::sha256_hex;
 use super::store::WeightStore;
 use super::torch::{read_state_dict, StateDict};
 use crate::error::{Error, Result};
@@ -147,22 +146,18 @@ pub fn import_official(opts: &ImportOptions) -> Result<Manifest> {
         space,
         dtype: opts.dtype.name().into(),
         feature_extractor: opts.feature_extractor.clone(),
-        generator: ModelEntry {
-            file: gfile.into(),
-            sha256: sha256_hex(&gbytes),
-            blake3: Some(super::blake3_hex(&gbytes)),
-            bytes: gbytes.len() as u64,
-            dims: serde_json::to_value(gd).expect("dims serialise"),
-            dropped: gdropped,
-        },
-        predictor: ModelEntry {
-            file: pfile.into(),
-            sha256: sha256_hex(&pbytes),
-            blake3: Some(super::blake3_hex(&pbytes)),
-            bytes: pbytes.len() as u64,
-            dims: serde_json::to_value(pd).expect("dims serialise"),
-            dropped: pdropped,
-        },
+        generator: ModelEntry::describe(
+            gfile,
+            &gbytes,
+            serde_json::to_value(gd).expect("dims serialise"),
+            gdropped,
+        )?,
+        predictor: ModelEntry::describe(
+            pfile,
+            &pbytes,
+            serde_json::to_value(pd).expect("dims serialise"),
+            pdropped,
+        )?,
         provenance: Provenance {
             source: "MetaD2A checkpoints (state_dict), imported".into(),
             inputs: vec![gin, pin],

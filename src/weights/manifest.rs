@@ -35,11 +35,56 @@ pub struct ModelEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blake3: Option<String>,
     pub bytes: u64,
+    /// BLAKE3 of each tensor and of the header (`__header__`); when present, loading checks each
+    /// tensor as it is first read instead of hashing the whole file (see
+    /// [`crate::weights::WeightStore::expect_tensor_hashes`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tensors_blake3: BTreeMap<String, String>,
     /// The model sizes, as read from the weights.
     pub dims: serde_json::Value,
     /// Tensors of the source checkpoint that were not exported (unused at inference).
     #[serde(default)]
     pub dropped: Vec<String>,
+}
+
+impl ModelEntry {
+    /// The entry of model file `file` whose content is `bytes` (a safetensors image): its
+    /// size, sha256, BLAKE3 and per-tensor BLAKE3s.
+    pub fn describe(
+        file: &str,
+        bytes: &[u8],
+        dims: serde_json::Value,
+        dropped: Vec<String>,
+    ) -> Result<Self> {
+        let store = super::WeightStore::from_bytes(file, bytes.to_vec())?;
+        Ok(ModelEntry {
+            file: file.into(),
+            sha256: super::sha256_hex(bytes),
+            blake3: Some(super::blake3_hex(bytes)),
+            bytes: bytes.len() as u64,
+            tensors_blake3: super::store::tensor_hashes(&store),
+            dims,
+            dropped,
+        })
+    }
+
+    /// Checks a model file's whole content (`store`, the file `dir/self.file`) against this
+    /// entry: its BLAKE3 when the entry has one (several times faster), else its sha256.
+    pub fn check_digest(&self, dir: &Path, store: &super::WeightStore) -> Result<()> {
+        let (name, got, want) = match &self.blake3 {
+            Some(want) => ("BLAKE3", store.blake3_hex(), want),
+            None => ("sha256", store.sha256_hex(), &self.sha256),
+        };
+        if got != *want {
+            return Err(Error::Manifest {
+                file: dir.join(&self.file).display().to_string(),
+                reason: format!(
+                    "{name} is {got}, the manifest says {want}: the file was changed or damaged"
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A source file the weights were made from.
@@ -91,6 +136,29 @@ pub struct Manifest {
     /// Further files and facts (graph-embedding cache, accuracy normalisation, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// Adds per-tensor checksums (and a BLAKE3) to the entries of `dir/manifest.json` that lack
+/// them, after checking each such file against the checksum the manifest has; loading then
+/// checks each tensor when first read instead of hashing whole files. Returns whether the
+/// manifest changed.
+pub fn add_tensor_checksums(dir: &Path) -> Result<bool> {
+    let mut m = Manifest::read(dir)?;
+    let mut changed = false;
+    for e in [&mut m.generator, &mut m.predictor] {
+        if !e.tensors_blake3.is_empty() {
+            continue;
+        }
+        let store = super::WeightStore::open(dir.join(&e.file))?;
+        e.check_digest(dir, &store)?;
+        e.blake3 = Some(store.blake3_hex());
+        e.tensors_blake3 = super::store::tensor_hashes(&store);
+        changed = true;
+    }
+    if changed {
+        m.write(dir)?;
+    }
+    Ok(changed)
 }
 
 impl Manifest {

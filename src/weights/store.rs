@@ -7,11 +7,17 @@
 //!
 //! A model asks for each tensor by name and expected shape ([`WeightStore::param`]); a missing
 //! tensor, a wrong shape or an unsupported dtype is an error that names the tensor.
+//!
+//! With [`WeightStore::expect_tensor_hashes`] (the manifest's per-tensor BLAKE3s), each tensor is
+//! checked the first time it is read: a search hashes only what it uses (a few hundred kilobytes
+//! of a 14 MB predictor whose graph encoder the graph cache stands in for), and a damaged tensor
+//! is an error before any of its values is used.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Deref;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use safetensors::{Dtype, SafeTensors};
@@ -60,14 +66,47 @@ struct Entry {
     /// Absolute byte range of the data inside the backing buffer.
     start: usize,
     end: usize,
+    /// The BLAKE3 the tensor's bytes must have, when the store was given one.
+    want: Option<blake3::Hash>,
+    /// Whether `want` was checked (shared by clones of the store).
+    checked: Arc<AtomicBool>,
+}
+
+/// Name under which [`tensor_hashes`] records the file's header (`8 + header length` bytes).
+pub const HEADER_KEY: &str = "__header__";
+
+/// BLAKE3 of each tensor's stored bytes, and of the header under [`HEADER_KEY`], in hex: what a
+/// manifest records so that tensors can be checked as they are read.
+pub fn tensor_hashes(store: &WeightStore) -> BTreeMap<String, String> {
+    let bytes = store.backing.bytes();
+    let mut out: BTreeMap<String, String> = store
+        .entries
+        .iter()
+        .map(|(k, e)| {
+            (
+                k.clone(),
+                blake3::hash(&bytes[e.start..e.end]).to_hex().to_string(),
+            )
+        })
+        .collect();
+    out.insert(
+        HEADER_KEY.into(),
+        blake3::hash(&bytes[..store.header_end])
+            .to_hex()
+            .to_string(),
+    );
+    out
 }
 
 /// An opened safetensors file: an index of its tensors over the mapped bytes.
+#[derive(Clone)]
 pub struct WeightStore {
     label: String,
     backing: Arc<Backing>,
     entries: BTreeMap<String, Entry>,
     metadata: BTreeMap<String, String>,
+    /// End of the header: 8 + its length.
+    header_end: usize,
 }
 
 impl fmt::Debug for WeightStore {
@@ -141,6 +180,8 @@ impl WeightStore {
                     shape: view.shape().to_vec(),
                     start,
                     end: start + data.len(),
+                    want: None,
+                    checked: Arc::new(AtomicBool::new(false)),
                 },
             );
         }
@@ -150,12 +191,93 @@ impl WeightStore {
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
         drop(st);
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+        let header_end = 8 + header_len as usize; // in bounds: `deserialize` read the header
         Ok(WeightStore {
             label,
             backing: Arc::new(backing),
             entries,
             metadata,
+            header_end,
         })
+    }
+
+    /// Makes every later read of a tensor check its bytes against `want` (tensor name -> BLAKE3
+    /// hex, the header under [`HEADER_KEY`], as [`tensor_hashes`] makes them), each tensor the
+    /// first time it is read. Checks the header now, and that `want` names exactly the file's
+    /// tensors.
+    pub fn expect_tensor_hashes(&mut self, want: &BTreeMap<String, String>) -> Result<()> {
+        let damaged = |reason: String| Error::Manifest {
+            file: self.label.clone(),
+            reason,
+        };
+        let parse = |name: &str, hex: &str| {
+            blake3::Hash::from_hex(hex)
+                .map_err(|_| damaged(format!("the BLAKE3 of {name} is not 64 hex digits")))
+        };
+        let header = want
+            .get(HEADER_KEY)
+            .ok_or_else(|| damaged("the per-tensor checksums lack the header's".into()))?;
+        if blake3::hash(&self.backing.bytes()[..self.header_end]) != parse(HEADER_KEY, header)? {
+            return Err(damaged(
+                "the header's BLAKE3 differs from the manifest's: the file was changed or damaged"
+                    .into(),
+            ));
+        }
+        if want.len() != self.entries.len() + 1 {
+            return Err(damaged(format!(
+                "the manifest has checksums of {} tensors, the file holds {}",
+                want.len() - 1,
+                self.entries.len()
+            )));
+        }
+        for (name, e) in &mut self.entries {
+            let hex = want.get(name).ok_or_else(|| Error::Manifest {
+                file: self.label.clone(),
+                reason: format!("the manifest has no checksum of tensor {name}"),
+            })?;
+            e.want = Some(parse(name, hex)?);
+        }
+        Ok(())
+    }
+
+    /// A view of the same file whose reads do not check checksums, for tensors whose checks are
+    /// deferred to their first use (then made with [`WeightStore::check_all`] on this store).
+    pub fn deferring_checks(&self) -> WeightStore {
+        let mut s = self.clone();
+        for e in s.entries.values_mut() {
+            e.want = None;
+        }
+        s
+    }
+
+    /// Checks every tensor not checked yet against its expected BLAKE3 (nothing without
+    /// [`WeightStore::expect_tensor_hashes`]).
+    pub fn check_all(&self) -> Result<()> {
+        for (name, e) in &self.entries {
+            self.check(name, e)?;
+        }
+        Ok(())
+    }
+
+    /// Checks a tensor's bytes against its expected BLAKE3 the first time it is read.
+    fn check(&self, name: &str, e: &Entry) -> Result<()> {
+        let Some(want) = e.want else {
+            return Ok(());
+        };
+        if e.checked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if blake3::hash(&self.backing.bytes()[e.start..e.end]) != want {
+            return Err(Error::Manifest {
+                file: self.label.clone(),
+                reason: format!(
+                    "tensor {name} differs from the manifest's BLAKE3: the file was changed or damaged"
+                ),
+            });
+        }
+        e.checked.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// sha256 of the whole file, as the manifest records it (hashes the mapped bytes).
@@ -214,6 +336,7 @@ impl WeightStore {
     /// The raw stored bytes of a tensor (little-endian, in its stored dtype).
     pub fn raw(&self, name: &str) -> Result<&[u8]> {
         let e = self.entry(name)?;
+        self.check(name, e)?;
         Ok(&self.backing.bytes()[e.start..e.end])
     }
 
@@ -228,12 +351,14 @@ impl WeightStore {
                 found: e.shape.clone(),
             });
         }
+        self.check(name, e)?;
         self.param_of(e)
     }
 
     /// Fetches a tensor as f32 whatever its shape (the shape is returned with it).
     pub fn param_any(&self, name: &str) -> Result<Param> {
         let e = self.entry(name)?;
+        self.check(name, e)?;
         self.param_of(e)
     }
 

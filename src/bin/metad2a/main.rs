@@ -154,6 +154,10 @@ struct SearchArgs {
     /// `cuda`; when no GPU is usable the search says why and runs on the CPU).
     #[arg(long, default_value = "cpu", value_name = "cpu|cuda")]
     device: String,
+    /// Print on stderr where the process spent its time: loading the weights, reading the
+    /// data, the search's stages, writing the report.
+    #[arg(long)]
+    timings: bool,
 }
 
 /// The dataset to search for: a feature file, or images.
@@ -447,7 +451,9 @@ struct ImportArgs {
     feature_extractor: String,
 }
 
-/// (Re)compute the graph-embedding cache of a weights directory.
+/// (Re)compute the graph-embedding cache of a weights directory, and add per-tensor checksums
+/// to a manifest that lacks them (after checking the files against the checksums it has):
+/// loading then checks each tensor when first read instead of hashing whole files.
 #[derive(Args)]
 struct CacheArgs {
     #[command(flatten)]
@@ -507,10 +513,14 @@ fn choose_device(engine: &mut Engine, device: &str) -> metad2a::Result<()> {
 }
 
 fn search(a: SearchArgs) -> metad2a::Result<()> {
+    let t0 = Instant::now();
     let (mut engine, weights) = a.weights.engine()?;
     choose_device(&mut engine, &a.device)?;
+    let load_ms = ms_since(t0);
+    let t1 = Instant::now();
     let data = a.data.load()?;
     let table = a.nb201.as_ref().map(Nb201Table::load).transpose()?;
+    let data_ms = ms_since(t1);
     let mega = |x: Option<f64>, what: &str| -> metad2a::Result<Option<u64>> {
         match x {
             Some(v) if !(v.is_finite() && v > 0.0) => {
@@ -551,6 +561,7 @@ fn search(a: SearchArgs) -> metad2a::Result<()> {
         }
     })?;
     line.finish();
+    let t2 = Instant::now();
     if let Some(t) = &table {
         report.annotate(t);
     }
@@ -562,7 +573,23 @@ fn search(a: SearchArgs) -> metad2a::Result<()> {
     } else {
         print_report(&report, &engine, &weights, &data, cfg.resamples);
     }
+    if a.timings {
+        let t = &report.timings;
+        eprintln!(
+            "timings (ms): load {load_ms:.2}, data {data_ms:.2}, search {:.2} (sets {:.2}, decode {:.2}, rank {:.2}), report {:.2}, in main {:.2}",
+            t.total_ms,
+            t.sets_ms,
+            t.decode_ms,
+            t.rank_ms,
+            ms_since(t2),
+            ms_since(t0)
+        );
+    }
     Ok(())
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
 }
 
 fn print_report(
@@ -778,6 +805,12 @@ fn cache(a: CacheArgs) -> metad2a::Result<()> {
         "wrote {}",
         dir.join(metad2a::search::graph_cache::FILE_NAME).display()
     );
+    if metad2a::weights::manifest::add_tensor_checksums(&dir)? {
+        println!(
+            "added per-tensor checksums to {}",
+            dir.join(metad2a::weights::manifest::FILE_NAME).display()
+        );
+    }
     Ok(())
 }
 
