@@ -27,6 +27,20 @@ pub fn threads() -> usize {
     }
 }
 
+/// Multiply-adds done so far by the matrix products, the head and edge dot products and the
+/// set attention (feature `count-macs`; `examples/count_macs.rs`).
+#[cfg(feature = "count-macs")]
+pub static MACS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Adds `n` to [`MACS`] (nothing without feature `count-macs`).
+#[inline(always)]
+pub fn count_macs(n: usize) {
+    #[cfg(feature = "count-macs")]
+    MACS.fetch_add(n as u64, Ordering::Relaxed);
+    #[cfg(not(feature = "count-macs"))]
+    let _ = n;
+}
+
 /// Products below this many multiply-adds run on the calling thread: splitting them costs more
 /// than it saves.
 const PARALLEL_MACS: usize = 1 << 21;
@@ -52,6 +66,7 @@ pub fn matmul_wt(
     if m == 0 || n == 0 {
         return;
     }
+    count_macs(m * n * k);
     assert!(y.len() >= m * n, "matmul_wt: output too short");
     assert!(
         k == 0 || x.len() >= (m - 1) * ldx + k,
@@ -261,6 +276,7 @@ pub fn fast_tanh(x: f32) -> f32 {
 /// `Σ_j w[j] · tanh(a[j] + c[j])`: the predictor head's output layer over one hidden row.
 /// The hot loop of ranking; hand-vectorised for AVX2+FMA, portable otherwise.
 pub fn dot_tanh(a: &[f32], c: &[f32], w: &[f32]) -> f32 {
+    count_macs(a.len());
     let n = a.len().min(c.len()).min(w.len());
     #[cfg(target_arch = "x86_64")]
     {
@@ -348,6 +364,7 @@ simd_fn! {
     /// `Σ_j w[j] · max(a[j] + b[j], 0)`.
     pub fn dot_relu(a: &[f32], b: &[f32], w: &[f32]) -> f32 {
         let n = a.len().min(b.len()).min(w.len());
+        count_macs(n);
         let (a, b, w) = (&a[..n], &b[..n], &w[..n]);
         let mut acc = [0.0f32; 8];
         let blocks = a.chunks_exact(8).zip(b.chunks_exact(8)).zip(w.chunks_exact(8));

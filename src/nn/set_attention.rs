@@ -120,6 +120,7 @@ fn attention_heads(
         kp.len() >= nsets * nk * dv && vp.len() >= nsets * nk * dv && o.len() >= nsets * nq * dv
     );
     assert!(heads > 0 && dv % heads == 0 && nk > 0);
+    super::linalg::count_macs(2 * nsets * nq * nk * dv);
     #[cfg(target_arch = "x86_64")]
     {
         if super::linalg::has_avx2_fma() {
