@@ -399,13 +399,19 @@ impl Engine {
         }
 
         let scores = self.rank(data, cfg, &archs, &mut t)?;
+        // Best first, ties in candidate order: a total order, so sorting only the kept ones
+        // after selecting them gives the same list as sorting all.
+        let better = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
         let mut order: Vec<usize> = (0..archs.len()).collect();
-        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
         let keep = if cfg.top_k == 0 {
             order.len()
         } else {
             cfg.top_k.min(order.len())
         };
+        if keep > 0 && keep < order.len() {
+            order.select_nth_unstable_by(keep - 1, better);
+        }
+        order[..keep].sort_unstable_by(better);
         let candidates = order[..keep]
             .iter()
             .enumerate()

@@ -65,6 +65,9 @@ impl Budget {
 
     /// True when the architecture's network is within every cap.
     pub fn admits(&self, a: &Arch) -> bool {
+        if self.max_flops.is_none() && self.max_params.is_none() {
+            return true;
+        }
         let c = self.cost(a);
         self.max_flops.is_none_or(|f| c.flops <= f) && self.max_params.is_none_or(|p| c.params <= p)
     }
