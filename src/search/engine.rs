@@ -1,8 +1,11 @@
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
+
+use rayon::prelude::*;
 
 use super::graph_cache::{self, GraphCache};
 use super::sets::{draw, SetEmbedder, SetSample};
@@ -22,6 +25,9 @@ use crate::weights::{Manifest, WeightStore};
 #[cfg(feature = "cuda")]
 const GPU_LOOKAHEAD_BATCHES: usize = 8;
 
+/// Cells per chunk when an exhaustive search computes the head's graph half on the fly.
+const HEAD_CHUNK: usize = 512;
+
 /// Random streams of a search, each indexed by sample or graph number.
 const STREAM_GENERATION_SET: u64 = 1 << 40;
 const STREAM_DECODE: u64 = 2 << 40;
@@ -36,9 +42,11 @@ pub struct Engine {
     pub space: Space,
     dir: Option<PathBuf>,
     graph_cache: Option<GraphCache>,
-    /// `A = G W₁ᵀ + b₁` (graph half of the predictor head) for every NB201 cell, made on
-    /// first use by an exhaustive search (NB201 only).
+    /// `A = G W₁ᵀ + b₁` (graph half of the predictor head) for every NB201 cell, made by the
+    /// second exhaustive search of the engine (NB201 only).
     all_heads: OnceLock<Vec<f32>>,
+    /// Exhaustive searches begun (the first one does without `all_heads`).
+    exhaustive_searches: AtomicUsize,
     /// The cell prior of every NB201 cell in code order, made on first use by an exhaustive
     /// search of weights that have one.
     all_priors: OnceLock<Vec<f32>>,
@@ -186,6 +194,7 @@ impl Engine {
             dir: None,
             graph_cache,
             all_heads: OnceLock::new(),
+            exhaustive_searches: AtomicUsize::new(0),
             all_priors: OnceLock::new(),
             #[cfg(feature = "cuda")]
             device: None,
@@ -605,11 +614,36 @@ impl Engine {
         }
         let c = self.predictor.head_dataset_part(&d);
         let scores = if cfg.exhaustive && self.graph_cache.is_some() {
-            let heads = self.all_heads();
+            // The first exhaustive search of an engine computes the graph half of the head
+            // chunk by chunk (no 32 MB table to allocate and fill for a one-off search); later
+            // ones keep and reuse the table. Each element is the same product either way.
+            let reuse = self.all_heads.get().is_some()
+                || self.exhaustive_searches.fetch_add(1, Ordering::Relaxed) > 0;
             let p = self.predictor.dims.head_hidden;
-            let mut scores = if archs.len() == NUM_ARCHS {
+            let mut scores = if !reuse {
+                let cache = self.graph_cache.as_ref().expect("checked above").all();
+                let nz = self.predictor.dims.nz;
+                let codes: Vec<usize> = archs
+                    .iter()
+                    .filter_map(Arch::as_nb201)
+                    .map(|a| a.code())
+                    .collect();
+                codes
+                    .par_chunks(HEAD_CHUNK)
+                    .flat_map_iter(|chunk| {
+                        let g: Vec<f32> = chunk
+                            .iter()
+                            .flat_map(|&k| cache[k * nz..(k + 1) * nz].iter().copied())
+                            .collect();
+                        let a = self.predictor.head_graph_part(&g);
+                        self.predictor.mean_scores(&a, &c, &weights)
+                    })
+                    .collect()
+            } else if archs.len() == NUM_ARCHS {
+                let heads = self.all_heads();
                 self.predictor.mean_scores(heads, &c, &weights)
             } else {
+                let heads = self.all_heads();
                 let rows: Vec<f32> = archs
                     .iter()
                     .filter_map(Arch::as_nb201)
