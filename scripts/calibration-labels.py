@@ -52,19 +52,24 @@ def scores(rows):
     }
 
 
-sets = [[json.loads(l) for l in open(p)] for p in sys.argv[1:]]
-names = list(scores(sets[0]).keys())
-print("| score | " + " | ".join(f"alone, {len(s)} cells" for s in sets)
-      + " | " + " | ".join(f"with NASWOT, {len(s)} cells" for s in sets) + " |")
-print("|---" * (1 + 2 * len(sets)) + "|")
-for name in names:
-    alone, combined = [], []
-    for rows in sets:
-        truth = [r["nb201_cifar10"] for r in rows]
-        sc = scores(rows)
-        alone.append(spearman(sc[name], truth))
-        nas = ranks(sc["NASWOT (free)"])
-        mix = [a + b for a, b in zip(ranks(sc[name]), nas)]
-        combined.append(spearman(mix, truth))
-    print(f"| {name} | " + " | ".join(f"{x:.3f}" for x in alone) + " | "
-          + " | ".join(f"{x:.3f}" for x in combined) + " |")
+def main(paths):
+    sets = [[json.loads(l) for l in open(p)] for p in paths]
+    names = list(scores(sets[0]).keys())
+    print("| score | " + " | ".join(f"alone, {len(s)} cells" for s in sets)
+          + " | " + " | ".join(f"with NASWOT, {len(s)} cells" for s in sets) + " |")
+    print("|---" * (1 + 2 * len(sets)) + "|")
+    for name in names:
+        alone, combined = [], []
+        for rows in sets:
+            truth = [r["nb201_cifar10"] for r in rows]
+            sc = scores(rows)
+            alone.append(spearman(sc[name], truth))
+            nas = ranks(sc["NASWOT (free)"])
+            mix = [a + b for a, b in zip(ranks(sc[name]), nas)]
+            combined.append(spearman(mix, truth))
+        print(f"| {name} | " + " | ".join(f"{x:.3f}" for x in alone) + " | "
+              + " | ".join(f"{x:.3f}" for x in combined) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
