@@ -11,41 +11,56 @@ read. Prints markdown.
 """
 import csv
 import glob
-import importlib.util
 import json
 import math
 import os
+import runpy
 import sys
 
-_spec = importlib.util.spec_from_file_location(
-    "calibration_labels", os.path.join(os.path.dirname(__file__), "calibration-labels.py"))
-_cal = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_cal)
-spearman = _cal.spearman
+_cal = runpy.run_path(os.path.join(os.path.dirname(__file__), "calibration-labels.py"))
+spearman = _cal["spearman"]
 
 
 def mean(v):
     return sum(v) / len(v) if v else float("nan")
 
 
-def main(db, table_csv):
+# The labels of a record: held-out accuracy, final training accuracy, training speed.
+LABELS = {
+    "held-out accuracy": lambda r: r["acc"],
+    "training accuracy": lambda r: r["train_acc"],
+    "training speed": lambda r: -r["epoch_losses"][-1],
+}
+
+
+def rho(a, b):
+    """Spearman; a constant ranking (e.g. NASWOT minus infinity for every cell) orders nothing: 0."""
+    if len(set(a)) < 2 or len(set(b)) < 2:
+        return 0.0
+    v = spearman(a, b)
+    return 0.0 if math.isnan(v) else v
+
+
+def complete_tasks(db):
+    """The database's tasks, and for each task whose planned cells are all recorded (in any
+    shard file), its records by architecture."""
     plan = json.load(open(os.path.join(db, "work", "plan.json")))
     tasks = [json.loads(line) for line in open(os.path.join(db, "tasks.jsonl"))]
-    planned = {t: len(cells) for t, cells in enumerate(plan["cells"])}
     records = {}
     for path in sorted(glob.glob(os.path.join(db, "work", "records-*.jsonl"))):
         for line in open(path):
             if line.strip():
                 r = json.loads(line)
                 records.setdefault(r["task"], {})[r["arch"]] = r
-    complete = {t: list(rs.values()) for t, rs in records.items() if len(rs) == planned.get(t)}
+    return tasks, {t: rs for t, rs in records.items() if len(rs) == len(plan["cells"][t])}
+
+
+def main(db, table_csv):
+    tasks, complete = complete_tasks(db)
+    complete = {t: list(rs.values()) for t, rs in complete.items()}
     in16 = {row["ArchitectureString"]: float(row["ImageNetTestAccuracy200Epochs"])
             for row in csv.DictReader(open(table_csv))}
-    labels = {
-        "held-out accuracy": lambda r: r["acc"],
-        "training accuracy": lambda r: r["train_acc"],
-        "training speed": lambda r: -r["epoch_losses"][-1],
-    }
+    labels = LABELS
     # NASWOT is minus infinity (recorded as null) when the kernel matrix is singular
     rankers = {
         "params": lambda r: r["params"],
@@ -55,13 +70,6 @@ def main(db, table_csv):
     }
     sources = sorted({tasks[t]["source"] for t in complete})
     n = {s: sum(1 for t in complete if tasks[t]["source"] == s) for s in sources}
-
-    def rho(a, b):
-        # a constant ranking (e.g. NASWOT minus infinity for every cell) orders nothing: 0
-        if len(set(a)) < 2 or len(set(b)) < 2:
-            return 0.0
-        v = spearman(a, b)
-        return 0.0 if math.isnan(v) else v
 
     print(f"{len(complete)} complete tasks of {len(tasks)}; mean within-task Spearman "
           "(random ranking: 0).\n")

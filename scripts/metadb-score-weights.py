@@ -10,26 +10,16 @@ Reads the shard files, so it can run while the database is being built. Prints m
 BIN defaults to target/release/metad2a. Note which sources the weights were meta-trained on:
 their tasks are not held out from them.
 """
-import glob
-import importlib.util
 import json
 import os
+import runpy
 import struct
 import subprocess
 import sys
 import tempfile
 
-_spec = importlib.util.spec_from_file_location(
-    "calibration_labels", os.path.join(os.path.dirname(__file__), "calibration-labels.py"))
-_cal = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_cal)
-
-
-def rho(a, b):
-    # a constant ranking orders nothing: 0
-    if len(set(a)) < 2 or len(set(b)) < 2:
-        return 0.0
-    return _cal.spearman(a, b)
+_rk = runpy.run_path(os.path.join(os.path.dirname(__file__), "metadb-rankers.py"))
+rho = _rk["rho"]
 
 
 def read_safetensors(path):
@@ -60,20 +50,8 @@ def main(db, weights, binary):
     feats = data[fh["data_offsets"][0]:fh["data_offsets"][1]]
     oh = header["class_offsets"]
     offsets = struct.unpack(f"<{oh['shape'][0]}q", data[oh["data_offsets"][0]:oh["data_offsets"][1]])
-    plan = json.load(open(os.path.join(db, "work", "plan.json")))
-    tasks = [json.loads(line) for line in open(os.path.join(db, "tasks.jsonl"))]
-    records = {}
-    for path in sorted(glob.glob(os.path.join(db, "work", "records-*.jsonl"))):
-        for line in open(path):
-            if line.strip():
-                r = json.loads(line)
-                records.setdefault(r["task"], {})[r["arch"]] = r
-    complete = {t: rs for t, rs in records.items() if len(rs) == len(plan["cells"][t])}
-    labels = {
-        "held-out accuracy": lambda r: r["acc"],
-        "training accuracy": lambda r: r["train_acc"],
-        "training speed": lambda r: -r["epoch_losses"][-1],
-    }
+    tasks, complete = _rk["complete_tasks"](db)
+    labels = _rk["LABELS"]
     per_source = {}
     with tempfile.TemporaryDirectory() as tmp:
         for t in sorted(complete):
