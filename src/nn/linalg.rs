@@ -32,7 +32,7 @@ pub fn threads() -> usize {
 #[cfg(feature = "count-macs")]
 pub static MACS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Adds `n` to [`MACS`] (nothing without feature `count-macs`).
+/// Adds `n` to `MACS` (nothing without feature `count-macs`).
 #[inline(always)]
 pub fn count_macs(n: usize) {
     #[cfg(feature = "count-macs")]
