@@ -260,6 +260,19 @@ enum metad2a_status metad2a_engine_space(const struct metad2a_engine *engine,
                                          enum metad2a_space *out);
 
 /*
+ Checks the engine's weights files against their manifest again, every byte (sizes and
+ whole-file checksums): loading checks each tensor only when a model first reads it, so a
+ damaged tensor that searches never read (the predictor's graph encoder, when the graph cache
+ stands in for it) is found here. An engine loaded from memory has no files to check.
+ `METAD2A_STATUS_WEIGHTS` says the files on disk differ from the manifest; the engine keeps
+ using what it loaded either way.
+
+ # Safety
+ `engine` is NULL or live.
+ */
+enum metad2a_status metad2a_engine_verify(const struct metad2a_engine *engine);
+
+/*
  The default search parameters (official settings: 500 candidates, 10 resamples, 20 rows per
  class; top 10 kept; no budget).
  */

@@ -66,6 +66,8 @@ int main(int argc, char **argv) {
     expect("space", metad2a_engine_space(engine, &space), METAD2A_STATUS_OK, NULL);
     check(space == METAD2A_SPACE_NB201, "the fixture weights are for NB201");
     expect("space NULL engine", metad2a_engine_space(NULL, &space), METAD2A_STATUS_INVALID_ARGUMENT, "engine is NULL");
+    expect("verify", metad2a_engine_verify(engine), METAD2A_STATUS_OK, NULL);
+    expect("verify NULL engine", metad2a_engine_verify(NULL), METAD2A_STATUS_INVALID_ARGUMENT, "engine is NULL");
 
     /* a small, valid dataset: 3 classes x 20 rows */
     size_t rows = 60;
