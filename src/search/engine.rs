@@ -613,7 +613,7 @@ impl Engine {
             weights[i] += 1.0 / ids.len() as f32;
         }
         let c = self.predictor.head_dataset_part(&d);
-        let scores = if cfg.exhaustive && self.graph_cache.is_some() {
+        let scores = if let (true, Some(graph_cache)) = (cfg.exhaustive, &self.graph_cache) {
             // The first exhaustive search of an engine computes the graph half of the head
             // chunk by chunk (no 32 MB table to allocate and fill for a one-off search); later
             // ones keep and reuse the table. Each element is the same product either way.
@@ -621,7 +621,7 @@ impl Engine {
                 || self.exhaustive_searches.fetch_add(1, Ordering::Relaxed) > 0;
             let p = self.predictor.dims.head_hidden;
             let mut scores = if !reuse {
-                let cache = self.graph_cache.as_ref().expect("checked above").all();
+                let cache = graph_cache.all();
                 let nz = self.predictor.dims.nz;
                 let codes: Vec<usize> = archs
                     .iter()
