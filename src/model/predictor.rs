@@ -10,7 +10,6 @@
 //! matters for ranking.
 
 use std::path::Path;
-use std::sync::OnceLock;
 
 use super::cell_prior::CellPrior;
 use super::dims::PredictorDims;
@@ -29,7 +28,6 @@ pub struct Predictor {
     graph_encoder: GraphEncoder,
     /// The store, to check the graph encoder's tensors on its first use.
     store: WeightStore,
-    graph_encoder_checked: OnceLock<()>,
     pub fc1: Linear,
     pub head: [Linear; 2],
     /// The optional cell prior (see [`CellPrior`]); absent in official checkpoints.
@@ -54,7 +52,6 @@ impl Predictor {
             // first use.
             graph_encoder: GraphEncoder::load(&store.deferring_checks(), d.hs, d.nvt, d.max_n)?,
             store: store.clone(),
-            graph_encoder_checked: OnceLock::new(),
             fc1: Linear::load(store, "fc1", d.hs, d.nz, true)?,
             head: [
                 Linear::load(
@@ -73,11 +70,9 @@ impl Predictor {
 
     /// The graph encoder; the first call checks the tensors not yet checked against the
     /// manifest's checksums (when the store has them).
+    /// (The store remembers which tensors it checked: later calls hash nothing.)
     pub fn graph_encoder(&self) -> Result<&GraphEncoder> {
-        if self.graph_encoder_checked.get().is_none() {
-            self.store.check_all()?;
-            let _ = self.graph_encoder_checked.set(());
-        }
+        self.store.check_all()?;
         Ok(&self.graph_encoder)
     }
 

@@ -620,14 +620,14 @@ impl Engine {
             let reuse = self.all_heads.get().is_some()
                 || self.exhaustive_searches.fetch_add(1, Ordering::Relaxed) > 0;
             let p = self.predictor.dims.head_hidden;
+            let codes: Vec<usize> = archs
+                .iter()
+                .filter_map(Arch::as_nb201)
+                .map(|a| a.code())
+                .collect();
             let mut scores = if !reuse {
                 let cache = graph_cache.all();
                 let nz = self.predictor.dims.nz;
-                let codes: Vec<usize> = archs
-                    .iter()
-                    .filter_map(Arch::as_nb201)
-                    .map(|a| a.code())
-                    .collect();
                 codes
                     .par_chunks(HEAD_CHUNK)
                     .flat_map_iter(|chunk| {
@@ -639,21 +639,18 @@ impl Engine {
                         self.predictor.mean_scores(&a, &c, &weights)
                     })
                     .collect()
-            } else if archs.len() == NUM_ARCHS {
-                let heads = self.all_heads();
-                self.predictor.mean_scores(heads, &c, &weights)
+            } else if codes.len() == NUM_ARCHS {
+                self.predictor.mean_scores(self.all_heads(), &c, &weights)
             } else {
                 let heads = self.all_heads();
-                let rows: Vec<f32> = archs
+                let rows: Vec<f32> = codes
                     .iter()
-                    .filter_map(Arch::as_nb201)
-                    .flat_map(|a| heads[a.code() * p..(a.code() + 1) * p].iter().copied())
+                    .flat_map(|&k| heads[k * p..(k + 1) * p].iter().copied())
                     .collect();
                 self.predictor.mean_scores(&rows, &c, &weights)
             };
             if let Some(priors) = self.all_priors() {
-                let codes = archs.iter().filter_map(Arch::as_nb201).map(|a| a.code());
-                for (s, code) in scores.iter_mut().zip(codes) {
+                for (s, &code) in scores.iter_mut().zip(&codes) {
                     *s += priors[code];
                 }
             }

@@ -151,7 +151,10 @@ pub fn add_tensor_checksums(dir: &Path) -> Result<bool> {
         }
         let store = super::WeightStore::open(dir.join(&e.file))?;
         e.check_digest(dir, &store)?;
-        e.blake3 = Some(store.blake3_hex());
+        if e.blake3.is_none() {
+            // checked by sha256 above; the BLAKE3 lets `verify` hash faster
+            e.blake3 = Some(store.blake3_hex());
+        }
         e.tensors_blake3 = super::store::tensor_hashes(&store);
         changed = true;
     }
