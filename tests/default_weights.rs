@@ -212,3 +212,95 @@ fn the_program_needs_no_file_from_the_source_tree() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--weights DIR"));
 }
+
+/// A cell mix (`cell_mix.*`, see src/model/cell_mix.rs) added to the default predictor: both
+/// scoring paths add the same mix, and the scores move from the weights without it by exactly
+/// `x(cell) · (W D + b)`, written out here in f64 on the example's one set embedding.
+#[test]
+fn both_scoring_paths_add_the_same_cell_mix() {
+    use metad2a::weights::{NamedTensor, WeightStore};
+    let dir = root().join(DEFAULT);
+    let base = metad2a::Engine::load(&dir).unwrap();
+    let m = metad2a::weights::Manifest::read(&dir).unwrap();
+    let store = WeightStore::open(dir.join(&m.predictor.file)).unwrap();
+    let dd = base.predictor.dims.set.out_dim;
+    let mut rng = metad2a::rng::Rng::new(5, 9);
+    let mut r =
+        |n: usize, s: f64| -> Vec<f32> { (0..n).map(|_| (rng.normal() * s) as f32).collect() };
+    let (w, b) = (r(30 * dd, 0.5), r(30, 0.1));
+    let mut tensors: Vec<NamedTensor> = store
+        .names()
+        .map(|n| {
+            let p = store.param_any(n).unwrap();
+            (n.to_string(), p.shape().to_vec(), p.to_vec())
+        })
+        .collect();
+    tensors.push(("cell_mix.weight".into(), vec![30, dd], w.clone()));
+    tensors.push(("cell_mix.bias".into(), vec![30], b.clone()));
+    let bytes =
+        metad2a::weights::serialize(&tensors, metad2a::weights::import::ExportDtype::F32, None)
+            .unwrap();
+    let predictor =
+        metad2a::model::Predictor::load(&WeightStore::from_bytes("mixed", bytes).unwrap()).unwrap();
+    assert!(predictor.cell_mix.is_some() && base.predictor.cell_mix.is_none());
+    let generator =
+        metad2a::model::Generator::load(&WeightStore::open(dir.join(&m.generator.file)).unwrap())
+            .unwrap();
+    let cache_store = WeightStore::open(dir.join(metad2a::weights::GRAPH_CACHE_FILE)).unwrap();
+    let cache =
+        metad2a::search::graph_cache::GraphCache::from_store(&cache_store, predictor.dims.nz)
+            .unwrap();
+    let mixed = metad2a::Engine::from_models(generator, predictor, Some(cache)).unwrap();
+
+    let data = example_data();
+    let archs: Vec<metad2a::space::Arch> = (0..15_625)
+        .step_by(53)
+        .map(|c| metad2a::space::Nb201Arch::from_code(c).unwrap().into())
+        .collect();
+    let cfg = metad2a::SearchConfig::default();
+    let exhaustive = metad2a::SearchConfig {
+        exhaustive: true,
+        ..cfg.clone()
+    };
+    let direct = mixed.score(&data, &archs, &cfg).unwrap();
+    let cached = mixed.score(&data, &archs, &exhaustive).unwrap();
+    let plain = base.score(&data, &archs, &exhaustive).unwrap();
+    // the example has exactly 20 images per class: every set sample is the same set
+    let (x, labels) = example_rows();
+    let dim = metad2a::features::FEATURE_DIM;
+    let mut rows = Vec::new();
+    for k in 0..10u32 {
+        for (i, _) in labels.iter().enumerate().filter(|(_, &l)| l == k) {
+            rows.extend_from_slice(&x[i * dim..(i + 1) * dim]);
+        }
+    }
+    let d = base.predictor.set_encoder.encode(&rows, 1, 10, 20).unwrap();
+    let mut spread = 0.0f64;
+    for (k, a) in archs.iter().enumerate() {
+        let ops = a.as_nb201().unwrap().ops;
+        let want: f64 = ops
+            .iter()
+            .enumerate()
+            .map(|(e, &op)| {
+                let i = e * 5 + op as usize;
+                b[i] as f64
+                    + (0..dd)
+                        .map(|j| w[i * dd + j] as f64 * d[j] as f64)
+                        .sum::<f64>()
+            })
+            .sum();
+        let got = (cached[k] - plain[k]) as f64;
+        assert!(
+            (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+            "{a}: {got} vs {want}"
+        );
+        assert!(
+            (direct[k] - cached[k]).abs() <= 1e-5 * cached[k].abs().max(1.0),
+            "{a}: {} vs {}",
+            direct[k],
+            cached[k]
+        );
+        spread = spread.max(want.abs());
+    }
+    assert!(spread > 0.1, "the mix is not flat: {spread}");
+}

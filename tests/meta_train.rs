@@ -349,6 +349,7 @@ fn learns_a_planted_rule() {
 
 /// Leave-one-source-out on the committed meta-database: one row per source, the rows cover
 /// every task, the held-out source never trains, and a database of one source is refused.
+/// Task folds cover the same tasks, with the same baselines source by source.
 #[test]
 #[cfg_attr(
     shared_missing,
@@ -382,6 +383,23 @@ fn leave_one_source_out_covers_every_source() {
         leave_one_source_out(inputs, &cfg, &mut |_| {})
     };
     let rows = loso(&db).unwrap();
+    // the same tasks held out by folds instead: each task measured once, the same baselines
+    let inputs = metad2a::train::ranker::HeadInputs {
+        db: &db,
+        base: &engine.predictor,
+        g_all: &g_all,
+        prior_all: None,
+        table: &table,
+    };
+    let folds = metad2a::train::ranker::task_folds(inputs, &cfg, 3, &mut |_| {}).unwrap();
+    assert!(metad2a::train::ranker::task_folds(inputs, &cfg, 1, &mut |_| {}).is_err());
+    assert_eq!(folds.len(), rows.len());
+    for (f, r) in folds.iter().zip(&rows) {
+        assert_eq!((&f.source, f.tasks, f.last.epoch), (&r.source, r.tasks, 1));
+        let (a, b) = (&f.baselines, &r.baselines);
+        assert!((a.source_benchmark - b.source_benchmark).abs() < 1e-12);
+        assert!((a.params - b.params).abs() < 1e-12 && (a.flops - b.flops).abs() < 1e-12);
+    }
     let sources: std::collections::BTreeSet<&str> =
         db.tasks.iter().map(|t| t.source.as_str()).collect();
     assert_eq!(
@@ -391,10 +409,10 @@ fn leave_one_source_out_covers_every_source() {
     assert_eq!(rows.iter().map(|r| r.tasks).sum::<usize>(), db.tasks.len());
     for r in &rows {
         assert_eq!(r.last.epoch, 1);
-        assert!(r.last.spearman.is_finite() && r.baseline_params.is_finite());
+        assert!(r.last.spearman.is_finite() && r.baselines.params.is_finite());
         assert_eq!(r.last.by_source.keys().collect::<Vec<_>>(), [&r.source]);
     }
-    let md = metad2a::train::ranker::loso_markdown(&rows);
+    let md = metad2a::train::ranker::loso_markdown(&rows, "held-out source");
     assert_eq!(md.lines().count(), 2 + rows.len() + 1, "{md}");
     for t in &mut db.tasks {
         t.source = "one".into();

@@ -1,6 +1,7 @@
 //! The MetaD2A models, built from the blocks of [`crate::nn`]: the set encoder, the generator
 //! (latent heads and graph decoder), the graph encoder and the meta-performance predictor.
 
+pub mod cell_mix;
 pub mod cell_prior;
 pub mod decoder;
 pub mod dims;
@@ -11,6 +12,7 @@ pub mod predictor;
 pub mod set_encoder;
 
 pub use crate::graph::{Dag, END_TYPE, START_TYPE};
+pub use cell_mix::CellMix;
 pub use cell_prior::CellPrior;
 pub use decoder::{DecodeMode, GraphDecoder};
 pub use dims::{GeneratorDims, PredictorDims, SetEncoderDims, HEADS};

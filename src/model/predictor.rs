@@ -2,8 +2,9 @@
 //! its own set encoder and the graph embedding `G = fc1(hg)` from the bidirectional graph
 //! encoder; `pred_fc = Linear(d_D + d_G → P) → tanh → Linear(P → 1)`.
 //!
-//! Weights may add a [`CellPrior`] (not in the official model); the score of a graph is then
-//! `ŷ + prior(graph)` (see [`Predictor::add_prior`]).
+//! Weights may add a [`CellPrior`] and a [`CellMix`] (not in the official model); the score of
+//! a graph is then `ŷ + prior(graph) + mix(D, graph)` (see [`Predictor::add_prior`] and
+//! [`Predictor::add_mix`]).
 //!
 //! Official NB201 sizes: `D: [56]`, `hg: [512]`, `G: [56]`, `P = 512`. The output is a
 //! normalised accuracy, `((acc − mean) / std) / 100` of the meta-training split; only its order
@@ -11,6 +12,7 @@
 
 use std::path::Path;
 
+use super::cell_mix::CellMix;
 use super::cell_prior::CellPrior;
 use super::dims::PredictorDims;
 use super::graph_encoder::GraphEncoder;
@@ -32,6 +34,8 @@ pub struct Predictor {
     pub head: [Linear; 2],
     /// The optional cell prior (see [`CellPrior`]); absent in official checkpoints.
     pub cell_prior: Option<CellPrior>,
+    /// The optional cell mix (see [`CellMix`]); absent in official checkpoints.
+    pub cell_mix: Option<CellMix>,
     pub dims: PredictorDims,
 }
 
@@ -64,6 +68,7 @@ impl Predictor {
                 Linear::load(store, "pred_fc.2", d.head_hidden, 1, true)?,
             ],
             cell_prior: CellPrior::load_optional(store, d.nvt, d.max_n)?,
+            cell_mix: CellMix::load_optional(store, d.set.out_dim, d.nvt, d.max_n)?,
             dims,
         })
     }
@@ -87,6 +92,31 @@ impl Predictor {
         if let Some(p) = &self.cell_prior {
             for (s, g) in scores.iter_mut().zip(graphs) {
                 *s += p.score(g);
+            }
+        }
+    }
+
+    /// The cell mix's value of every (vertex, operation) input for dataset rows `d` (`[R, d_D]`)
+    /// weighted by `weights` (`[R]`, summing to 1): the values of the weighted mean embedding,
+    /// which give the weighted mean of the mix (it is linear in `D`). `None` without a mix.
+    pub fn mix_values(&self, d: &[f32], weights: &[f32]) -> Option<Vec<f32>> {
+        let mix = self.cell_mix.as_ref()?;
+        let dd = self.dims.set.out_dim;
+        let mut mean = vec![0.0f32; dd];
+        for (row, &w) in d.chunks_exact(dd).zip(weights) {
+            for (m, x) in mean.iter_mut().zip(row) {
+                *m += w * x;
+            }
+        }
+        Some(mix.values(&mean))
+    }
+
+    /// Adds the cell mix of each graph, with values from [`Predictor::mix_values`], to its
+    /// score (nothing without a mix).
+    pub fn add_mix(&self, values: &[f32], graphs: &[Dag], scores: &mut [f32]) {
+        if let Some(m) = &self.cell_mix {
+            for (s, g) in scores.iter_mut().zip(graphs) {
+                *s += m.score(values, g);
             }
         }
     }

@@ -654,15 +654,28 @@ impl Engine {
                     *s += priors[code];
                 }
             }
+            if let (Some(mix), Some(v)) = (
+                &self.predictor.cell_mix,
+                self.predictor.mix_values(&d, &weights),
+            ) {
+                for (s, &code) in scores.iter_mut().zip(&codes) {
+                    let a = crate::space::Nb201Arch::from_code(code).expect("a cell code");
+                    *s += mix.score_nb201(&v, &a);
+                }
+            }
             scores
         } else {
             let g = self.graph_embeddings(archs)?;
             let mut scores =
                 self.predictor
                     .mean_scores(&self.predictor.head_graph_part(&g), &c, &weights);
-            if self.predictor.cell_prior.is_some() {
+            let mix = self.predictor.mix_values(&d, &weights);
+            if self.predictor.cell_prior.is_some() || mix.is_some() {
                 let graphs: Vec<_> = archs.iter().map(Arch::to_graph).collect();
                 self.predictor.add_prior(&graphs, &mut scores);
+                if let Some(v) = mix {
+                    self.predictor.add_mix(&v, &graphs, &mut scores);
+                }
             }
             scores
         };

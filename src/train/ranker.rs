@@ -76,6 +76,17 @@ pub struct RankerConfig {
     pub batch_tasks: usize,
     /// Validate on every task of this source and train on the others.
     pub holdout_source: Option<String>,
+    /// Validate on the tasks whose index is `f` modulo `k` (`Some((f, k))`) and train on the
+    /// others: held-out tasks of sources training has seen.
+    pub holdout_fold: Option<(usize, usize)>,
+    /// Add the term `x(c) · (W^T D + b)` (standardised embedding `D`, one-hot operations `x` of
+    /// the cell): a value of each operation on each edge, `b` for every dataset and `W^T D`
+    /// depending on the data (zero for the mean embedding).
+    pub mix: bool,
+    /// L2 penalty on `W` of the bilinear term.
+    pub mix_l2: f64,
+    /// Train the bilinear term alone (the official head stays at zero output).
+    pub mix_only: bool,
     pub seed: u64,
 }
 
@@ -93,6 +104,10 @@ impl Default for RankerConfig {
             per_class: 20,
             batch_tasks: 8,
             holdout_source: None,
+            holdout_fold: None,
+            mix: false,
+            mix_l2: 1e-3,
+            mix_only: false,
             seed: 333,
         }
     }
@@ -130,6 +145,54 @@ pub struct Validation {
     pub source_top: f64,
     /// What the epoch is chosen by: the mean of `spearman`, `source_spearman` and `source_top`.
     pub selection: f64,
+    /// The same measures task by task (what the means above are taken over).
+    #[serde(skip)]
+    pub per_task: Vec<TaskMeasure>,
+}
+
+/// One validation task's measures, and the cheap rankers' within-task Spearman on it.
+#[derive(Clone, Debug)]
+pub struct TaskMeasure {
+    pub source: String,
+    pub spearman: f64,
+    pub spearman_fixed_embedding: f64,
+    pub source_spearman: f64,
+    pub source_top: f64,
+    /// ImageNet16-120 accuracy, parameter count, FLOPs as rankers.
+    pub baselines: [f64; 3],
+    /// NASWOT as a ranker, where every record has its score.
+    pub naswot: Option<f64>,
+}
+
+impl Validation {
+    /// The means over `per_task` (which it keeps).
+    pub fn from_tasks(epoch: usize, train_loss: f64, per_task: Vec<TaskMeasure>) -> Self {
+        let avg =
+            |f: &dyn Fn(&TaskMeasure) -> f64| mean(&per_task.iter().map(f).collect::<Vec<_>>());
+        let mut by_source: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for m in &per_task {
+            by_source
+                .entry(m.source.clone())
+                .or_default()
+                .push(m.spearman);
+        }
+        let (own, faithful, top) = (
+            avg(&|m| m.spearman),
+            avg(&|m| m.source_spearman),
+            avg(&|m| m.source_top),
+        );
+        Validation {
+            epoch,
+            train_loss,
+            spearman: own,
+            spearman_fixed_embedding: avg(&|m| m.spearman_fixed_embedding),
+            by_source: by_source.into_iter().map(|(k, v)| (k, mean(&v))).collect(),
+            source_spearman: faithful,
+            source_top: top,
+            selection: (own + faithful + top) / 3.0,
+            per_task,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -141,13 +204,41 @@ pub struct RankerReport {
     pub epochs: Vec<Validation>,
     /// The kept epoch's validation.
     pub best: Validation,
-    /// Baselines on the same validation tasks: within-task Spearman of the source benchmark's
-    /// own accuracy and of the parameter count.
-    pub baseline_source_benchmark: f64,
-    pub baseline_params: f64,
-    pub baseline_flops: f64,
+    /// Baselines on the same validation tasks.
+    #[serde(flatten)]
+    pub baselines: Baselines,
+}
+
+/// Cheap rankers' mean within-task Spearman over some validation tasks (written into reports
+/// as `baseline_*` fields).
+#[derive(Clone, Debug, Serialize)]
+pub struct Baselines {
+    /// The source benchmark's own accuracy (ImageNet16-120).
+    #[serde(rename = "baseline_source_benchmark")]
+    pub source_benchmark: f64,
+    #[serde(rename = "baseline_params")]
+    pub params: f64,
+    #[serde(rename = "baseline_flops")]
+    pub flops: f64,
     /// NASWOT on the task's own images, when every validation record has it (v2 records).
-    pub baseline_naswot: Option<f64>,
+    #[serde(rename = "baseline_naswot")]
+    pub naswot: Option<f64>,
+}
+
+impl Baselines {
+    pub fn of(tasks: &[TaskMeasure]) -> Self {
+        let avg = |k: usize| mean(&tasks.iter().map(|m| m.baselines[k]).collect::<Vec<_>>());
+        Baselines {
+            source_benchmark: avg(0),
+            params: avg(1),
+            flops: avg(2),
+            naswot: tasks
+                .iter()
+                .map(|m| m.naswot)
+                .collect::<Option<Vec<f64>>>()
+                .map(|v| mean(&v)),
+        }
+    }
 }
 
 /// What training produced: the tensors to add to or replace in the base predictor, and the report.
@@ -280,6 +371,8 @@ struct TaskData {
     d: Vec<f32>,
     /// `[n, nz]` graph embeddings, priors `[n]`, labels `[n]`, parameter-like cost `[n]`.
     g: Vec<f32>,
+    /// `[n, PRIOR_INPUTS]` one-hot operations of the cells.
+    x: Vec<f32>,
     prior: Vec<f32>,
     label: Vec<f64>,
     source_acc: Vec<f64>,
@@ -348,9 +441,10 @@ pub fn train_head(
         }
     }
     let (mut tasks, task_ids) = task_data(inputs, cfg, &mut rng)?;
-    let is_valid = |t: usize| match &cfg.holdout_source {
-        Some(s) => db.tasks[t].source == *s,
-        None => db.tasks[t].split == Split::Valid,
+    let is_valid = |t: usize| match (&cfg.holdout_source, cfg.holdout_fold) {
+        (Some(s), _) => db.tasks[t].source == *s,
+        (None, Some((f, k))) => t % k == f,
+        (None, None) => db.tasks[t].split == Split::Valid,
     };
     let (train, valid): (Vec<usize>, Vec<usize>) =
         (0..tasks.len()).partition(|&i| !is_valid(task_ids[i]));
@@ -361,9 +455,10 @@ pub fn train_head(
     }
     let (d_mean, d_std) = standardise(&mut tasks, &train, dd, log);
     let head = Head {
-        params: init_head(base, &d_mean, &d_std)?,
+        params: init_head(base, &d_mean, &d_std, cfg.mix)?,
         dd,
         nz,
+        mix: cfg.mix,
     };
     let mut adam = Adam::new(cfg.lr);
     let check = HeldOutCells::new(inputs.table, cfg.seed)?;
@@ -397,14 +492,6 @@ pub fn train_head(
         }
         history.push(v);
     }
-    let base_sp = |f: &dyn Fn(&TaskData) -> &Vec<f64>| {
-        mean(
-            &valid
-                .iter()
-                .map(|&i| nan0(spearman(f(&tasks[i]), &tasks[i].label)))
-                .collect::<Vec<_>>(),
-        )
-    };
     // fold the standardisation back: W_D = W'_D / σ, b = b' − W_D μ
     let mut best_tensors = best.1;
     let w = best_tensors
@@ -418,6 +505,10 @@ pub fn train_head(
     let mut bias = best_tensors[b].2.clone();
     fold_standardisation(&mut best_tensors[w].2, &mut bias, dd + nz, &d_mean, &d_std);
     best_tensors[b].2 = bias;
+    if cfg.mix {
+        mix_to_runtime(&mut best_tensors, &d_mean, &d_std);
+    }
+    let baselines = Baselines::of(&history[0].per_task);
     Ok(Trained {
         tensors: runtime_shapes(best_tensors),
         report: RankerReport {
@@ -427,13 +518,7 @@ pub fn train_head(
             valid_tasks: valid.len(),
             best: best.0,
             epochs: history,
-            baseline_source_benchmark: base_sp(&|t| &t.source_acc),
-            baseline_params: base_sp(&|t| &t.params),
-            baseline_flops: base_sp(&|t| &t.flops),
-            baseline_naswot: valid
-                .iter()
-                .all(|&i| tasks[i].naswot.iter().all(|v| !v.is_nan()))
-                .then(|| base_sp(&|t| &t.naswot)),
+            baselines,
         },
     })
 }
@@ -471,6 +556,7 @@ fn task_data(
             source: task.source.clone(),
             d,
             g: Vec::new(),
+            x: Vec::new(),
             prior: Vec::new(),
             label: Vec::new(),
             source_acc: Vec::new(),
@@ -485,6 +571,7 @@ fn task_data(
             let a: Nb201Arch = r.arch.parse()?;
             let c = a.code();
             td.g.extend_from_slice(&g_all[c * nz..(c + 1) * nz]);
+            td.x.extend_from_slice(&one_hot(&a));
             td.prior.push(prior_all.map_or(0.0, |v| v[c]));
             td.label.push(r.acc);
             td.source_acc
@@ -554,7 +641,7 @@ fn standardise(
 
 /// The base head's variables for standardised embeddings (`pred_fc.0` absorbs the mean and
 /// spread), with a zero last layer: training starts from the prior alone.
-fn init_head(base: &Predictor, d_mean: &[f32], d_std: &[f32]) -> Result<Params> {
+fn init_head(base: &Predictor, d_mean: &[f32], d_std: &[f32], mix: bool) -> Result<Params> {
     let (dd, nz, p) = (base.dims.set.out_dim, base.dims.nz, base.dims.head_hidden);
     let w0 = &base.head[0];
     let mut w_init = w0.weight.to_vec();
@@ -574,13 +661,29 @@ fn init_head(base: &Predictor, d_mean: &[f32], d_std: &[f32]) -> Result<Params> 
     vars.insert("pred_fc.0.bias".to_string(), var(b_init, (1, p))?);
     vars.insert("pred_fc.2.weight".to_string(), var(vec![0.0; p], (1, p))?);
     vars.insert("pred_fc.2.bias".to_string(), var(vec![0.0], (1, 1))?);
+    if mix {
+        vars.insert(
+            MIX.to_string(),
+            var(vec![0.0; dd * PRIOR_INPUTS], (dd, PRIOR_INPUTS))?,
+        );
+        vars.insert(
+            MIX_BIAS.to_string(),
+            var(vec![0.0; PRIOR_INPUTS], (1, PRIOR_INPUTS))?,
+        );
+    }
     Ok(Params { vars })
 }
 
-/// The cells the prior never saw, their source accuracies, and every cell's percentile of
-/// source accuracy (its rank over all cells, 0..1).
+/// Training names of the bilinear term's matrix `W` (`[d_D, PRIOR_INPUTS]`, standardised `D`)
+/// and bias `b` (`[1, PRIOR_INPUTS]`): the term is `x(c) · (W^T D + b)`.
+const MIX: &str = "cell_mix.weight";
+const MIX_BIAS: &str = "cell_mix.bias";
+
+/// The cells the prior never saw, their one-hot operations, their source accuracies, and every
+/// cell's percentile of source accuracy (its rank over all cells, 0..1).
 struct HeldOutCells {
     cells: Vec<usize>,
+    x: Vec<f32>,
     acc: Vec<f64>,
     percentile: Vec<f64>,
 }
@@ -589,7 +692,13 @@ impl HeldOutCells {
     fn new(table: &Nb201Table, seed: u64) -> Result<Self> {
         let source_acc = source_accuracies(table)?;
         let cells: Vec<usize> = cell_split(seed)[..NUM_ARCHS / 10].to_vec();
+        let mut x = Vec::with_capacity(cells.len() * PRIOR_INPUTS);
+        for &c in &cells {
+            let a = Nb201Arch::from_code(c).expect("a cell code below NUM_ARCHS");
+            x.extend_from_slice(&one_hot(&a));
+        }
         Ok(HeldOutCells {
+            x,
             acc: cells.iter().map(|&c| source_acc[c]).collect(),
             percentile: crate::stats::ranks(&source_acc)
                 .iter()
@@ -605,12 +714,13 @@ struct Head {
     params: Params,
     dd: usize,
     nz: usize,
+    mix: bool,
 }
 
 impl Head {
-    /// Rows `[D; G]` of one task with embedding row `d`.
-    fn rows(&self, td: &TaskData, d: &[f32]) -> Vec<f32> {
-        td.g.chunks_exact(self.nz)
+    /// Rows `[D; G]` of graph embeddings `g` with embedding row `d`.
+    fn rows(&self, d: &[f32], g: &[f32]) -> Vec<f32> {
+        g.chunks_exact(self.nz)
             .flat_map(|g| d.iter().chain(g).copied())
             .collect()
     }
@@ -621,6 +731,28 @@ impl Head {
             "pred_fc",
             &Tensor::from_vec(x, (n, self.dd + self.nz), &Device::Cpu)?,
         )
+    }
+
+    /// The bilinear term `x W^T D` for `n` cells with one-hots `x` and embedding `d` (none
+    /// without `mix`).
+    fn mix_term(&self, d: &[f32], x: &[f32], n: usize) -> Result<Option<Tensor>> {
+        if !self.mix {
+            return Ok(None);
+        }
+        let w = self.params.vars[MIX].as_tensor();
+        let d = Tensor::from_vec(d.to_vec(), (1, self.dd), &Device::Cpu)?;
+        let v = (d.matmul(w)? + self.params.vars[MIX_BIAS].as_tensor())?; // [1, PRIOR_INPUTS]
+        let x = Tensor::from_vec(x.to_vec(), (n, PRIOR_INPUTS), &Device::Cpu)?;
+        Ok(Some(x.matmul(&v.t()?)?.squeeze(1)?))
+    }
+
+    /// The head's scores of `n` cells (graph embeddings `g`, one-hots `x`) with embedding `d`.
+    fn scores(&self, d: &[f32], g: &[f32], x: &[f32], n: usize) -> Result<Vec<f32>> {
+        let mut s = self.score(self.rows(d, g), n)?;
+        if let Some(m) = self.mix_term(d, x, n)? {
+            s = (s + m)?;
+        }
+        Ok(s.to_vec1()?)
     }
 
     /// One epoch of the pairwise loss: each batch of tasks, one embedding sample each, every
@@ -638,26 +770,44 @@ impl Head {
             order.swap(i, rng.below(i as u64 + 1) as usize);
         }
         let (mut total, mut steps) = (0.0, 0usize);
+        let trainable = if self.mix && cfg.mix_only {
+            Params {
+                vars: self
+                    .params
+                    .vars
+                    .iter()
+                    .filter(|(k, _)| k.as_str() == MIX || k.as_str() == MIX_BIAS)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            }
+        } else {
+            Params {
+                vars: self.params.vars.clone(),
+            }
+        };
         for batch in order.chunks(cfg.batch_tasks.max(1)) {
             let mut x = Vec::new();
             let mut spans = Vec::new();
             for &i in batch {
                 let td = &tasks[i];
                 let k = rng.below((td.d.len() / dd) as u64) as usize;
-                spans.push((i, x.len() / (dd + nz), td.label.len()));
-                x.extend(self.rows(td, &td.d[k * dd..(k + 1) * dd]));
+                spans.push((i, k, x.len() / (dd + nz), td.label.len()));
+                x.extend(self.rows(&td.d[k * dd..(k + 1) * dd], &td.g));
             }
             let n = x.len() / (dd + nz);
             let r = self.score(x, n)?;
             let mut loss_terms = Vec::new();
             let mut pairs_total = 0.0f64;
-            for &(i, start, len) in &spans {
+            for &(i, k, start, len) in &spans {
                 let td = &tasks[i];
                 let prior = Tensor::from_vec(td.prior.clone(), len, &Device::Cpu)?;
                 if td.pairs == 0.0 {
                     continue;
                 }
-                let s = (r.narrow(0, start, len)? + prior)?;
+                let mut s = (r.narrow(0, start, len)? + prior)?;
+                if let Some(m) = self.mix_term(&td.d[k * dd..(k + 1) * dd], &td.x, len)? {
+                    s = (s + m)?;
+                }
                 let m = Tensor::from_vec(td.better.clone(), (len, len), &Device::Cpu)?;
                 let diff = (s.unsqueeze(1)?.broadcast_sub(&s.unsqueeze(0)?)? / cfg.tau)?;
                 let l = softplus(&diff.neg()?)?;
@@ -667,10 +817,14 @@ impl Head {
             if loss_terms.is_empty() {
                 continue;
             }
-            let loss = (Tensor::stack(&loss_terms, 0)?.sum_all()? / pairs_total)?;
+            let mut loss = (Tensor::stack(&loss_terms, 0)?.sum_all()? / pairs_total)?;
+            if self.mix && cfg.mix_l2 > 0.0 {
+                let w = self.params.vars[MIX].as_tensor();
+                loss = (loss + (w.sqr()?.sum_all()? * cfg.mix_l2)?)?;
+            }
             total += loss.to_scalar::<f32>()? as f64;
             steps += 1;
-            adam.update(&self.params, &loss.backward()?)?;
+            adam.update(&trainable, &loss.backward()?)?;
         }
         Ok(total / steps.max(1) as f64)
     }
@@ -690,21 +844,19 @@ impl Head {
         const TOP: usize = 10;
         let (dd, nz) = (self.dd, self.nz);
         let d_fixed = vec![0.0f32; dd];
-        let (mut own, mut fixed, mut faithful) = (Vec::new(), Vec::new(), Vec::new());
-        let mut top = Vec::new();
-        let mut by_source: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        let mut per_task = Vec::with_capacity(valid.len());
         for &i in valid {
             let td = &tasks[i];
             let n = td.label.len();
             let mut s = vec![0.0f64; n];
             let samples = td.d.len() / dd;
             for d in td.d.chunks_exact(dd) {
-                let r: Vec<f32> = self.score(self.rows(td, d), n)?.to_vec1()?;
+                let r = self.scores(d, &td.g, &td.x, n)?;
                 for (s, r) in s.iter_mut().zip(r) {
                     *s += r as f64 / samples as f64;
                 }
             }
-            let rf: Vec<f32> = self.score(self.rows(td, &d_fixed), n)?.to_vec1()?;
+            let rf = self.scores(&d_fixed, &td.g, &td.x, n)?;
             let with_prior = |v: &[f64]| -> Vec<f64> {
                 v.iter()
                     .zip(&td.prior)
@@ -712,49 +864,48 @@ impl Head {
                     .collect()
             };
             // the held-out cells, scored with the task's mean embedding
-            let x: Vec<f32> = check
+            let g: Vec<f32> = check
                 .cells
                 .iter()
-                .flat_map(|&c| td.d_avg.iter().chain(&g_all[c * nz..(c + 1) * nz]).copied())
+                .flat_map(|&c| g_all[c * nz..(c + 1) * nz].iter().copied())
                 .collect();
-            let rc: Vec<f32> = self.score(x, check.cells.len())?.to_vec1()?;
+            let rc = self.scores(&td.d_avg, &g, &check.x, check.cells.len())?;
             let sc: Vec<f64> = rc
                 .iter()
                 .zip(&check.cells)
                 .map(|(&r, &c)| r as f64 + prior_all.map_or(0.0, |p| p[c] as f64))
                 .collect();
-            faithful.push(nan0(spearman(&sc, &check.acc)));
+            let faithful = nan0(spearman(&sc, &check.acc));
             let mut best: Vec<usize> = (0..sc.len()).collect();
             best.sort_by(|&a, &b| sc[b].total_cmp(&sc[a]).then(a.cmp(&b)));
-            top.push(mean(
+            let top = mean(
                 &best
                     .iter()
                     .take(TOP)
                     .map(|&k| check.percentile[check.cells[k]])
                     .collect::<Vec<_>>(),
-            ));
+            );
             let so = spearman(&with_prior(&s), &td.label);
             let sf = spearman(
                 &with_prior(&rf.iter().map(|&v| v as f64).collect::<Vec<_>>()),
                 &td.label,
             );
-            own.push(nan0(so));
-            fixed.push(nan0(sf));
-            by_source
-                .entry(td.source.clone())
-                .or_default()
-                .push(nan0(so));
+            let base = |v: &[f64]| nan0(spearman(v, &td.label));
+            per_task.push(TaskMeasure {
+                source: td.source.clone(),
+                spearman: nan0(so),
+                spearman_fixed_embedding: nan0(sf),
+                source_spearman: faithful,
+                source_top: top,
+                baselines: [base(&td.source_acc), base(&td.params), base(&td.flops)],
+                naswot: td
+                    .naswot
+                    .iter()
+                    .all(|v| !v.is_nan())
+                    .then(|| base(&td.naswot)),
+            });
         }
-        Ok(Validation {
-            epoch,
-            train_loss,
-            spearman: mean(&own),
-            spearman_fixed_embedding: mean(&fixed),
-            by_source: by_source.into_iter().map(|(k, v)| (k, mean(&v))).collect(),
-            source_spearman: mean(&faithful),
-            source_top: mean(&top),
-            selection: (mean(&own) + mean(&faithful) + mean(&top)) / 3.0,
-        })
+        Ok(Validation::from_tasks(epoch, train_loss, per_task))
     }
 }
 
@@ -769,11 +920,9 @@ pub struct LosoRow {
     /// After the last epoch. The held-out source never chooses an epoch: a LOSO number is a
     /// test number.
     pub last: Validation,
-    /// Baselines on the same tasks (see [`RankerReport`]).
-    pub baseline_source_benchmark: f64,
-    pub baseline_params: f64,
-    pub baseline_flops: f64,
-    pub baseline_naswot: Option<f64>,
+    /// Baselines on the same tasks.
+    #[serde(flatten)]
+    pub baselines: Baselines,
 }
 
 /// Leave-one-source-out validation of the ranker head: for each source of `db`, the head is
@@ -818,10 +967,7 @@ pub fn leave_one_source_out(
             tasks: r.valid_tasks,
             start: r.epochs[0].clone(),
             last: r.epochs.last().expect("epoch 0 at least").clone(),
-            baseline_source_benchmark: r.baseline_source_benchmark,
-            baseline_params: r.baseline_params,
-            baseline_flops: r.baseline_flops,
-            baseline_naswot: r.baseline_naswot,
+            baselines: r.baselines,
         };
         log(&format!(
             "{source}: {} tasks, within-task Spearman {:.3} after {} epochs ({:.3} before; fixed embedding {:.3}; ImageNet16-120 alone {:.3}, parameter count {:.3})",
@@ -830,19 +976,70 @@ pub fn leave_one_source_out(
             row.last.epoch,
             row.start.spearman,
             row.last.spearman_fixed_embedding,
-            row.baseline_source_benchmark,
-            row.baseline_params
+            row.baselines.source_benchmark,
+            row.baselines.params
         ));
         rows.push(row);
     }
     Ok(rows)
 }
 
+/// Held-out tasks of seen sources: the tasks are split into `k` folds by index (task `t` in
+/// fold `t % k`); for each fold the head is trained on the other folds and measured on it.
+/// Returns one row per source, over all its tasks (each measured by the fold that held it out).
+pub fn task_folds(
+    inputs: HeadInputs<'_>,
+    cfg: &RankerConfig,
+    k: usize,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<LosoRow>> {
+    if k < 2 {
+        return Err(Error::invalid("task folds need k >= 2"));
+    }
+    let (mut start, mut last) = (Vec::new(), Vec::new());
+    let mut epoch = 0;
+    for f in 0..k {
+        log(&format!("fold {f} of {k}"));
+        let c = RankerConfig {
+            holdout_source: None,
+            holdout_fold: Some((f, k)),
+            ..cfg.clone()
+        };
+        let r = train_head(inputs, &c, None, &mut |_| {})?.report;
+        let l = r.epochs.last().expect("epoch 0 at least");
+        log(&format!(
+            "fold {f}: {} tasks, within-task Spearman {:.3} after {} epochs ({:.3} before; fixed embedding {:.3})",
+            r.valid_tasks, l.spearman, l.epoch, r.epochs[0].spearman, l.spearman_fixed_embedding
+        ));
+        epoch = l.epoch;
+        start.extend(r.epochs[0].per_task.iter().cloned());
+        last.extend(l.per_task.iter().cloned());
+    }
+    let sources: std::collections::BTreeSet<String> =
+        start.iter().map(|m| m.source.clone()).collect();
+    Ok(sources
+        .into_iter()
+        .map(|source| {
+            let of = |v: &[TaskMeasure]| -> Vec<TaskMeasure> {
+                v.iter().filter(|m| m.source == source).cloned().collect()
+            };
+            let (s, l) = (of(&start), of(&last));
+            LosoRow {
+                tasks: s.len(),
+                baselines: Baselines::of(&s),
+                start: Validation::from_tasks(0, f64::NAN, s),
+                last: Validation::from_tasks(epoch, f64::NAN, l),
+                source,
+            }
+        })
+        .collect())
+}
+
 /// The leave-one-source-out table (markdown), with the task-weighted mean as its last row;
 /// NASWOT shows where every record of the source has its score (v2 records).
-pub fn loso_markdown(rows: &[LosoRow]) -> String {
-    let mut t = String::from(
-        "| held-out source | tasks | ranker (last epoch) | before training | one fixed embedding | ImageNet16-120 accuracy | parameter count | FLOPs | NASWOT |\n|---|---|---|---|---|---|---|---|---|\n",
+pub fn loso_markdown(rows: &[LosoRow], first_column: &str) -> String {
+    let mut t = format!(
+        "| {first_column} | tasks | ranker (last epoch) | before training | one fixed embedding | ImageNet16-120 accuracy | parameter count | FLOPs | NASWOT |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     let cell = |v: Option<f64>| v.map_or("—".to_string(), |x| format!("{x:.3}"));
     let mut sum = [0.0f64; 7];
@@ -852,16 +1049,16 @@ pub fn loso_markdown(rows: &[LosoRow]) -> String {
             r.last.spearman,
             r.start.spearman,
             r.last.spearman_fixed_embedding,
-            r.baseline_source_benchmark,
-            r.baseline_params,
-            r.baseline_flops,
-            r.baseline_naswot.unwrap_or(0.0),
+            r.baselines.source_benchmark,
+            r.baselines.params,
+            r.baselines.flops,
+            r.baselines.naswot.unwrap_or(0.0),
         ];
         for (s, x) in sum.iter_mut().zip(v) {
             *s += x * r.tasks as f64;
         }
         n += r.tasks;
-        naswot_n += if r.baseline_naswot.is_some() {
+        naswot_n += if r.baselines.naswot.is_some() {
             r.tasks
         } else {
             0
@@ -873,7 +1070,7 @@ pub fn loso_markdown(rows: &[LosoRow]) -> String {
             v[..6]
                 .iter()
                 .map(|&x| format!("{x:.3}"))
-                .chain([cell(r.baseline_naswot)])
+                .chain([cell(r.baselines.naswot)])
                 .collect::<Vec<_>>()
                 .join(" | ")
         );
@@ -890,6 +1087,34 @@ pub fn loso_markdown(rows: &[LosoRow]) -> String {
         cell(naswot)
     );
     t
+}
+
+/// Rewrites the trained mix (`W: [d_D, inputs]` on standardised embeddings, `b: [1, inputs]`)
+/// into the runtime's layout on raw embeddings: `W' = (W / σ)ᵀ` (`[inputs, d_D]`) and
+/// `b' = b − W'μ`, so that `x · (W' D + b') = x · (Wᵀ (D − μ) / σ + b)`.
+fn mix_to_runtime(tensors: &mut [NamedTensor], mean: &[f32], std: &[f32]) {
+    let dd = mean.len();
+    let wi = tensors.iter().position(|t| t.0 == MIX).expect("mix weight");
+    let bi = tensors
+        .iter()
+        .position(|t| t.0 == MIX_BIAS)
+        .expect("mix bias");
+    let w = &tensors[wi].2;
+    let inputs = w.len() / dd;
+    let mut wt = vec![0.0f32; inputs * dd];
+    for j in 0..dd {
+        for i in 0..inputs {
+            wt[i * dd + j] = w[j * inputs + i] / std[j];
+        }
+    }
+    let b: Vec<f32> = tensors[bi]
+        .2
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| b - (0..dd).map(|j| wt[i * dd + j] * mean[j]).sum::<f32>())
+        .collect();
+    tensors[wi] = (MIX.to_string(), vec![inputs, dd], wt);
+    tensors[bi] = (MIX_BIAS.to_string(), vec![1, inputs], b);
 }
 
 /// Folds an input standardisation `x' = (x − μ) / σ` of the first `μ.len()` inputs into a
@@ -966,6 +1191,44 @@ pub fn relabel(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The runtime mix on raw embeddings equals the trained one on standardised embeddings,
+    /// both written out in f64 (and read back through the runtime's `CellMix`).
+    #[test]
+    fn the_runtime_mix_reads_raw_embeddings() {
+        let (dd, inputs) = (7, PRIOR_INPUTS);
+        let mut rng = Rng::new(3, 4);
+        let mut r = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.normal() as f32).collect() };
+        let (w, b, mean, d) = (r(dd * inputs), r(inputs), r(dd), r(dd));
+        let std: Vec<f32> = r(dd).iter().map(|v| 0.5 + v.abs()).collect();
+        let mut t = vec![
+            (MIX.to_string(), vec![dd, inputs], w.clone()),
+            (MIX_BIAS.to_string(), vec![1, inputs], b.clone()),
+        ];
+        mix_to_runtime(&mut t, &mean, &std);
+        let bytes = crate::weights::serialize(
+            &runtime_shapes(t),
+            crate::weights::import::ExportDtype::F32,
+            None,
+        )
+        .unwrap();
+        let store = crate::weights::WeightStore::from_bytes("mix", bytes).unwrap();
+        let mix = crate::model::CellMix::load_optional(&store, dd, 7, 8)
+            .unwrap()
+            .unwrap();
+        let v = mix.values(&d);
+        for i in 0..inputs {
+            let want = b[i] as f64
+                + (0..dd)
+                    .map(|j| w[j * inputs + i] as f64 * (d[j] - mean[j]) as f64 / std[j] as f64)
+                    .sum::<f64>();
+            assert!(
+                (v[i] as f64 - want).abs() < 1e-4,
+                "input {i}: {} vs {want}",
+                v[i]
+            );
+        }
+    }
 
     #[test]
     fn folded_standardisation_reads_raw_inputs() {

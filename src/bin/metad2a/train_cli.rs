@@ -653,6 +653,16 @@ pub struct RankerFit {
     /// training accuracy) or `speed` (minus the last epoch's training loss; v2 records).
     #[arg(long, default_value = "train", value_name = "valid|train|speed")]
     label: String,
+    /// Add the cell mix: a value of each operation on each edge that depends on the dataset
+    /// embedding (`cell_mix.*` tensors; see src/model/cell_mix.rs).
+    #[arg(long)]
+    mix: bool,
+    /// L2 penalty on the cell mix's matrix.
+    #[arg(long, default_value_t = 1e-3)]
+    mix_l2: f64,
+    /// Train the cell mix alone: the official head keeps a zero output (implies --mix).
+    #[arg(long)]
+    mix_only: bool,
     #[arg(long, default_value_t = 333)]
     seed: u64,
 }
@@ -668,6 +678,9 @@ impl RankerFit {
             tau: self.tau,
             samples: self.samples,
             holdout_source,
+            mix: self.mix || self.mix_only,
+            mix_l2: self.mix_l2,
+            mix_only: self.mix_only,
             seed: self.seed,
             ..Default::default()
         }
@@ -722,6 +735,10 @@ pub struct LosoArgs {
     /// Writes OUT.md (the table) and OUT.json (every source's measures, every epoch's).
     #[arg(long, value_name = "PREFIX")]
     out: PathBuf,
+    /// Instead of leaving sources out, split the tasks into K folds (task t in fold t mod K) and
+    /// measure each fold with the head trained on the others: held-out tasks of seen sources.
+    #[arg(long, value_name = "K")]
+    folds: Option<usize>,
     #[command(flatten)]
     fit: RankerFit,
 }
@@ -736,9 +753,23 @@ pub fn loso(a: LosoArgs) -> metad2a::Result<()> {
         prior_all: prior.as_ref().map(|p| p.1.as_slice()),
         table: &table,
     };
-    let rows =
-        metad2a::train::ranker::leave_one_source_out(inputs, &cfg, &mut |m| eprintln!("{m}"))?;
-    let md = metad2a::train::ranker::loso_markdown(&rows);
+    let mut log = |m: &str| eprintln!("{m}");
+    let (rows, what) = match a.folds {
+        Some(k) => (
+            metad2a::train::ranker::task_folds(inputs, &cfg, k, &mut log)?,
+            format!("{k}-fold held-out tasks"),
+        ),
+        None => (
+            metad2a::train::ranker::leave_one_source_out(inputs, &cfg, &mut log)?,
+            "Leave-one-source-out".to_string(),
+        ),
+    };
+    let first = if a.folds.is_some() {
+        "source (tasks held out by fold)"
+    } else {
+        "held-out source"
+    };
+    let md = metad2a::train::ranker::loso_markdown(&rows, first);
     let with_ext = |ext: &str| {
         let mut p = a.out.clone().into_os_string();
         p.push(ext);
@@ -751,12 +782,13 @@ pub fn loso(a: LosoArgs) -> metad2a::Result<()> {
     metad2a::util::write_atomic(
         &with_ext(".md"),
         format!(
-            "Leave-one-source-out within-task Spearman of `{}` (`{command}`)\n\n{md}",
+            "{what} within-task Spearman of `{}` (`{command}`)\n\n{md}",
             a.data.db.display()
         )
         .as_bytes(),
     )?;
-    let json = serde_json::json!({ "command": command, "config": cfg, "rows": rows });
+    let json =
+        serde_json::json!({ "command": command, "config": cfg, "folds": a.folds, "rows": rows });
     metad2a::util::write_atomic(&with_ext(".json"), format!("{json:#}\n").as_bytes())?;
     print!("{md}");
     Ok(())
@@ -786,8 +818,8 @@ pub fn ranker(a: RankerArgs) -> metad2a::Result<()> {
         r.best.spearman,
         r.valid_tasks,
         r.best.spearman_fixed_embedding,
-        r.baseline_source_benchmark,
-        r.baseline_params
+        r.baselines.source_benchmark,
+        r.baselines.params
     );
     // the base predictor with the new head (and prior)
     let base_manifest = metad2a::weights::Manifest::read(&a.data.base)?;
@@ -834,7 +866,11 @@ pub fn ranker(a: RankerArgs) -> metad2a::Result<()> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let info = serde_json::json!({
         "model": "predictor",
-        "kind": "ranker: cell prior (NAS-Bench-201 ImageNet16-120) + within-task pairwise head",
+        "kind": match (cfg.mix, cfg.mix_only) {
+            (false, _) => "ranker: cell prior (NAS-Bench-201 ImageNet16-120) + within-task pairwise head",
+            (true, false) => "ranker: cell prior (NAS-Bench-201 ImageNet16-120) + within-task pairwise head and cell mix",
+            (true, true) => "ranker: cell prior (NAS-Bench-201 ImageNet16-120) + within-task pairwise cell mix (official head at zero)",
+        },
         "command": command,
         "feature_extractor": db.feature_extractor,
         "label": a.fit.label,
