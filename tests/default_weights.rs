@@ -215,7 +215,7 @@ fn the_program_needs_no_file_from_the_source_tree() {
 
 /// A cell mix (`cell_mix.*`, see src/model/cell_mix.rs) added to the default predictor: both
 /// scoring paths add the same mix, and the scores move from the weights without it by exactly
-/// `x(cell) · (W D + b)`, written out here in f64 on the example's one set embedding.
+/// `x(cell) · (W (D − μ) + b)`, written out here in f64 on the example's one set embedding.
 #[test]
 fn both_scoring_paths_add_the_same_cell_mix() {
     use metad2a::weights::{NamedTensor, WeightStore};
@@ -227,7 +227,7 @@ fn both_scoring_paths_add_the_same_cell_mix() {
     let mut rng = metad2a::rng::Rng::new(5, 9);
     let mut r =
         |n: usize, s: f64| -> Vec<f32> { (0..n).map(|_| (rng.normal() * s) as f32).collect() };
-    let (w, b) = (r(30 * dd, 0.5), r(30, 0.1));
+    let (w, b, mu) = (r(30 * dd, 0.5), r(30, 0.1), r(dd, 0.05));
     let mut tensors: Vec<NamedTensor> = store
         .names()
         .map(|n| {
@@ -237,6 +237,7 @@ fn both_scoring_paths_add_the_same_cell_mix() {
         .collect();
     tensors.push(("cell_mix.weight".into(), vec![30, dd], w.clone()));
     tensors.push(("cell_mix.bias".into(), vec![30], b.clone()));
+    tensors.push(("cell_mix.center".into(), vec![dd], mu.clone()));
     let bytes =
         metad2a::weights::serialize(&tensors, metad2a::weights::import::ExportDtype::F32, None)
             .unwrap();
@@ -285,7 +286,7 @@ fn both_scoring_paths_add_the_same_cell_mix() {
                 let i = e * 5 + op as usize;
                 b[i] as f64
                     + (0..dd)
-                        .map(|j| w[i * dd + j] as f64 * d[j] as f64)
+                        .map(|j| w[i * dd + j] as f64 * (d[j] - mu[j]) as f64)
                         .sum::<f64>()
             })
             .sum();

@@ -97,8 +97,8 @@ impl Predictor {
     }
 
     /// The cell mix's value of every (vertex, operation) input for dataset rows `d` (`[R, d_D]`)
-    /// weighted by `weights` (`[R]`, summing to 1): the values of the weighted mean embedding,
-    /// which give the weighted mean of the mix (it is linear in `D`). `None` without a mix.
+    /// weighted by `weights` (`[R]`, summing to 1): the values of the weighted mean embedding
+    /// (see [`CellMix`]). `None` without a mix.
     pub fn mix_values(&self, d: &[f32], weights: &[f32]) -> Option<Vec<f32>> {
         let mix = self.cell_mix.as_ref()?;
         let dd = self.dims.set.out_dim;

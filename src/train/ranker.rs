@@ -85,8 +85,11 @@ pub struct RankerConfig {
     pub mix: bool,
     /// L2 penalty on `W` of the bilinear term.
     pub mix_l2: f64,
-    /// Train the bilinear term alone (the official head stays at zero output).
+    /// Train the cell mix alone (the official head stays at zero output).
     pub mix_only: bool,
+    /// Scale the data part of the mix (`W^T D`) at validation by `exp(−(ν / r)²)`, `ν` the
+    /// task's novelty (see [`TaskMeasure::novelty`]): `Some(r)`.
+    pub mix_gate: Option<f64>,
     pub seed: u64,
 }
 
@@ -108,6 +111,7 @@ impl Default for RankerConfig {
             mix: false,
             mix_l2: 1e-3,
             mix_only: false,
+            mix_gate: None,
             seed: 333,
         }
     }
@@ -162,6 +166,9 @@ pub struct TaskMeasure {
     pub baselines: [f64; 3],
     /// NASWOT as a ranker, where every record has its score.
     pub naswot: Option<f64>,
+    /// How far the task's mean embedding is from the nearest training task's (standardised,
+    /// root mean square over dimensions).
+    pub novelty: f64,
 }
 
 impl Validation {
@@ -462,10 +469,29 @@ pub fn train_head(
     };
     let mut adam = Adam::new(cfg.lr);
     let check = HeldOutCells::new(inputs.table, cfg.seed)?;
+    let novelty: Vec<f64> = valid
+        .iter()
+        .map(|&v| {
+            train
+                .iter()
+                .map(|&t| {
+                    let sq: f32 = tasks[v]
+                        .d_avg
+                        .iter()
+                        .zip(&tasks[t].d_avg)
+                        .map(|(a, b)| (a - b) * (a - b))
+                        .sum();
+                    (sq / dd as f32).sqrt() as f64
+                })
+                .fold(f64::INFINITY, f64::min)
+        })
+        .collect();
     let validate = |epoch: usize, train_loss: f64| {
         head.validate(
             &tasks,
             &valid,
+            &novelty,
+            cfg.mix_gate,
             inputs.g_all,
             inputs.prior_all,
             &check,
@@ -506,7 +532,21 @@ pub fn train_head(
     fold_standardisation(&mut best_tensors[w].2, &mut bias, dd + nz, &d_mean, &d_std);
     best_tensors[b].2 = bias;
     if cfg.mix {
-        mix_to_runtime(&mut best_tensors, &d_mean, &d_std);
+        // the anchors: the training tasks' mean embeddings, raw
+        let gate = cfg.mix_gate.map(|r| {
+            let anchors = train
+                .iter()
+                .flat_map(|&t| {
+                    tasks[t]
+                        .d_avg
+                        .iter()
+                        .zip(d_mean.iter().zip(&d_std))
+                        .map(|(v, (m, s))| v * s + m)
+                })
+                .collect();
+            (r, anchors)
+        });
+        mix_to_runtime(&mut best_tensors, &d_mean, &d_std, gate);
     }
     let baselines = Baselines::of(&history[0].per_task);
     Ok(Trained {
@@ -735,21 +775,25 @@ impl Head {
 
     /// The bilinear term `x W^T D` for `n` cells with one-hots `x` and embedding `d` (none
     /// without `mix`).
-    fn mix_term(&self, d: &[f32], x: &[f32], n: usize) -> Result<Option<Tensor>> {
+    fn mix_term(&self, d: &[f32], gate: f32, x: &[f32], n: usize) -> Result<Option<Tensor>> {
         if !self.mix {
             return Ok(None);
         }
         let w = self.params.vars[MIX].as_tensor();
-        let d = Tensor::from_vec(d.to_vec(), (1, self.dd), &Device::Cpu)?;
+        let d = Tensor::from_vec(
+            d.iter().map(|v| v * gate).collect(),
+            (1, self.dd),
+            &Device::Cpu,
+        )?;
         let v = (d.matmul(w)? + self.params.vars[MIX_BIAS].as_tensor())?; // [1, PRIOR_INPUTS]
         let x = Tensor::from_vec(x.to_vec(), (n, PRIOR_INPUTS), &Device::Cpu)?;
         Ok(Some(x.matmul(&v.t()?)?.squeeze(1)?))
     }
 
     /// The head's scores of `n` cells (graph embeddings `g`, one-hots `x`) with embedding `d`.
-    fn scores(&self, d: &[f32], g: &[f32], x: &[f32], n: usize) -> Result<Vec<f32>> {
+    fn scores(&self, d: &[f32], gate: f32, g: &[f32], x: &[f32], n: usize) -> Result<Vec<f32>> {
         let mut s = self.score(self.rows(d, g), n)?;
-        if let Some(m) = self.mix_term(d, x, n)? {
+        if let Some(m) = self.mix_term(d, gate, x, n)? {
             s = (s + m)?;
         }
         Ok(s.to_vec1()?)
@@ -805,7 +849,7 @@ impl Head {
                     continue;
                 }
                 let mut s = (r.narrow(0, start, len)? + prior)?;
-                if let Some(m) = self.mix_term(&td.d[k * dd..(k + 1) * dd], &td.x, len)? {
+                if let Some(m) = self.mix_term(&td.d[k * dd..(k + 1) * dd], 1.0, &td.x, len)? {
                     s = (s + m)?;
                 }
                 let m = Tensor::from_vec(td.better.clone(), (len, len), &Device::Cpu)?;
@@ -835,6 +879,8 @@ impl Head {
         &self,
         tasks: &[TaskData],
         valid: &[usize],
+        novelty: &[f64],
+        gate: Option<f64>,
         g_all: &[f32],
         prior_all: Option<&[f32]>,
         check: &HeldOutCells,
@@ -845,18 +891,19 @@ impl Head {
         let (dd, nz) = (self.dd, self.nz);
         let d_fixed = vec![0.0f32; dd];
         let mut per_task = Vec::with_capacity(valid.len());
-        for &i in valid {
+        for (&i, &nu) in valid.iter().zip(novelty) {
             let td = &tasks[i];
+            let g = gate.map_or(1.0, |r| (-(nu / r) * (nu / r)).exp()) as f32;
             let n = td.label.len();
             let mut s = vec![0.0f64; n];
             let samples = td.d.len() / dd;
             for d in td.d.chunks_exact(dd) {
-                let r = self.scores(d, &td.g, &td.x, n)?;
+                let r = self.scores(d, g, &td.g, &td.x, n)?;
                 for (s, r) in s.iter_mut().zip(r) {
                     *s += r as f64 / samples as f64;
                 }
             }
-            let rf = self.scores(&d_fixed, &td.g, &td.x, n)?;
+            let rf = self.scores(&d_fixed, g, &td.g, &td.x, n)?;
             let with_prior = |v: &[f64]| -> Vec<f64> {
                 v.iter()
                     .zip(&td.prior)
@@ -864,12 +911,12 @@ impl Head {
                     .collect()
             };
             // the held-out cells, scored with the task's mean embedding
-            let g: Vec<f32> = check
+            let gc: Vec<f32> = check
                 .cells
                 .iter()
                 .flat_map(|&c| g_all[c * nz..(c + 1) * nz].iter().copied())
                 .collect();
-            let rc = self.scores(&td.d_avg, &g, &check.x, check.cells.len())?;
+            let rc = self.scores(&td.d_avg, g, &gc, &check.x, check.cells.len())?;
             let sc: Vec<f64> = rc
                 .iter()
                 .zip(&check.cells)
@@ -903,6 +950,7 @@ impl Head {
                     .iter()
                     .all(|v| !v.is_nan())
                     .then(|| base(&td.naswot)),
+                novelty: nu,
             });
         }
         Ok(Validation::from_tasks(epoch, train_loss, per_task))
@@ -970,14 +1018,15 @@ pub fn leave_one_source_out(
             baselines: r.baselines,
         };
         log(&format!(
-            "{source}: {} tasks, within-task Spearman {:.3} after {} epochs ({:.3} before; fixed embedding {:.3}; ImageNet16-120 alone {:.3}, parameter count {:.3})",
+            "{source}: {} tasks, within-task Spearman {:.3} after {} epochs ({:.3} before; fixed embedding {:.3}; ImageNet16-120 alone {:.3}, parameter count {:.3}); novelty {}",
             row.tasks,
             row.last.spearman,
             row.last.epoch,
             row.start.spearman,
             row.last.spearman_fixed_embedding,
             row.baselines.source_benchmark,
-            row.baselines.params
+            row.baselines.params,
+            novelty_summary(&row.last.per_task)
         ));
         rows.push(row);
     }
@@ -1008,8 +1057,9 @@ pub fn task_folds(
         let r = train_head(inputs, &c, None, &mut |_| {})?.report;
         let l = r.epochs.last().expect("epoch 0 at least");
         log(&format!(
-            "fold {f}: {} tasks, within-task Spearman {:.3} after {} epochs ({:.3} before; fixed embedding {:.3})",
-            r.valid_tasks, l.spearman, l.epoch, r.epochs[0].spearman, l.spearman_fixed_embedding
+            "fold {f}: {} tasks, within-task Spearman {:.3} after {} epochs ({:.3} before; fixed embedding {:.3}); novelty {}",
+            r.valid_tasks, l.spearman, l.epoch, r.epochs[0].spearman, l.spearman_fixed_embedding,
+            novelty_summary(&l.per_task)
         ));
         epoch = l.epoch;
         start.extend(r.epochs[0].per_task.iter().cloned());
@@ -1033,6 +1083,16 @@ pub fn task_folds(
             }
         })
         .collect())
+}
+
+/// Median and range of the tasks' novelty, e.g. `0.41 (0.20-0.93)`.
+fn novelty_summary(tasks: &[TaskMeasure]) -> String {
+    let mut v: Vec<f64> = tasks.iter().map(|m| m.novelty).collect();
+    if v.is_empty() {
+        return "-".into();
+    }
+    v.sort_by(f64::total_cmp);
+    format!("{:.2} ({:.2}-{:.2})", v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
 /// The leave-one-source-out table (markdown), with the task-weighted mean as its last row;
@@ -1090,15 +1150,18 @@ pub fn loso_markdown(rows: &[LosoRow], first_column: &str) -> String {
 }
 
 /// Rewrites the trained mix (`W: [d_D, inputs]` on standardised embeddings, `b: [1, inputs]`)
-/// into the runtime's layout on raw embeddings: `W' = (W / σ)ᵀ` (`[inputs, d_D]`) and
-/// `b' = b − W'μ`, so that `x · (W' D + b') = x · (Wᵀ (D − μ) / σ + b)`.
-fn mix_to_runtime(tensors: &mut [NamedTensor], mean: &[f32], std: &[f32]) {
+/// into the runtime's layout on raw embeddings (`CellMix`): `W' = (W / σ)ᵀ` (`[inputs, d_D]`),
+/// `b`, and the center `μ`, so that `x · (W' (D − μ) + b) = x · (Wᵀ (D − μ) / σ + b)`; with a
+/// gate radius, the anchors (the training tasks' mean embeddings, raw), the scale `σ` and the
+/// radius.
+fn mix_to_runtime(
+    tensors: &mut Vec<NamedTensor>,
+    mean: &[f32],
+    std: &[f32],
+    gate: Option<(f64, Vec<f32>)>,
+) {
     let dd = mean.len();
     let wi = tensors.iter().position(|t| t.0 == MIX).expect("mix weight");
-    let bi = tensors
-        .iter()
-        .position(|t| t.0 == MIX_BIAS)
-        .expect("mix bias");
     let w = &tensors[wi].2;
     let inputs = w.len() / dd;
     let mut wt = vec![0.0f32; inputs * dd];
@@ -1107,14 +1170,14 @@ fn mix_to_runtime(tensors: &mut [NamedTensor], mean: &[f32], std: &[f32]) {
             wt[i * dd + j] = w[j * inputs + i] / std[j];
         }
     }
-    let b: Vec<f32> = tensors[bi]
-        .2
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| b - (0..dd).map(|j| wt[i * dd + j] * mean[j]).sum::<f32>())
-        .collect();
     tensors[wi] = (MIX.to_string(), vec![inputs, dd], wt);
-    tensors[bi] = (MIX_BIAS.to_string(), vec![1, inputs], b);
+    tensors.push(("cell_mix.center".into(), vec![dd], mean.to_vec()));
+    if let Some((radius, anchors)) = gate {
+        let n = anchors.len() / dd;
+        tensors.push(("cell_mix.anchors".into(), vec![n, dd], anchors));
+        tensors.push(("cell_mix.scale".into(), vec![dd], std.to_vec()));
+        tensors.push(("cell_mix.radius".into(), vec![1], vec![radius as f32]));
+    }
 }
 
 /// Folds an input standardisation `x' = (x − μ) / σ` of the first `μ.len()` inputs into a
@@ -1205,7 +1268,8 @@ mod tests {
             (MIX.to_string(), vec![dd, inputs], w.clone()),
             (MIX_BIAS.to_string(), vec![1, inputs], b.clone()),
         ];
-        mix_to_runtime(&mut t, &mean, &std);
+        // one anchor, at d itself: the gate is open at d
+        mix_to_runtime(&mut t, &mean, &std, Some((0.4, d.clone())));
         let bytes = crate::weights::serialize(
             &runtime_shapes(t),
             crate::weights::import::ExportDtype::F32,
@@ -1228,6 +1292,10 @@ mod tests {
                 v[i]
             );
         }
+        // 0.4 standard deviations from the anchor in every dimension: novelty 0.4, gate e^-1
+        let d2: Vec<f32> = d.iter().zip(&std).map(|(x, s)| x + 0.4 * s).collect();
+        assert!((mix.novelty(&d2).unwrap() - 0.4).abs() < 1e-5);
+        assert!((mix.gate(&d2) as f64 - (-1.0f64).exp()).abs() < 1e-5);
     }
 
     #[test]

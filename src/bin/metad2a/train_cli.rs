@@ -663,6 +663,10 @@ pub struct RankerFit {
     /// Train the cell mix alone: the official head keeps a zero output (implies --mix).
     #[arg(long)]
     mix_only: bool,
+    /// Validation only: scale the mix's data part by exp(-(novelty / R)^2), novelty being the
+    /// distance of the task's embedding to the nearest training task's.
+    #[arg(long, value_name = "R")]
+    mix_gate: Option<f64>,
     #[arg(long, default_value_t = 333)]
     seed: u64,
 }
@@ -681,6 +685,7 @@ impl RankerFit {
             mix: self.mix || self.mix_only,
             mix_l2: self.mix_l2,
             mix_only: self.mix_only,
+            mix_gate: self.mix_gate,
             seed: self.seed,
             ..Default::default()
         }
