@@ -88,7 +88,8 @@ impl CellMix {
             let anchors = store.param(&name("anchors"), &shape)?.to_vec();
             let scale = store.param(&name("scale"), &[dd])?.to_vec();
             let radius = store.param(&name("radius"), &[1])?.to_vec()[0];
-            if !(radius > 0.0 && radius.is_finite()) || scale.iter().any(|s| !(*s > 0.0)) {
+            let positive = |v: f32| v.is_finite() && v > 0.0;
+            if !positive(radius) || !scale.iter().all(|&s| positive(s)) {
                 return Err(Error::invalid(format!(
                     "{PREFIX}: the gate needs a positive radius and positive scales (radius {radius})"
                 )));
