@@ -495,8 +495,15 @@ impl Engine {
             }
             let mut sizes = Vec::with_capacity(lookahead);
             let mut planned = counts.decoded;
+            // On the CPU a batch decodes about what is still needed at the yield so far; a GPU
+            // launch decodes whole batches.
+            let size = if lookahead == 1 {
+                batch_size(cfg.num_archs - out.len(), counts.decoded, out.len())
+            } else {
+                GENERATION_BATCH
+            };
             while sizes.len() < lookahead && planned < cap {
-                let n = GENERATION_BATCH.min(cap - planned);
+                let n = size.min(cap - planned);
                 sizes.push(n);
                 planned += n;
             }
@@ -711,6 +718,42 @@ impl Engine {
         }
         let mut t = Timings::default();
         self.rank(data, cfg, archs, &mut t)
+    }
+}
+
+/// The fewest graphs a CPU generation batch decodes (two halves of at least 16 rows).
+const MIN_GENERATION_BATCH: usize = 32;
+
+/// Graphs to decode for `need` more candidates after `decoded` graphs gave `accepted`: the
+/// need at the yield so far with a quarter more and 8 to spare, between
+/// [`MIN_GENERATION_BATCH`] and [`GENERATION_BATCH`] (a full batch while nothing was accepted
+/// from decoded graphs). Graph `i` of a search is the same whatever the batches: its set
+/// sample and random stream are indexed by `i`.
+fn batch_size(need: usize, decoded: usize, accepted: usize) -> usize {
+    let per = match (decoded, accepted) {
+        (0, _) => 1.0,
+        (_, 0) => return GENERATION_BATCH,
+        (d, a) => d as f64 / a as f64,
+    };
+    let want = (need as f64 * per * 1.25).ceil() as usize + 8;
+    want.clamp(MIN_GENERATION_BATCH, GENERATION_BATCH)
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    #[test]
+    fn batches_follow_the_need_at_the_yield_so_far() {
+        // nothing decoded yet: the need and a quarter more and 8, at least 32, at most 100
+        assert_eq!(batch_size(7, 0, 0), 32);
+        assert_eq!(batch_size(40, 0, 0), 58);
+        assert_eq!(batch_size(500, 0, 0), 100);
+        // 144 graphs gave 100 candidates: 1.44 graphs each
+        assert_eq!(batch_size(20, 144, 100), 44);
+        assert_eq!(batch_size(1, 144, 100), 32);
+        // decoded graphs and nothing accepted (all over budget so far): a full batch
+        assert_eq!(batch_size(5, 100, 0), 100);
     }
 }
 

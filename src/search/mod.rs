@@ -155,7 +155,9 @@ pub struct Counts {
     pub ranked: usize,
     /// True when generation stopped at the cap before collecting `num_archs`.
     pub capped: bool,
-    /// Set samples drawn for generation.
+    /// Set samples drawn for generation: one per graph decoded, including the graphs of the
+    /// last batch past the one that completed the candidates (CPU batches are sized to the
+    /// need at the yield so far; a GPU launch decodes whole batches of 100).
     pub set_samples: usize,
 }
 
