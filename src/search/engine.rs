@@ -739,6 +739,21 @@ fn batch_size(need: usize, decoded: usize, accepted: usize) -> usize {
     want.clamp(MIN_GENERATION_BATCH, GENERATION_BATCH)
 }
 
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+impl SearchReport {
+    /// Adds NAS-Bench-201 benchmark facts to each candidate.
+    pub fn annotate(&mut self, table: &Nb201Table) {
+        for c in &mut self.candidates {
+            if let Some(a) = c.arch.as_nb201() {
+                c.nb201 = table.get(a).copied();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod batch_tests {
     use super::*;
@@ -754,20 +769,5 @@ mod batch_tests {
         assert_eq!(batch_size(1, 144, 100), 32);
         // decoded graphs and nothing accepted (all over budget so far): a full batch
         assert_eq!(batch_size(5, 100, 0), 100);
-    }
-}
-
-fn ms(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
-}
-
-impl SearchReport {
-    /// Adds NAS-Bench-201 benchmark facts to each candidate.
-    pub fn annotate(&mut self, table: &Nb201Table) {
-        for c in &mut self.candidates {
-            if let Some(a) = c.arch.as_nb201() {
-                c.nb201 = table.get(a).copied();
-            }
-        }
     }
 }
