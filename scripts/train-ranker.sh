@@ -4,16 +4,21 @@
 #     source of the meta-database, measured after the last epoch on that source's tasks
 #     (within-task Spearman of the records' labels, with each task's own embedding and with one
 #     fixed embedding);
-#  2. the summary table (OUT/loso.md);
-#  3. each variant on all training tasks (the database's valid split validates) in OUT/<variant>.
+#  2. with FOLDS=K, every variant on held-out tasks of seen sources (`train loso --folds K`);
+#  3. the summary table (OUT/loso.md);
+#  4. each variant on all training tasks (the database's valid split validates) in OUT/<variant>.
 # Nothing here reads CIFAR: the NB201 table's ImageNet16-120 column is the only one training uses.
-#   scripts/train-ranker.sh            # BASE, DB, NB201, OUT may be set
+#   scripts/train-ranker.sh      # BASE, DB, NB201, OUT, LABEL, VARIANTS, FOLDS may be set
+# e.g. the v2 database: DB=data/metadb-v2 LABEL=speed FOLDS=5 OUT=target/ranker-v2 \
+#        VARIANTS="prior-only prior+head mix-gated mix-gated-20" scripts/train-ranker.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 nb201=${NB201:-../shared/data/nb201/nats_bench.csv}
 base=${BASE:-weights/nb201-lite0}
 db=${DB:-data/metadb-nb201}
 out=${OUT:-target/ranker}
+label=${LABEL:-train}
+folds=${FOLDS:-0}
 . scripts/common.sh
 bin=$(train_bin)
 mkdir -p "$out"
@@ -22,26 +27,36 @@ variant_args() {
     prior-only) echo "--epochs 0" ;;
     prior+head) echo "--epochs 100 --lr 1e-3" ;;
     head-only) echo "--no-prior --epochs 100 --lr 1e-3" ;;
+    mix-gated) echo "--mix-only --mix-l2 1e-1 --mix-gate 0.4 --epochs 100 --lr 1e-3" ;;
+    mix-gated-20) echo "--mix-only --mix-l2 1e-1 --mix-gate 0.4 --epochs 20 --lr 1e-3" ;;
+    *) echo "unknown variant $1" >&2; exit 2 ;;
   esac
 }
-variants="prior-only prior+head head-only"
+variants=${VARIANTS:-prior-only prior+head head-only}
 for v in $variants; do
+  args=$(variant_args "$v")
   if [ ! -f "$out/loso-$v.json" ]; then
     echo "leave-one-source-out: $v"
-    # shellcheck disable=SC2046
-    $bin train loso --base "$base" --db "$db" --nb201 "$nb201" --out "$out/loso-$v" \
-      $(variant_args "$v") 2> "$out/loso-$v.log" >/dev/null
+    # shellcheck disable=SC2086
+    $bin train loso --base "$base" --db "$db" --nb201 "$nb201" --label "$label" \
+      --out "$out/loso-$v" $args 2> "$out/loso-$v.log" >/dev/null
+  fi
+  if [ "$folds" -gt 0 ] && [ ! -f "$out/folds-$v.json" ]; then
+    echo "$folds task folds: $v"
+    # shellcheck disable=SC2086
+    $bin train loso --base "$base" --db "$db" --nb201 "$nb201" --label "$label" \
+      --folds "$folds" --out "$out/folds-$v" $args 2> "$out/folds-$v.log" >/dev/null
   fi
   if [ ! -f "$out/$v/ranker.json" ]; then
     echo "all sources: $v"
-    # shellcheck disable=SC2046
-    $bin train ranker --base "$base" --db "$db" --nb201 "$nb201" --out "$out/$v" \
-      $(variant_args "$v") 2> "$out/$v.log" >/dev/null
+    # shellcheck disable=SC2086
+    $bin train ranker --base "$base" --db "$db" --nb201 "$nb201" --label "$label" \
+      --out "$out/$v" $args 2> "$out/$v.log" >/dev/null
   fi
 done
-python3 - "$out" $variants <<'PY'
+python3 - "$out" "$folds" $variants <<'PY'
 import json, sys, pathlib
-out = pathlib.Path(sys.argv[1]); variants = sys.argv[2:]
+out = pathlib.Path(sys.argv[1]); folds = int(sys.argv[2]); variants = sys.argv[3:]
 runs = {v: json.load(open(out / f'loso-{v}.json'))['rows'] for v in variants}
 srcs = [r['source'] for r in runs[variants[0]]]
 tasks = [r['tasks'] for r in runs[variants[0]]]
@@ -61,6 +76,17 @@ r0 = runs[variants[0]]
 for k, name in [('baseline_source_benchmark', 'ImageNet16-120 accuracy (table lookup)'), ('baseline_params', 'parameter count')]:
     vals = [r[k] for r in r0]
     rows.append(f"| *{name}* | " + " | ".join(f"{x:.3f}" for x in vals) + f" | {wmean(vals):.3f} | | | |")
+if folds:
+    rows += ["", f"Held-out tasks of seen sources (`train loso --folds {folds}`: task t in fold t mod {folds}, "
+             "each measured by the ranker trained on the other folds), the same columns:", "",
+             "| variant | " + " | ".join(f"{s} ({n})" for s, n in zip(srcs, tasks)) + " | mean | mean, fixed embedding | source-benchmark Spearman (held-out cells) | source top-10 percentile |",
+             "|---" * (len(srcs) + 5) + "|"]
+    for v in variants:
+        last = [r['last'] for r in json.load(open(out / f'folds-{v}.json'))['rows']]
+        own = [x['spearman'] for x in last]
+        rows.append(f"| {v} | " + " | ".join(f"{x:.3f}" for x in own)
+                    + f" | **{wmean(own):.3f}** | {wmean([x['spearman_fixed_embedding'] for x in last]):.3f}"
+                    + f" | {wmean([x['source_spearman'] for x in last]):.3f} | {wmean([x['source_top'] for x in last]):.3f} |")
 rows += ["", "The variants trained on all sources (the database's valid split validates and chooses the kept epoch):", "",
          "| variant | kept epoch | within-task | fixed embedding | source-benchmark Spearman | source top-10 percentile | selection |", "|---|---|---|---|---|---|---|"]
 for v in variants:
