@@ -127,6 +127,32 @@ fn example_data() -> metad2a::Dataset {
     metad2a::Dataset::new(x, metad2a::features::FEATURE_DIM, labels, None).unwrap()
 }
 
+/// Every `step`-th NB201 cell.
+fn some_cells(step: usize) -> Vec<metad2a::space::Arch> {
+    (0..15_625)
+        .step_by(step)
+        .map(|c| metad2a::space::Nb201Arch::from_code(c).unwrap().into())
+        .collect()
+}
+
+/// The example's one set embedding: it has exactly 20 images per class, so every set sample
+/// is the same set.
+fn example_embedding(engine: &metad2a::Engine) -> Vec<f32> {
+    let (x, labels) = example_rows();
+    let dim = metad2a::features::FEATURE_DIM;
+    let mut rows = Vec::new();
+    for k in 0..10u32 {
+        for (i, _) in labels.iter().enumerate().filter(|(_, &l)| l == k) {
+            rows.extend_from_slice(&x[i * dim..(i + 1) * dim]);
+        }
+    }
+    engine
+        .predictor
+        .set_encoder
+        .encode(&rows, 1, 10, 20)
+        .unwrap()
+}
+
 /// The cell prior enters both scoring paths alike: the exhaustive one (graph cache, the prior
 /// of every cell computed once) and the one for given candidates (graphs encoded, the prior
 /// added per graph); and the scores differ from the head alone by exactly the prior.
@@ -135,10 +161,7 @@ fn both_scoring_paths_add_the_same_cell_prior() {
     let engine = metad2a::Engine::load(root().join(DEFAULT)).unwrap();
     let prior = engine.predictor.cell_prior.as_ref().unwrap();
     let data = example_data();
-    let archs: Vec<metad2a::space::Arch> = (0..15_625)
-        .step_by(61)
-        .map(|c| metad2a::space::Nb201Arch::from_code(c).unwrap().into())
-        .collect();
+    let archs = some_cells(61);
     let cfg = metad2a::SearchConfig::default();
     let direct = engine.score(&data, &archs, &cfg).unwrap();
     let cached = engine
@@ -157,21 +180,8 @@ fn both_scoring_paths_add_the_same_cell_prior() {
         spread = spread.max(prior.score(&a.to_graph()).abs());
     }
     assert!(spread > 0.1, "the prior is not flat: {spread}");
-    // The example has exactly 20 images per class, so every set sample is the same set: the
-    // score is the official head on that one embedding plus the prior.
-    let (x, labels) = example_rows();
-    let dim = metad2a::features::FEATURE_DIM;
-    let mut rows = Vec::new();
-    for k in 0..10u32 {
-        for (i, _) in labels.iter().enumerate().filter(|(_, &l)| l == k) {
-            rows.extend_from_slice(&x[i * dim..(i + 1) * dim]);
-        }
-    }
-    let d = engine
-        .predictor
-        .set_encoder
-        .encode(&rows, 1, 10, 20)
-        .unwrap();
+    // the score is the official head on the example's one embedding plus the prior
+    let d = example_embedding(&engine);
     let head = engine
         .predictor
         .predict(&d, &engine.graph_embeddings(&archs).unwrap())
@@ -238,11 +248,9 @@ fn both_scoring_paths_add_the_same_cell_mix() {
     tensors.push(("cell_mix.weight".into(), vec![30, dd], w.clone()));
     tensors.push(("cell_mix.bias".into(), vec![30], b.clone()));
     tensors.push(("cell_mix.center".into(), vec![dd], mu.clone()));
-    let bytes =
-        metad2a::weights::serialize(&tensors, metad2a::weights::import::ExportDtype::F32, None)
-            .unwrap();
     let predictor =
-        metad2a::model::Predictor::load(&WeightStore::from_bytes("mixed", bytes).unwrap()).unwrap();
+        metad2a::model::Predictor::load(&WeightStore::from_tensors("mixed", &tensors).unwrap())
+            .unwrap();
     assert!(predictor.cell_mix.is_some() && base.predictor.cell_mix.is_none());
     let generator =
         metad2a::model::Generator::load(&WeightStore::open(dir.join(&m.generator.file)).unwrap())
@@ -254,10 +262,7 @@ fn both_scoring_paths_add_the_same_cell_mix() {
     let mixed = metad2a::Engine::from_models(generator, predictor, Some(cache)).unwrap();
 
     let data = example_data();
-    let archs: Vec<metad2a::space::Arch> = (0..15_625)
-        .step_by(53)
-        .map(|c| metad2a::space::Nb201Arch::from_code(c).unwrap().into())
-        .collect();
+    let archs = some_cells(53);
     let cfg = metad2a::SearchConfig::default();
     let exhaustive = metad2a::SearchConfig {
         exhaustive: true,
@@ -266,16 +271,7 @@ fn both_scoring_paths_add_the_same_cell_mix() {
     let direct = mixed.score(&data, &archs, &cfg).unwrap();
     let cached = mixed.score(&data, &archs, &exhaustive).unwrap();
     let plain = base.score(&data, &archs, &exhaustive).unwrap();
-    // the example has exactly 20 images per class: every set sample is the same set
-    let (x, labels) = example_rows();
-    let dim = metad2a::features::FEATURE_DIM;
-    let mut rows = Vec::new();
-    for k in 0..10u32 {
-        for (i, _) in labels.iter().enumerate().filter(|(_, &l)| l == k) {
-            rows.extend_from_slice(&x[i * dim..(i + 1) * dim]);
-        }
-    }
-    let d = base.predictor.set_encoder.encode(&rows, 1, 10, 20).unwrap();
+    let d = example_embedding(&base);
     let mut spread = 0.0f64;
     for (k, a) in archs.iter().enumerate() {
         let ops = a.as_nb201().unwrap().ops;

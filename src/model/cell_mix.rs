@@ -204,10 +204,7 @@ mod tests {
             tensors.push((format!("{PREFIX}.scale"), vec![dd], vec![2.0; dd]));
             tensors.push((format!("{PREFIX}.radius"), vec![1], vec![0.5]));
         }
-        let bytes =
-            crate::weights::serialize(&tensors, crate::weights::import::ExportDtype::F32, None)
-                .unwrap();
-        let store = WeightStore::from_bytes("mix", bytes).unwrap();
+        let store = WeightStore::from_tensors("mix", &tensors).unwrap();
         (
             CellMix::load_optional(&store, dd, 7, 8).unwrap().unwrap(),
             w,
@@ -281,25 +278,18 @@ mod tests {
 
     #[test]
     fn weights_without_a_mix_have_none_and_a_wrong_shape_is_refused() {
-        let bytes = crate::weights::serialize(
-            &[("x".to_string(), vec![1], vec![0.0])],
-            crate::weights::import::ExportDtype::F32,
-            None,
-        )
-        .unwrap();
-        let store = WeightStore::from_bytes("none", bytes).unwrap();
+        let store =
+            WeightStore::from_tensors("none", &[("x".to_string(), vec![1], vec![0.0])]).unwrap();
         assert!(CellMix::load_optional(&store, 4, 7, 8).unwrap().is_none());
-        let bad = crate::weights::serialize(
+        let store = WeightStore::from_tensors(
+            "bad",
             &[
                 (format!("{PREFIX}.weight"), vec![30, 5], vec![0.0; 150]),
                 (format!("{PREFIX}.bias"), vec![30], vec![0.0; 30]),
                 (format!("{PREFIX}.center"), vec![4], vec![0.0; 4]),
             ],
-            crate::weights::import::ExportDtype::F32,
-            None,
         )
         .unwrap();
-        let store = WeightStore::from_bytes("bad", bad).unwrap();
         let err = CellMix::load_optional(&store, 4, 7, 8)
             .unwrap_err()
             .to_string();

@@ -102,10 +102,7 @@ mod tests {
             (format!("{PREFIX}.2.weight"), vec![1, hidden], w2.clone()),
             (format!("{PREFIX}.2.bias"), vec![1], b2.clone()),
         ];
-        let bytes =
-            crate::weights::serialize(&tensors, crate::weights::import::ExportDtype::F32, None)
-                .unwrap();
-        let store = WeightStore::from_bytes("prior", bytes).unwrap();
+        let store = WeightStore::from_tensors("prior", &tensors).unwrap();
         let prior = CellPrior::load_optional(&store, 7, 8).unwrap().unwrap();
         (prior, w0, b0, w2, b2[0])
     }
@@ -134,23 +131,16 @@ mod tests {
 
     #[test]
     fn weights_without_a_prior_have_none_and_a_wrong_shape_is_refused() {
-        let bytes = crate::weights::serialize(
-            &[("x".to_string(), vec![1], vec![0.0])],
-            crate::weights::import::ExportDtype::F32,
-            None,
-        )
-        .unwrap();
-        let store = WeightStore::from_bytes("none", bytes).unwrap();
+        let store =
+            WeightStore::from_tensors("none", &[("x".to_string(), vec![1], vec![0.0])]).unwrap();
         assert!(CellPrior::load_optional(&store, 7, 8).unwrap().is_none());
         let (prior, ..) = random_prior(4);
         assert_eq!(prior.hidden, 4);
-        let bad = crate::weights::serialize(
+        let store = WeightStore::from_tensors(
+            "bad",
             &[(format!("{PREFIX}.0.weight"), vec![4, 29], vec![0.0; 116])],
-            crate::weights::import::ExportDtype::F32,
-            None,
         )
         .unwrap();
-        let store = WeightStore::from_bytes("bad", bad).unwrap();
         let err = CellPrior::load_optional(&store, 7, 8)
             .unwrap_err()
             .to_string();

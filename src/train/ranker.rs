@@ -1270,13 +1270,7 @@ mod tests {
         ];
         // one anchor, at d itself: the gate is open at d
         mix_to_runtime(&mut t, &mean, &std, Some((0.4, d.clone())));
-        let bytes = crate::weights::serialize(
-            &runtime_shapes(t),
-            crate::weights::import::ExportDtype::F32,
-            None,
-        )
-        .unwrap();
-        let store = crate::weights::WeightStore::from_bytes("mix", bytes).unwrap();
+        let store = crate::weights::WeightStore::from_tensors("mix", &runtime_shapes(t)).unwrap();
         let mix = crate::model::CellMix::load_optional(&store, dd, 7, 8)
             .unwrap()
             .unwrap();

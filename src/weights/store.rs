@@ -137,6 +137,12 @@ impl WeightStore {
         Self::from_backing(label.into(), Backing::Owned(bytes))
     }
 
+    /// A store of named f32 tensors built in memory (stored as f32).
+    pub fn from_tensors(label: impl Into<String>, tensors: &[super::NamedTensor]) -> Result<Self> {
+        let bytes = super::serialize(tensors, super::import::ExportDtype::F32, None)?;
+        Self::from_bytes(label, bytes)
+    }
+
     /// Indexes a safetensors image with static lifetime (`include_bytes!`), without copying it.
     pub fn from_static(label: impl Into<String>, bytes: &'static [u8]) -> Result<Self> {
         Self::from_backing(label.into(), Backing::Static(bytes))
