@@ -10,7 +10,7 @@
 # Nothing here reads CIFAR: the NB201 table's ImageNet16-120 column is the only one training uses.
 #   scripts/train-ranker.sh      # BASE, DB, NB201, OUT, LABEL, VARIANTS, FOLDS may be set
 # e.g. the v2 database: DB=data/metadb-v2 LABEL=speed FOLDS=5 OUT=target/ranker-v2 \
-#        VARIANTS="prior-only prior+head mix-gated mix-gated-20" scripts/train-ranker.sh
+#        VARIANTS="prior-only prior+head mix-gated mix-gated-pairs" scripts/train-ranker.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 nb201=${NB201:-../shared/data/nb201/nats_bench.csv}
@@ -29,6 +29,7 @@ variant_args() {
     head-only) echo "--no-prior --epochs 100 --lr 1e-3" ;;
     mix-gated) echo "--mix-only --mix-l2 1e-1 --mix-gate 0.4 --epochs 100 --lr 1e-3" ;;
     mix-gated-20) echo "--mix-only --mix-l2 1e-1 --mix-gate 0.4 --epochs 20 --lr 1e-3" ;;
+    mix-gated-pairs) echo "--mix-only --mix-l2 1e-1 --mix-gate 0.4 --source-pairs 1 --epochs 100 --lr 1e-3" ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac
 }

@@ -391,11 +391,19 @@ fn leave_one_source_out_covers_every_source() {
         prior_all: None,
         table: &table,
     };
-    let folds = metad2a::train::ranker::task_folds(inputs, &cfg, 3, &mut |_| {}).unwrap();
+    // with the cell mix and the source-benchmark pairs, which change the scores, not the tasks
+    let mixed = RankerConfig {
+        mix: true,
+        mix_gate: Some(0.4),
+        source_pairs: 0.5,
+        ..cfg.clone()
+    };
+    let folds = metad2a::train::ranker::task_folds(inputs, &mixed, 3, &mut |_| {}).unwrap();
     assert!(metad2a::train::ranker::task_folds(inputs, &cfg, 1, &mut |_| {}).is_err());
     assert_eq!(folds.len(), rows.len());
     for (f, r) in folds.iter().zip(&rows) {
         assert_eq!((&f.source, f.tasks, f.last.epoch), (&r.source, r.tasks, 1));
+        assert!(f.last.spearman.is_finite() && f.last.per_task.iter().all(|m| m.novelty >= 0.0));
         let (a, b) = (&f.baselines, &r.baselines);
         assert!((a.source_benchmark - b.source_benchmark).abs() < 1e-12);
         assert!((a.params - b.params).abs() < 1e-12 && (a.flops - b.flops).abs() < 1e-12);

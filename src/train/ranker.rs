@@ -87,6 +87,10 @@ pub struct RankerConfig {
     pub mix_l2: f64,
     /// Train the cell mix alone (the official head stays at zero output).
     pub mix_only: bool,
+    /// Weight of a second pairwise loss, on the source benchmark: each step, for each task's
+    /// embedding sample, 32 random cells of the prior's fit ordered by their ImageNet16-120
+    /// accuracy. It keeps what is learned from the 10-epoch labels faithful to long training.
+    pub source_pairs: f64,
     /// Scale the data part of the mix (`W^T D`) at validation by `exp(−(ν / r)²)`, `ν` the
     /// task's novelty (see [`TaskMeasure::novelty`]): `Some(r)`.
     pub mix_gate: Option<f64>,
@@ -112,6 +116,7 @@ impl Default for RankerConfig {
             mix_l2: 1e-3,
             mix_only: false,
             mix_gate: None,
+            source_pairs: 0.0,
             seed: 333,
         }
     }
@@ -506,8 +511,27 @@ pub fn train_head(
         history[0].spearman, history[0].spearman_fixed_embedding, history[0].source_spearman, history[0].source_top
     ));
     let mut order = train.clone();
+    let source_pairs = if cfg.source_pairs > 0.0 {
+        let acc = source_accuracies(inputs.table)?;
+        let cells: Vec<usize> = cell_split(cfg.seed)[NUM_ARCHS / 10..].to_vec();
+        Some(SourcePairs {
+            acc: cells.iter().map(|&c| acc[c]).collect(),
+            cells,
+            g_all: inputs.g_all,
+            prior_all: inputs.prior_all,
+        })
+    } else {
+        None
+    };
     for epoch in 1..=cfg.epochs {
-        let loss = head.pairwise_epoch(&tasks, &mut order, cfg, &mut adam, &mut rng)?;
+        let loss = head.pairwise_epoch(
+            &tasks,
+            &mut order,
+            cfg,
+            source_pairs.as_ref(),
+            &mut adam,
+            &mut rng,
+        )?;
         let v = validate(epoch, loss)?;
         log(&format!(
             "epoch {epoch}: loss {:.4}, valid within-task spearman {:.4} (fixed embedding {:.4}), source benchmark {:.4}, top {:.4}",
@@ -749,6 +773,18 @@ impl HeldOutCells {
     }
 }
 
+/// The cells of the prior's fit, for the source-benchmark pairs of
+/// [`RankerConfig::source_pairs`]: codes, source accuracies, graph embeddings, one-hots, priors.
+struct SourcePairs<'a> {
+    cells: Vec<usize>,
+    acc: Vec<f64>,
+    g_all: &'a [f32],
+    prior_all: Option<&'a [f32]>,
+}
+
+/// Cells drawn per task sample for the source-benchmark pairs.
+const SOURCE_CELLS: usize = 32;
+
 /// The head being trained, on rows `[D; G]`.
 struct Head {
     params: Params,
@@ -806,6 +842,7 @@ impl Head {
         tasks: &[TaskData],
         order: &mut [usize],
         cfg: &RankerConfig,
+        source: Option<&SourcePairs<'_>>,
         adam: &mut Adam,
         rng: &mut Rng,
     ) -> Result<f64> {
@@ -862,6 +899,50 @@ impl Head {
                 continue;
             }
             let mut loss = (Tensor::stack(&loss_terms, 0)?.sum_all()? / pairs_total)?;
+            if let Some(sp) = source {
+                let mut terms = Vec::with_capacity(spans.len());
+                for &(i, k, _, _) in &spans {
+                    let pick: Vec<usize> = (0..SOURCE_CELLS)
+                        .map(|_| rng.below(sp.cells.len() as u64) as usize)
+                        .collect();
+                    let (mut g, mut x, mut prior) = (Vec::new(), Vec::new(), Vec::new());
+                    for &p in &pick {
+                        let c = sp.cells[p];
+                        g.extend_from_slice(&sp.g_all[c * nz..(c + 1) * nz]);
+                        let a = Nb201Arch::from_code(c).expect("a cell code");
+                        x.extend_from_slice(&one_hot(&a));
+                        prior.push(sp.prior_all.map_or(0.0, |v| v[c]));
+                    }
+                    let n = pick.len();
+                    let d = &tasks[i].d[k * dd..(k + 1) * dd];
+                    let mut sc = (self.score(self.rows(d, &g), n)?
+                        + Tensor::from_vec(prior, n, &Device::Cpu)?)?;
+                    if let Some(m) = self.mix_term(d, 1.0, &x, n)? {
+                        sc = (sc + m)?;
+                    }
+                    let mut better = vec![0.0f32; n * n];
+                    let mut pairs = 0.0f64;
+                    for a in 0..n {
+                        for b in 0..n {
+                            if sp.acc[pick[a]] > sp.acc[pick[b]] {
+                                better[a * n + b] = 1.0;
+                                pairs += 1.0;
+                            }
+                        }
+                    }
+                    if pairs == 0.0 {
+                        continue;
+                    }
+                    let m = Tensor::from_vec(better, (n, n), &Device::Cpu)?;
+                    let diff = (sc.unsqueeze(1)?.broadcast_sub(&sc.unsqueeze(0)?)? / cfg.tau)?;
+                    terms.push(((softplus(&diff.neg()?)? * m)?.sum_all()? / pairs)?);
+                }
+                if !terms.is_empty() {
+                    let k = terms.len() as f64;
+                    let src = (Tensor::stack(&terms, 0)?.sum_all()? / k)?;
+                    loss = (loss + (src * cfg.source_pairs)?)?;
+                }
+            }
             if self.mix && cfg.mix_l2 > 0.0 {
                 let w = self.params.vars[MIX].as_tensor();
                 loss = (loss + (w.sqr()?.sum_all()? * cfg.mix_l2)?)?;

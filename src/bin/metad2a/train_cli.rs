@@ -667,6 +667,11 @@ pub struct RankerFit {
     /// distance of the task's embedding to the nearest training task's.
     #[arg(long, value_name = "R")]
     mix_gate: Option<f64>,
+    /// Weight of a second pairwise loss that orders random cells of the prior's fit by their
+    /// ImageNet16-120 accuracy, with each task's embedding (keeps what the 10-epoch labels
+    /// teach faithful to long training; 0: off).
+    #[arg(long, default_value_t = 0.0, value_name = "W")]
+    source_pairs: f64,
     #[arg(long, default_value_t = 333)]
     seed: u64,
 }
@@ -686,6 +691,7 @@ impl RankerFit {
             mix_l2: self.mix_l2,
             mix_only: self.mix_only,
             mix_gate: self.mix_gate,
+            source_pairs: self.source_pairs,
             seed: self.seed,
             ..Default::default()
         }
