@@ -31,6 +31,29 @@ use crate::weights::WeightStore;
 
 /// Tensor-name prefix of the mix.
 pub const PREFIX: &str = "cell_mix";
+/// The mix's tensors: `W`, `b`, `μ` and the gate's anchors, scale and radius.
+pub const WEIGHT: &str = "cell_mix.weight";
+pub const BIAS: &str = "cell_mix.bias";
+pub const CENTER: &str = "cell_mix.center";
+pub const ANCHORS: &str = "cell_mix.anchors";
+pub const SCALE: &str = "cell_mix.scale";
+pub const RADIUS: &str = "cell_mix.radius";
+
+/// Root mean square distance, over dimensions and in units of `1 / inv_scale`, of `d` to the
+/// nearest row of `anchors` (`[n, d.len()]`): a dataset's novelty. Infinite without anchors.
+pub fn nearest_rms_distance(d: &[f32], anchors: &[f32], inv_scale: &[f32]) -> f32 {
+    let nearest = anchors
+        .chunks_exact(d.len())
+        .map(|a| {
+            a.iter()
+                .zip(d)
+                .zip(inv_scale)
+                .map(|((a, x), s)| ((x - a) * s) * ((x - a) * s))
+                .sum::<f32>()
+        })
+        .fold(f32::INFINITY, f32::min);
+    (nearest / d.len() as f32).sqrt()
+}
 
 #[derive(Debug)]
 pub struct CellMix {
@@ -63,31 +86,28 @@ impl CellMix {
         nvt: usize,
         max_n: usize,
     ) -> Result<Option<Self>> {
-        let w = format!("{PREFIX}.weight");
-        if !store.contains(&w) {
+        if !store.contains(WEIGHT) {
             return Ok(None);
         }
         let inputs = super::CellPrior::inputs(nvt, max_n);
         if inputs == 0 {
             return Err(Error::invalid(format!(
-                "{w}: graphs of {max_n} vertices of {nvt} types have no operation inputs"
+                "{WEIGHT}: graphs of {max_n} vertices of {nvt} types have no operation inputs"
             )));
         }
-        let name = |n: &str| format!("{PREFIX}.{n}");
-        let weight = store.param(&w, &[inputs, dd])?;
-        let bias = store.param(&name("bias"), &[inputs])?;
-        let center = store.param(&name("center"), &[dd])?;
-        let gate = if store.contains(&name("anchors")) {
-            let shape = store.shape(&name("anchors"))?.to_vec();
+        let weight = store.param(WEIGHT, &[inputs, dd])?;
+        let bias = store.param(BIAS, &[inputs])?;
+        let center = store.param(CENTER, &[dd])?;
+        let gate = if store.contains(ANCHORS) {
+            let shape = store.shape(ANCHORS)?.to_vec();
             if shape.len() != 2 || shape[1] != dd || shape[0] == 0 {
                 return Err(Error::invalid(format!(
-                    "{} has shape {shape:?}; it needs [tasks, {dd}]",
-                    name("anchors")
+                    "{ANCHORS} has shape {shape:?}; it needs [tasks, {dd}]"
                 )));
             }
-            let anchors = store.param(&name("anchors"), &shape)?.to_vec();
-            let scale = store.param(&name("scale"), &[dd])?.to_vec();
-            let radius = store.param(&name("radius"), &[1])?.to_vec()[0];
+            let anchors = store.param(ANCHORS, &shape)?.to_vec();
+            let scale = store.param(SCALE, &[dd])?.to_vec();
+            let radius = store.param(RADIUS, &[1])?.to_vec()[0];
             let positive = |v: f32| v.is_finite() && v > 0.0;
             if !positive(radius) || !scale.iter().all(|&s| positive(s)) {
                 return Err(Error::invalid(format!(
@@ -117,18 +137,7 @@ impl CellMix {
     /// scale, of `d` to the nearest anchor (`None` without a gate).
     pub fn novelty(&self, d: &[f32]) -> Option<f32> {
         let g = self.gate.as_ref()?;
-        let nearest = g
-            .anchors
-            .chunks_exact(self.dd)
-            .map(|a| {
-                a.iter()
-                    .zip(d)
-                    .zip(&g.inv_scale)
-                    .map(|((a, x), s)| ((x - a) * s) * ((x - a) * s))
-                    .sum::<f32>()
-            })
-            .fold(f32::INFINITY, f32::min);
-        Some((nearest / self.dd as f32).sqrt())
+        Some(nearest_rms_distance(d, &g.anchors, &g.inv_scale))
     }
 
     /// The gate `γ(d)` (1 without a gate).

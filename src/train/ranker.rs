@@ -402,17 +402,7 @@ struct TaskData {
 impl TaskData {
     /// Fills `better`, `pairs` (from the labels) and `d_avg` (from `d`).
     fn finish(&mut self, dd: usize) {
-        let n = self.label.len();
-        self.better = vec![0.0; n * n];
-        self.pairs = 0.0;
-        for a in 0..n {
-            for b in 0..n {
-                if self.label[a] > self.label[b] {
-                    self.better[a * n + b] = 1.0;
-                    self.pairs += 1.0;
-                }
-            }
-        }
+        (self.better, self.pairs) = better_pairs(&self.label);
         let samples = self.d.len() / dd;
         self.d_avg = vec![0.0; dd];
         for d in self.d.chunks_exact(dd) {
@@ -473,22 +463,17 @@ pub fn train_head(
         mix: cfg.mix,
     };
     let mut adam = Adam::new(cfg.lr);
-    let check = HeldOutCells::new(inputs.table, cfg.seed)?;
+    let check = HeldOutCells::new(inputs.table, inputs.g_all, nz, cfg.seed)?;
+    // the training tasks' mean embeddings (standardised): the mix's anchors
+    let anchors: Vec<f32> = train
+        .iter()
+        .flat_map(|&t| tasks[t].d_avg.iter().copied())
+        .collect();
     let novelty: Vec<f64> = valid
         .iter()
         .map(|&v| {
-            train
-                .iter()
-                .map(|&t| {
-                    let sq: f32 = tasks[v]
-                        .d_avg
-                        .iter()
-                        .zip(&tasks[t].d_avg)
-                        .map(|(a, b)| (a - b) * (a - b))
-                        .sum();
-                    (sq / dd as f32).sqrt() as f64
-                })
-                .fold(f64::INFINITY, f64::min)
+            crate::model::cell_mix::nearest_rms_distance(&tasks[v].d_avg, &anchors, &vec![1.0; dd])
+                as f64
         })
         .collect();
     let validate = |epoch: usize, train_loss: f64| {
@@ -497,7 +482,6 @@ pub fn train_head(
             &valid,
             &novelty,
             cfg.mix_gate,
-            inputs.g_all,
             inputs.prior_all,
             &check,
             epoch,
@@ -516,6 +500,7 @@ pub fn train_head(
         let cells: Vec<usize> = cell_split(cfg.seed)[NUM_ARCHS / 10..].to_vec();
         Some(SourcePairs {
             acc: cells.iter().map(|&c| acc[c]).collect(),
+            x: one_hots(&cells),
             cells,
             g_all: inputs.g_all,
             prior_all: inputs.prior_all,
@@ -556,19 +541,17 @@ pub fn train_head(
     fold_standardisation(&mut best_tensors[w].2, &mut bias, dd + nz, &d_mean, &d_std);
     best_tensors[b].2 = bias;
     if cfg.mix {
-        // the anchors: the training tasks' mean embeddings, raw
+        // the anchors, raw
         let gate = cfg.mix_gate.map(|r| {
-            let anchors = train
-                .iter()
-                .flat_map(|&t| {
-                    tasks[t]
-                        .d_avg
-                        .iter()
+            let raw = anchors
+                .chunks_exact(dd)
+                .flat_map(|a| {
+                    a.iter()
                         .zip(d_mean.iter().zip(&d_std))
                         .map(|(v, (m, s))| v * s + m)
                 })
                 .collect();
-            (r, anchors)
+            (r, raw)
         });
         mix_to_runtime(&mut best_tensors, &d_mean, &d_std, gate);
     }
@@ -703,6 +686,39 @@ fn standardise(
     (d_mean, d_std)
 }
 
+/// `[n, n]`: 1 where `label[i] > label[j]`, and how many such pairs.
+fn better_pairs(label: &[f64]) -> (Vec<f32>, f64) {
+    let n = label.len();
+    let mut better = vec![0.0; n * n];
+    let mut pairs = 0.0;
+    for a in 0..n {
+        for b in 0..n {
+            if label[a] > label[b] {
+                better[a * n + b] = 1.0;
+                pairs += 1.0;
+            }
+        }
+    }
+    (better, pairs)
+}
+
+/// The pairwise loss of scores `s` (`[n]`), summed over the pairs of `better` (from
+/// [`better_pairs`]): `softplus(−(s_i − s_j) / τ)` where `i` beats `j`.
+fn pairwise_loss(s: &Tensor, better: Vec<f32>, tau: f64) -> Result<Tensor> {
+    let n = better.len().isqrt();
+    let m = Tensor::from_vec(better, (n, n), &Device::Cpu)?;
+    let diff = (s.unsqueeze(1)?.broadcast_sub(&s.unsqueeze(0)?)? / tau)?;
+    Ok((softplus(&diff.neg()?)? * m)?.sum_all()?)
+}
+
+/// The one-hot operations of cells, `[cells, PRIOR_INPUTS]`.
+fn one_hots(cells: &[usize]) -> Vec<f32> {
+    cells
+        .iter()
+        .flat_map(|&c| one_hot(&Nb201Arch::from_code(c).expect("a cell code below NUM_ARCHS")))
+        .collect()
+}
+
 /// The base head's variables for standardised embeddings (`pred_fc.0` absorbs the mean and
 /// spread), with a zero last layer: training starts from the prior alone.
 fn init_head(base: &Predictor, d_mean: &[f32], d_std: &[f32], mix: bool) -> Result<Params> {
@@ -738,31 +754,31 @@ fn init_head(base: &Predictor, d_mean: &[f32], d_std: &[f32], mix: bool) -> Resu
     Ok(Params { vars })
 }
 
-/// Training names of the bilinear term's matrix `W` (`[d_D, PRIOR_INPUTS]`, standardised `D`)
-/// and bias `b` (`[1, PRIOR_INPUTS]`): the term is `x(c) · (W^T D + b)`.
-const MIX: &str = "cell_mix.weight";
-const MIX_BIAS: &str = "cell_mix.bias";
+// The runtime's names of the mix's matrix `W` and bias `b`; in training `W` is
+// `[d_D, PRIOR_INPUTS]` on standardised `D` and `b` is `[1, PRIOR_INPUTS]`: the term is
+// `x(c) · (W^T D + b)` (`mix_to_runtime` writes the runtime's layout).
+use crate::model::cell_mix::{BIAS as MIX_BIAS, WEIGHT as MIX};
 
-/// The cells the prior never saw, their one-hot operations, their source accuracies, and every
-/// cell's percentile of source accuracy (its rank over all cells, 0..1).
+/// The cells the prior never saw, their one-hot operations and graph embeddings, their source
+/// accuracies, and every cell's percentile of source accuracy (its rank over all cells, 0..1).
 struct HeldOutCells {
     cells: Vec<usize>,
     x: Vec<f32>,
+    g: Vec<f32>,
     acc: Vec<f64>,
     percentile: Vec<f64>,
 }
 
 impl HeldOutCells {
-    fn new(table: &Nb201Table, seed: u64) -> Result<Self> {
+    fn new(table: &Nb201Table, g_all: &[f32], nz: usize, seed: u64) -> Result<Self> {
         let source_acc = source_accuracies(table)?;
         let cells: Vec<usize> = cell_split(seed)[..NUM_ARCHS / 10].to_vec();
-        let mut x = Vec::with_capacity(cells.len() * PRIOR_INPUTS);
-        for &c in &cells {
-            let a = Nb201Arch::from_code(c).expect("a cell code below NUM_ARCHS");
-            x.extend_from_slice(&one_hot(&a));
-        }
         Ok(HeldOutCells {
-            x,
+            x: one_hots(&cells),
+            g: cells
+                .iter()
+                .flat_map(|&c| g_all[c * nz..(c + 1) * nz].iter().copied())
+                .collect(),
             acc: cells.iter().map(|&c| source_acc[c]).collect(),
             percentile: crate::stats::ranks(&source_acc)
                 .iter()
@@ -774,10 +790,12 @@ impl HeldOutCells {
 }
 
 /// The cells of the prior's fit, for the source-benchmark pairs of
-/// [`RankerConfig::source_pairs`]: codes, source accuracies, graph embeddings, one-hots, priors.
+/// [`RankerConfig::source_pairs`]: codes, source accuracies, one-hots, and every cell's graph
+/// embedding and prior.
 struct SourcePairs<'a> {
     cells: Vec<usize>,
     acc: Vec<f64>,
+    x: Vec<f32>,
     g_all: &'a [f32],
     prior_all: Option<&'a [f32]>,
 }
@@ -851,8 +869,9 @@ impl Head {
             order.swap(i, rng.below(i as u64 + 1) as usize);
         }
         let (mut total, mut steps) = (0.0, 0usize);
+        let mix_alone;
         let trainable = if self.mix && cfg.mix_only {
-            Params {
+            mix_alone = Params {
                 vars: self
                     .params
                     .vars
@@ -860,11 +879,10 @@ impl Head {
                     .filter(|(k, _)| k.as_str() == MIX || k.as_str() == MIX_BIAS)
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
-            }
+            };
+            &mix_alone
         } else {
-            Params {
-                vars: self.params.vars.clone(),
-            }
+            &self.params
         };
         for batch in order.chunks(cfg.batch_tasks.max(1)) {
             let mut x = Vec::new();
@@ -889,10 +907,7 @@ impl Head {
                 if let Some(m) = self.mix_term(&td.d[k * dd..(k + 1) * dd], 1.0, &td.x, len)? {
                     s = (s + m)?;
                 }
-                let m = Tensor::from_vec(td.better.clone(), (len, len), &Device::Cpu)?;
-                let diff = (s.unsqueeze(1)?.broadcast_sub(&s.unsqueeze(0)?)? / cfg.tau)?;
-                let l = softplus(&diff.neg()?)?;
-                loss_terms.push((l * m)?.sum_all()?);
+                loss_terms.push(pairwise_loss(&s, td.better.clone(), cfg.tau)?);
                 pairs_total += td.pairs;
             }
             if loss_terms.is_empty() {
@@ -905,13 +920,14 @@ impl Head {
                     let pick: Vec<usize> = (0..SOURCE_CELLS)
                         .map(|_| rng.below(sp.cells.len() as u64) as usize)
                         .collect();
-                    let (mut g, mut x, mut prior) = (Vec::new(), Vec::new(), Vec::new());
+                    let (mut g, mut x, mut prior, mut acc) =
+                        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
                     for &p in &pick {
                         let c = sp.cells[p];
                         g.extend_from_slice(&sp.g_all[c * nz..(c + 1) * nz]);
-                        let a = Nb201Arch::from_code(c).expect("a cell code");
-                        x.extend_from_slice(&one_hot(&a));
+                        x.extend_from_slice(&sp.x[p * PRIOR_INPUTS..(p + 1) * PRIOR_INPUTS]);
                         prior.push(sp.prior_all.map_or(0.0, |v| v[c]));
+                        acc.push(sp.acc[p]);
                     }
                     let n = pick.len();
                     let d = &tasks[i].d[k * dd..(k + 1) * dd];
@@ -920,22 +936,11 @@ impl Head {
                     if let Some(m) = self.mix_term(d, 1.0, &x, n)? {
                         sc = (sc + m)?;
                     }
-                    let mut better = vec![0.0f32; n * n];
-                    let mut pairs = 0.0f64;
-                    for a in 0..n {
-                        for b in 0..n {
-                            if sp.acc[pick[a]] > sp.acc[pick[b]] {
-                                better[a * n + b] = 1.0;
-                                pairs += 1.0;
-                            }
-                        }
-                    }
+                    let (better, pairs) = better_pairs(&acc);
                     if pairs == 0.0 {
                         continue;
                     }
-                    let m = Tensor::from_vec(better, (n, n), &Device::Cpu)?;
-                    let diff = (sc.unsqueeze(1)?.broadcast_sub(&sc.unsqueeze(0)?)? / cfg.tau)?;
-                    terms.push(((softplus(&diff.neg()?)? * m)?.sum_all()? / pairs)?);
+                    terms.push((pairwise_loss(&sc, better, cfg.tau)? / pairs)?);
                 }
                 if !terms.is_empty() {
                     let k = terms.len() as f64;
@@ -949,7 +954,7 @@ impl Head {
             }
             total += loss.to_scalar::<f32>()? as f64;
             steps += 1;
-            adam.update(&trainable, &loss.backward()?)?;
+            adam.update(trainable, &loss.backward()?)?;
         }
         Ok(total / steps.max(1) as f64)
     }
@@ -962,14 +967,13 @@ impl Head {
         valid: &[usize],
         novelty: &[f64],
         gate: Option<f64>,
-        g_all: &[f32],
         prior_all: Option<&[f32]>,
         check: &HeldOutCells,
         epoch: usize,
         train_loss: f64,
     ) -> Result<Validation> {
         const TOP: usize = 10;
-        let (dd, nz) = (self.dd, self.nz);
+        let dd = self.dd;
         let d_fixed = vec![0.0f32; dd];
         let mut per_task = Vec::with_capacity(valid.len());
         for (&i, &nu) in valid.iter().zip(novelty) {
@@ -992,12 +996,7 @@ impl Head {
                     .collect()
             };
             // the held-out cells, scored with the task's mean embedding
-            let gc: Vec<f32> = check
-                .cells
-                .iter()
-                .flat_map(|&c| g_all[c * nz..(c + 1) * nz].iter().copied())
-                .collect();
-            let rc = self.scores(&td.d_avg, g, &gc, &check.x, check.cells.len())?;
+            let rc = self.scores(&td.d_avg, g, &check.g, &check.x, check.cells.len())?;
             let sc: Vec<f64> = rc
                 .iter()
                 .zip(&check.cells)
@@ -1251,13 +1250,14 @@ fn mix_to_runtime(
             wt[i * dd + j] = w[j * inputs + i] / std[j];
         }
     }
+    use crate::model::cell_mix::{ANCHORS, CENTER, RADIUS, SCALE};
     tensors[wi] = (MIX.to_string(), vec![inputs, dd], wt);
-    tensors.push(("cell_mix.center".into(), vec![dd], mean.to_vec()));
+    tensors.push((CENTER.into(), vec![dd], mean.to_vec()));
     if let Some((radius, anchors)) = gate {
         let n = anchors.len() / dd;
-        tensors.push(("cell_mix.anchors".into(), vec![n, dd], anchors));
-        tensors.push(("cell_mix.scale".into(), vec![dd], std.to_vec()));
-        tensors.push(("cell_mix.radius".into(), vec![1], vec![radius as f32]));
+        tensors.push((ANCHORS.into(), vec![n, dd], anchors));
+        tensors.push((SCALE.into(), vec![dd], std.to_vec()));
+        tensors.push((RADIUS.into(), vec![1], vec![radius as f32]));
     }
 }
 

@@ -765,20 +765,17 @@ pub fn loso(a: LosoArgs) -> metad2a::Result<()> {
         table: &table,
     };
     let mut log = |m: &str| eprintln!("{m}");
-    let (rows, what) = match a.folds {
+    let (rows, what, first) = match a.folds {
         Some(k) => (
             metad2a::train::ranker::task_folds(inputs, &cfg, k, &mut log)?,
             format!("{k}-fold held-out tasks"),
+            "source (tasks held out by fold)",
         ),
         None => (
             metad2a::train::ranker::leave_one_source_out(inputs, &cfg, &mut log)?,
             "Leave-one-source-out".to_string(),
+            "held-out source",
         ),
-    };
-    let first = if a.folds.is_some() {
-        "source (tasks held out by fold)"
-    } else {
-        "held-out source"
     };
     let md = metad2a::train::ranker::loso_markdown(&rows, first);
     let with_ext = |ext: &str| {
