@@ -22,20 +22,9 @@ folds=${FOLDS:-0}
 . scripts/common.sh
 bin=$(train_bin)
 mkdir -p "$out"
-variant_args() {
-  case $1 in
-    prior-only) echo "--epochs 0" ;;
-    prior+head) echo "--epochs 100 --lr 1e-3" ;;
-    head-only) echo "--no-prior --epochs 100 --lr 1e-3" ;;
-    mix-gated) echo "--mix-only --mix-l2 1e-1 --mix-gate 0.4 --epochs 100 --lr 1e-3" ;;
-    mix-gated-20) echo "--mix-only --mix-l2 1e-1 --mix-gate 0.4 --epochs 20 --lr 1e-3" ;;
-    mix-gated-pairs) echo "--mix-only --mix-l2 1e-1 --mix-gate 0.4 --source-pairs 1 --epochs 100 --lr 1e-3" ;;
-    *) echo "unknown variant $1" >&2; exit 2 ;;
-  esac
-}
 variants=${VARIANTS:-prior-only prior+head head-only}
 for v in $variants; do
-  args=$(variant_args "$v")
+  args=$(ranker_variant_args "$v")
   if [ ! -f "$out/loso-$v.json" ]; then
     echo "leave-one-source-out: $v"
     # shellcheck disable=SC2086

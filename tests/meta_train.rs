@@ -415,6 +415,34 @@ fn leave_one_source_out_covers_every_source() {
         sources.iter().copied().collect::<Vec<_>>()
     );
     assert_eq!(rows.iter().map(|r| r.tasks).sum::<usize>(), db.tasks.len());
+    // nested validation: the kept epoch's measures are the held-out tasks' at that epoch
+    for r in rows.iter().chain(&folds) {
+        assert_eq!(r.kept.per_task.len(), r.tasks);
+        let at = if r.kept.epoch == 1 { &r.last } else { &r.start };
+        assert_eq!(r.kept.spearman, at.spearman, "{}", r.source);
+        assert_eq!(r.kept.source_spearman, at.source_spearman, "{}", r.source);
+    }
+    // and the valid split's other tasks choose the epoch without training
+    let fold = RankerConfig {
+        holdout_fold: Some((1, 3)),
+        ..cfg.clone()
+    };
+    let report = metad2a::train::ranker::train_head(inputs, &fold, None, &mut |_| {})
+        .unwrap()
+        .report;
+    let choosing = (0..db.tasks.len())
+        .filter(|&t| t % 3 != 1 && db.tasks[t].split == metad2a::train::metadb::Split::Valid)
+        .count();
+    assert!(choosing > 0);
+    assert_eq!(report.choosing_tasks, choosing);
+    assert_eq!(
+        report.valid_tasks,
+        (0..db.tasks.len()).filter(|t| t % 3 == 1).count()
+    );
+    assert_eq!(
+        report.train_tasks + report.valid_tasks + report.choosing_tasks,
+        db.tasks.len()
+    );
     for r in &rows {
         assert_eq!(r.last.epoch, 1);
         assert!(r.last.spearman.is_finite() && r.baselines.params.is_finite());

@@ -23,7 +23,11 @@
 //!    percentile of the 10 best-scored of those cells (faithfulness where a search looks).
 //!
 //! Validation tasks are the database's `valid` split, or with `holdout_source` every task of that
-//! source (which training then never sees): leave-one-source-out. For each validation task the
+//! source (which training then never sees): leave-one-source-out; with `holdout_fold` every k-th
+//! task. With a hold-out, the epoch is still chosen on the `valid` split, as without one: its
+//! tasks outside the held-out set leave training and choose the epoch, and the report's `best`
+//! is the held-out measure at that epoch (nested validation: the variant as `train ranker`
+//! would ship it, measured on tasks that chose nothing). For each validation task the
 //! report gives the within-task Spearman with the task's own embedding and with one fixed
 //! embedding (the mean over the training tasks' samples), which measures what the dataset
 //! embedding adds.
@@ -213,8 +217,10 @@ pub struct RankerReport {
     pub prior: Option<PriorReport>,
     pub train_tasks: usize,
     pub valid_tasks: usize,
+    /// With a hold-out: the tasks of the `valid` split that chose the epoch (0: the last kept).
+    pub choosing_tasks: usize,
     pub epochs: Vec<Validation>,
-    /// The kept epoch's validation.
+    /// The validation tasks' measures at the kept epoch.
     pub best: Validation,
     /// Baselines on the same validation tasks.
     #[serde(flatten)]
@@ -448,8 +454,14 @@ pub fn train_head(
         (None, Some((f, k))) => t % k == f,
         (None, None) => db.tasks[t].split == Split::Valid,
     };
-    let (train, valid): (Vec<usize>, Vec<usize>) =
-        (0..tasks.len()).partition(|&i| !is_valid(task_ids[i]));
+    let held_out = cfg.holdout_source.is_some() || cfg.holdout_fold.is_some();
+    // with a hold-out, the `valid` split's other tasks choose the epoch (and do not train)
+    let chooses = |i: usize| {
+        held_out && !is_valid(task_ids[i]) && db.tasks[task_ids[i]].split == Split::Valid
+    };
+    let (valid, rest): (Vec<usize>, Vec<usize>) =
+        (0..tasks.len()).partition(|&i| is_valid(task_ids[i]));
+    let (inner, train): (Vec<usize>, Vec<usize>) = rest.into_iter().partition(|&i| chooses(i));
     if train.is_empty() || valid.is_empty() {
         return Err(Error::invalid(
             "the database needs training and validation tasks with at least 2 records each",
@@ -469,18 +481,23 @@ pub fn train_head(
         .iter()
         .flat_map(|&t| tasks[t].d_avg.iter().copied())
         .collect();
-    let novelty: Vec<f64> = valid
-        .iter()
-        .map(|&v| {
-            crate::model::cell_mix::nearest_rms_distance(&tasks[v].d_avg, &anchors, &vec![1.0; dd])
-                as f64
-        })
-        .collect();
-    let validate = |epoch: usize, train_loss: f64| {
+    let novelty_of = |set: &[usize]| -> Vec<f64> {
+        set.iter()
+            .map(|&v| {
+                crate::model::cell_mix::nearest_rms_distance(
+                    &tasks[v].d_avg,
+                    &anchors,
+                    &vec![1.0; dd],
+                ) as f64
+            })
+            .collect()
+    };
+    let (novelty, inner_novelty) = (novelty_of(&valid), novelty_of(&inner));
+    let validate = |set: &[usize], novelty: &[f64], epoch: usize, train_loss: f64| {
         head.validate(
             &tasks,
-            &valid,
-            &novelty,
+            set,
+            novelty,
             cfg.mix_gate,
             inputs.prior_all,
             &check,
@@ -488,8 +505,31 @@ pub fn train_head(
             train_loss,
         )
     };
-    let mut history = vec![validate(0, f64::NAN)?];
-    let mut best = (history[0].clone(), head.params.values()?);
+    // the measure that chooses the epoch: the inner tasks with a hold-out (none left: the last
+    // epoch is kept), else the validation tasks themselves
+    let choose = |v: &Validation, epoch: usize, train_loss: f64| -> Result<f64> {
+        Ok(if !held_out {
+            v.selection
+        } else if inner.is_empty() {
+            epoch as f64
+        } else {
+            validate(&inner, &inner_novelty, epoch, train_loss)?.selection
+        })
+    };
+    if held_out {
+        log(&format!(
+            "{} training tasks, {} held out, {} of the valid split choose the epoch",
+            train.len(),
+            valid.len(),
+            inner.len()
+        ));
+    }
+    let mut history = vec![validate(&valid, &novelty, 0, f64::NAN)?];
+    let mut best = (
+        history[0].clone(),
+        head.params.values()?,
+        choose(&history[0], 0, f64::NAN)?,
+    );
     log(&format!(
         "epoch 0 (prior alone): valid within-task spearman {:.4} (fixed embedding {:.4}), source benchmark {:.4}, top {:.4}",
         history[0].spearman, history[0].spearman_fixed_embedding, history[0].source_spearman, history[0].source_top
@@ -517,13 +557,14 @@ pub fn train_head(
             &mut adam,
             &mut rng,
         )?;
-        let v = validate(epoch, loss)?;
+        let v = validate(&valid, &novelty, epoch, loss)?;
         log(&format!(
             "epoch {epoch}: loss {:.4}, valid within-task spearman {:.4} (fixed embedding {:.4}), source benchmark {:.4}, top {:.4}",
             v.train_loss, v.spearman, v.spearman_fixed_embedding, v.source_spearman, v.source_top
         ));
-        if v.selection > best.0.selection {
-            best = (v.clone(), head.params.values()?);
+        let c = choose(&v, epoch, loss)?;
+        if c > best.2 {
+            best = (v.clone(), head.params.values()?, c);
         }
         history.push(v);
     }
@@ -563,6 +604,7 @@ pub fn train_head(
             prior: prior_report,
             train_tasks: train.len(),
             valid_tasks: valid.len(),
+            choosing_tasks: inner.len(),
             best: best.0,
             epochs: history,
             baselines,
@@ -1048,6 +1090,9 @@ pub struct LosoRow {
     /// After the last epoch. The held-out source never chooses an epoch: a LOSO number is a
     /// test number.
     pub last: Validation,
+    /// At the epoch the `valid` split's other tasks chose (nested validation: the variant as
+    /// `train ranker` keeps it). Over folds, `epoch` is the mean of the folds' kept epochs.
+    pub kept: Validation,
     /// Baselines on the same tasks.
     #[serde(flatten)]
     pub baselines: Baselines,
@@ -1095,13 +1140,16 @@ pub fn leave_one_source_out(
             tasks: r.valid_tasks,
             start: r.epochs[0].clone(),
             last: r.epochs.last().expect("epoch 0 at least").clone(),
+            kept: r.best,
             baselines: r.baselines,
         };
         log(&format!(
-            "{source}: {} tasks, within-task Spearman {:.3} after {} epochs ({:.3} before; fixed embedding {:.3}; ImageNet16-120 alone {:.3}, parameter count {:.3}); novelty {}",
+            "{source}: {} tasks, within-task Spearman {:.3} after {} epochs, {:.3} at kept epoch {} ({:.3} before; fixed embedding {:.3}; ImageNet16-120 alone {:.3}, parameter count {:.3}); novelty {}",
             row.tasks,
             row.last.spearman,
             row.last.epoch,
+            row.kept.spearman,
+            row.kept.epoch,
             row.start.spearman,
             row.last.spearman_fixed_embedding,
             row.baselines.source_benchmark,
@@ -1125,8 +1173,8 @@ pub fn task_folds(
     if k < 2 {
         return Err(Error::invalid("task folds need k >= 2"));
     }
-    let (mut start, mut last) = (Vec::new(), Vec::new());
-    let mut epoch = 0;
+    let (mut start, mut last, mut kept) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut epoch, mut kept_epochs) = (0, 0);
     for f in 0..k {
         log(&format!("fold {f} of {k}"));
         let c = RankerConfig {
@@ -1137,13 +1185,15 @@ pub fn task_folds(
         let r = train_head(inputs, &c, None, &mut |_| {})?.report;
         let l = r.epochs.last().expect("epoch 0 at least");
         log(&format!(
-            "fold {f}: {} tasks, within-task Spearman {:.3} after {} epochs ({:.3} before; fixed embedding {:.3}); novelty {}",
-            r.valid_tasks, l.spearman, l.epoch, r.epochs[0].spearman, l.spearman_fixed_embedding,
-            novelty_summary(&l.per_task)
+            "fold {f}: {} tasks, within-task Spearman {:.3} after {} epochs, {:.3} at kept epoch {} ({:.3} before; fixed embedding {:.3}); novelty {}",
+            r.valid_tasks, l.spearman, l.epoch, r.best.spearman, r.best.epoch, r.epochs[0].spearman,
+            l.spearman_fixed_embedding, novelty_summary(&l.per_task)
         ));
         epoch = l.epoch;
+        kept_epochs += r.best.epoch;
         start.extend(r.epochs[0].per_task.iter().cloned());
         last.extend(l.per_task.iter().cloned());
+        kept.extend(r.best.per_task.iter().cloned());
     }
     let sources: std::collections::BTreeSet<String> =
         start.iter().map(|m| m.source.clone()).collect();
@@ -1159,6 +1209,11 @@ pub fn task_folds(
                 baselines: Baselines::of(&s),
                 start: Validation::from_tasks(0, f64::NAN, s),
                 last: Validation::from_tasks(epoch, f64::NAN, l),
+                kept: Validation::from_tasks(
+                    (kept_epochs as f64 / k as f64).round() as usize,
+                    f64::NAN,
+                    of(&kept),
+                ),
                 source,
             }
         })
