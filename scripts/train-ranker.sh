@@ -66,6 +66,20 @@ r0 = runs[variants[0]]
 for k, name in [('baseline_source_benchmark', 'ImageNet16-120 accuracy (table lookup)'), ('baseline_params', 'parameter count')]:
     vals = [r[k] for r in r0]
     rows.append(f"| *{name}* | " + " | ".join(f"{x:.3f}" for x in vals) + f" | {wmean(vals):.3f} | | | |")
+def kept_rows(kind):
+    out_rows = []
+    for v in variants:
+        per = [r['kept'] for r in json.load(open(out / f'{kind}-{v}.json'))['rows']]
+        own, fa, top = (wmean([x[k] for x in per]) for k in ('spearman', 'source_spearman', 'source_top'))
+        out_rows.append(f"| {v} | {'/'.join(str(x['epoch']) for x in per) if kind == 'loso' else '~' + str(per[0]['epoch'])} | {own:.3f} | "
+                        f"{wmean([x['spearman_fixed_embedding'] for x in per]):.3f} | {fa:.3f} | {top:.3f} | {(own + fa + top) / 3:.3f} |")
+    return out_rows
+kinds = ['loso'] + (['folds'] if folds else [])
+for kind in kinds:
+    rows += ["", f"Nested ({kind}): each variant at the epoch the database's valid split (outside the held-out tasks) "
+             "kept, as `train ranker` keeps it; held-out measures, task-weighted (kept epochs source by source; folds: their mean over folds):", "",
+             "| variant | kept epoch | within-task | fixed embedding | faithfulness | top-10 | selection |", "|---|---|---|---|---|---|---|"]
+    rows += kept_rows(kind)
 if folds:
     rows += ["", f"Held-out tasks of seen sources (`train loso --folds {folds}`: task t in fold t mod {folds}, "
              "each measured by the ranker trained on the other folds), the same columns:", "",
