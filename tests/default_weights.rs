@@ -260,8 +260,7 @@ fn both_scoring_paths_add_the_same_cell_mix() {
             &WeightStore::open(dir.join(&m.generator.file)).unwrap(),
         )
         .unwrap();
-        let cache_store =
-            WeightStore::open(dir.join(metad2a::weights::GRAPH_CACHE_FILE)).unwrap();
+        let cache_store = WeightStore::open(dir.join(metad2a::weights::GRAPH_CACHE_FILE)).unwrap();
         let cache =
             metad2a::search::graph_cache::GraphCache::from_store(&cache_store, predictor.dims.nz)
                 .unwrap();
@@ -315,4 +314,45 @@ fn both_scoring_paths_add_the_same_cell_mix() {
         spread = spread.max(want.abs());
     }
     assert!(spread > 0.1, "the mix is not flat: {spread}");
+}
+
+/// The default weights' gated mix reports how far the data is from the meta-training tasks:
+/// the novelty of the example's one set embedding and the gate at it, `exp(−(ν/r)²)` with the
+/// radius the weights carry; weights without a mix report nothing.
+#[test]
+fn the_search_reports_the_data_fit_of_a_gated_mix() {
+    let dir = root().join(DEFAULT);
+    let engine = metad2a::Engine::load(&dir).unwrap();
+    let data = example_data();
+    let r = engine
+        .search(&data, &metad2a::SearchConfig::default())
+        .unwrap();
+    let fit = r
+        .data_fit
+        .expect("the default weights have a gated cell mix");
+    let mix = engine.predictor.cell_mix.as_ref().unwrap();
+    let d = example_embedding(&engine);
+    let nu = mix.novelty(&d).unwrap();
+    assert!(
+        (fit.novelty - nu).abs() <= 1e-5 * nu.max(1.0),
+        "{} vs {nu}",
+        fit.novelty
+    );
+    let m = metad2a::weights::Manifest::read(&dir).unwrap();
+    let store = metad2a::weights::WeightStore::open(dir.join(&m.predictor.file)).unwrap();
+    let radius = store.param_any("cell_mix.radius").unwrap().to_vec()[0] as f64;
+    let want = (-(nu as f64 / radius).powi(2)).exp();
+    assert!(
+        (fit.gate as f64 - want).abs() < 1e-5,
+        "{} vs {want}",
+        fit.gate
+    );
+    let json = serde_json::to_value(&r).unwrap();
+    assert!(json["data_fit"]["gate"].is_number());
+    let plain = metad2a::Engine::load(root().join("weights/nb201-lite0")).unwrap();
+    let r = plain
+        .search(&data, &metad2a::SearchConfig::default())
+        .unwrap();
+    assert!(r.data_fit.is_none());
+    assert!(serde_json::to_value(&r).unwrap().get("data_fit").is_none());
 }

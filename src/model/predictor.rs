@@ -101,6 +101,18 @@ impl Predictor {
     /// (see [`CellMix`]). `None` without a mix.
     pub fn mix_values(&self, d: &[f32], weights: &[f32]) -> Option<Vec<f32>> {
         let mix = self.cell_mix.as_ref()?;
+        Some(mix.values(&self.weighted_mean(d, weights)))
+    }
+
+    /// The novelty of the weighted mean of dataset rows `d` and the gate at it (see
+    /// [`Predictor::mix_values`]): `None` without a gated cell mix.
+    pub fn mix_fit(&self, d: &[f32], weights: &[f32]) -> Option<(f32, f32)> {
+        let mix = self.cell_mix.as_ref()?;
+        let mean = self.weighted_mean(d, weights);
+        Some((mix.novelty(&mean)?, mix.gate(&mean)))
+    }
+
+    fn weighted_mean(&self, d: &[f32], weights: &[f32]) -> Vec<f32> {
         let dd = self.dims.set.out_dim;
         let mut mean = vec![0.0f32; dd];
         for (row, &w) in d.chunks_exact(dd).zip(weights) {
@@ -108,7 +120,7 @@ impl Predictor {
                 *m += w * x;
             }
         }
-        Some(mix.values(&mean))
+        mean
     }
 
     /// Adds the cell mix of each graph, with values from [`Predictor::mix_values`], to its

@@ -10,7 +10,8 @@ use rayon::prelude::*;
 use super::graph_cache::{self, GraphCache};
 use super::sets::{draw, SetEmbedder, SetSample};
 use super::{
-    Candidate, Counts, Progress, SearchConfig, SearchMode, SearchReport, Timings, GENERATION_BATCH,
+    Candidate, Counts, DataFit, Progress, SearchConfig, SearchMode, SearchReport, Timings,
+    GENERATION_BATCH,
 };
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
@@ -407,7 +408,7 @@ impl Engine {
             return Err(Error::Cancelled);
         }
 
-        let scores = self.rank(data, cfg, &archs, &mut t)?;
+        let (scores, data_fit) = self.rank(data, cfg, &archs, &mut t)?;
         // Best first, ties in candidate order: a total order, so sorting only the kept ones
         // after selecting them gives the same list as sorting all.
         let better = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
@@ -449,6 +450,7 @@ impl Engine {
             counts,
             timings: t,
             candidates,
+            data_fit,
         })
     }
 
@@ -594,14 +596,15 @@ impl Engine {
         Ok(a)
     }
 
-    /// Mean predictor score of each architecture over `cfg.resamples` shared set samples.
+    /// Mean predictor score of each architecture over `cfg.resamples` shared set samples, and
+    /// the data's fit to a gated cell mix's training tasks.
     fn rank(
         &self,
         data: &Dataset,
         cfg: &SearchConfig,
         archs: &[Arch],
         t: &mut Timings,
-    ) -> Result<Vec<f32>> {
+    ) -> Result<(Vec<f32>, Option<DataFit>)> {
         let t0 = Instant::now();
         let mut sets = SetEmbedder::new(&self.predictor.set_encoder, data, cfg.per_class);
         let samples: Vec<SetSample> = (0..cfg.resamples)
@@ -620,6 +623,10 @@ impl Engine {
             weights[i] += 1.0 / ids.len() as f32;
         }
         let c = self.predictor.head_dataset_part(&d);
+        let fit = self
+            .predictor
+            .mix_fit(&d, &weights)
+            .map(|(novelty, gate)| DataFit { novelty, gate });
         let scores = if let (true, Some(graph_cache)) = (cfg.exhaustive, &self.graph_cache) {
             // The first exhaustive search of an engine computes the graph half of the head
             // chunk by chunk (no 32 MB table to allocate and fill for a one-off search); later
@@ -687,7 +694,7 @@ impl Engine {
             scores
         };
         t.rank_ms += ms(t0);
-        Ok(scores)
+        Ok((scores, fit))
     }
 
     /// The graph half of the predictor head for every cell (needs the graph cache).
@@ -717,7 +724,7 @@ impl Engine {
             return Ok(Vec::new());
         }
         let mut t = Timings::default();
-        self.rank(data, cfg, archs, &mut t)
+        Ok(self.rank(data, cfg, archs, &mut t)?.0)
     }
 }
 

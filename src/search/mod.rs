@@ -183,6 +183,22 @@ pub struct SearchReport {
     pub timings: Timings,
     /// Best first, at most `top_k`.
     pub candidates: Vec<Candidate>,
+    /// How far the data is from the meta-training tasks (weights with a gated cell mix only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_fit: Option<DataFit>,
+}
+
+/// Where a dataset stands against the tasks a gated cell mix was trained on
+/// ([`crate::model::CellMix`]), from the mean of the set embeddings the ranking used.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct DataFit {
+    /// Distance of the dataset's mean embedding to the nearest training task's: root mean
+    /// square over dimensions, in units of the training spread. Held-out tasks of sources seen
+    /// in training measured 0.04-0.63, tasks of unseen sources 0.64-1.95.
+    pub novelty: f32,
+    /// The share of the mix's data-dependent part kept at that novelty, `exp(−(ν/r)²)`: 1 as
+    /// on a training task; near 0 the ranking is the one every dataset gets.
+    pub gate: f32,
 }
 
 /// How the candidates of a search were found.

@@ -626,6 +626,13 @@ fn print_report(
             println!("note: stopped at the cap on decoded graphs before collecting the requested number (raise --max-decoded)");
         }
     }
+    if let Some(f) = &r.data_fit {
+        println!(
+            "data fit: novelty {:.2} against the meta-training tasks (seen sources 0.04-0.63, unseen 0.64-1.95); the dataset-dependent part of the ranking kept at {:.1}%",
+            f.novelty,
+            100.0 * f.gate
+        );
+    }
     if !engine.has_graph_cache() {
         println!("note: no graph-embedding cache in the weights directory; `metad2a cache` makes ranking faster");
     }
