@@ -97,6 +97,9 @@ pub struct SeedResult {
     pub generated_best: f64,
     /// Seconds spent on the NASWOT baseline (all sample sizes).
     pub naswot_seconds: f64,
+    /// The search's data fit (weights with a gated cell mix only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_fit: Option<crate::search::DataFit>,
 }
 
 /// Mean and spread of one method over the seeds.
@@ -123,6 +126,9 @@ pub struct Summary {
     pub search_ms_median: f64,
     /// Mean over seeds of [`SeedResult::generated_best`].
     pub generated_best_mean: f64,
+    /// Mean over seeds of the data fit's novelty and gate (weights with a gated cell mix).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_fit_mean: Option<(f64, f64)>,
     /// The benchmark's best accuracy, for reference.
     pub optimum: f64,
     /// Spearman over every cell of the cheap rankers (FLOPs, params, the source benchmark)
@@ -196,6 +202,7 @@ pub fn run(
             candidates: ours.ranked.len(),
             generated_best: best_of(&acc, &ours.ranked).1,
             naswot_seconds: t0.elapsed().as_secs_f64(),
+            data_fit: ours.data_fit,
         };
         log(&format!(
             "seed {seed}: {}; best of all {} candidates {:.2}; predictor Spearman {:.3}; search {:.0} ms",
@@ -267,6 +274,7 @@ struct SearchPicks {
     /// The predictor's Spearman with the benchmark over every cell.
     predictor_spearman: f64,
     search_ms: f64,
+    data_fit: Option<crate::search::DataFit>,
 }
 
 fn search_picks(
@@ -336,6 +344,7 @@ fn search_picks(
         ranked,
         predictor_spearman,
         search_ms: report.timings.total_ms,
+        data_fit: report.data_fit,
     })
 }
 
@@ -602,6 +611,16 @@ pub fn summarize(results: &[SeedResult], table: &Nb201Table) -> Result<Summary> 
             &results.iter().map(|r| r.generated_best).collect::<Vec<_>>(),
         )
         .0,
+        data_fit_mean: {
+            let fits: Vec<_> = results.iter().filter_map(|r| r.data_fit).collect();
+            (fits.len() == results.len() && !fits.is_empty()).then(|| {
+                let n = fits.len() as f64;
+                (
+                    fits.iter().map(|f| f.novelty as f64).sum::<f64>() / n,
+                    fits.iter().map(|f| f.gate as f64).sum::<f64>() / n,
+                )
+            })
+        },
         optimum,
         ranker_spearman: {
             let acc = truth(table)?;
@@ -647,6 +666,12 @@ pub fn markdown(summary: &Summary) -> String {
         "\nSearch (generation and ranking): median {:.1} ms. Benchmark optimum {:.2}.\n",
         summary.search_ms_median, summary.optimum
     );
+    if let Some((novelty, gate)) = summary.data_fit_mean {
+        t += &format!(
+            "Data fit (mean over seeds): novelty {novelty:.2} against the meta-training tasks, the cell mix's data part kept at {:.1}%.\n",
+            100.0 * gate
+        );
+    }
     t
 }
 
