@@ -240,5 +240,17 @@ fn c_example_is_small_and_runs_with_the_shipped_weights() {
     let (ok, stdout, stderr) = common::outcome(&out);
     assert!(ok, "{stdout}\n{stderr}");
     same_top_five_as_rust(&stdout, &weights, &data);
+    // the data fit of the default weights' gated mix, as the Rust report gives it
+    let engine = metad2a::Engine::load(&weights).unwrap();
+    let fit = engine
+        .search(&data, &metad2a::SearchConfig::default())
+        .unwrap()
+        .data_fit
+        .expect("the default weights have a gated cell mix");
+    let want = format!(
+        "data fit: novelty {:.4}, gate {:.4}",
+        fit.novelty as f64, fit.gate as f64
+    );
+    assert!(stdout.contains(&want), "{want} not in\n{stdout}");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -48,6 +48,10 @@ int main(int argc, char **argv) {
         metad2a_result_count(result, &n);
         metad2a_result_stats(result, &decoded, &ms);
         printf("%llu graphs decoded, %.1f ms\n", (unsigned long long)decoded, ms);
+        double novelty = 0, gate = 0;
+        metad2a_result_data_fit(result, &novelty, &gate);
+        if (novelty == novelty)  /* not NaN: the weights have a gated cell mix */
+            printf("data fit: novelty %.4f, gate %.4f\n", novelty, gate);
         for (size_t i = 0; i < n; i++) {
             const char *arch = NULL;
             float score = 0;
