@@ -136,23 +136,30 @@ impl CellMix {
     /// The dataset's novelty: root mean square distance, over dimensions in units of the
     /// scale, of `d` to the nearest anchor (`None` without a gate).
     pub fn novelty(&self, d: &[f32]) -> Option<f32> {
+        self.fit(d).map(|(nu, _)| nu)
+    }
+
+    /// The novelty of `d` and the gate `γ(d)` there (`None` without a gate).
+    pub fn fit(&self, d: &[f32]) -> Option<(f32, f32)> {
         let g = self.gate.as_ref()?;
-        Some(nearest_rms_distance(d, &g.anchors, &g.inv_scale))
+        let nu = nearest_rms_distance(d, &g.anchors, &g.inv_scale);
+        Some((nu, (-(nu / g.radius) * (nu / g.radius)).exp()))
     }
 
     /// The gate `γ(d)` (1 without a gate).
     pub fn gate(&self, d: &[f32]) -> f32 {
-        match (self.novelty(d), &self.gate) {
-            (Some(nu), Some(g)) => (-(nu / g.radius) * (nu / g.radius)).exp(),
-            _ => 1.0,
-        }
+        self.fit(d).map_or(1.0, |(_, gate)| gate)
     }
 
     /// `γ(d) W (d − μ) + b` for a dataset embedding `d` (`[d_D]`): the value of every
     /// (vertex, operation) input on this dataset.
     pub fn values(&self, d: &[f32]) -> Vec<f32> {
+        self.values_gated(d, self.gate(d))
+    }
+
+    /// [`CellMix::values`] with the gate `γ(d)` already known.
+    pub fn values_gated(&self, d: &[f32], gate: f32) -> Vec<f32> {
         debug_assert_eq!(d.len(), self.dd);
-        let gate = self.gate(d);
         let centred: Vec<f32> = d.iter().zip(&self.center).map(|(x, m)| x - m).collect();
         self.weight
             .chunks_exact(self.dd)

@@ -39,6 +39,15 @@ pub struct Predictor {
     pub dims: PredictorDims,
 }
 
+/// The cell mix on one dataset ([`Predictor::mix_values`]).
+#[derive(Clone, Debug)]
+pub struct MixValues {
+    /// The value of every (vertex, operation) input.
+    pub values: Vec<f32>,
+    /// The novelty of the dataset's mean embedding and the gate there (gated mixes only).
+    pub fit: Option<(f32, f32)>,
+}
+
 impl Predictor {
     /// Maps a safetensors file and loads the predictor from it.
     pub fn load_file(path: impl AsRef<Path>) -> Result<Self> {
@@ -98,18 +107,17 @@ impl Predictor {
 
     /// The cell mix's value of every (vertex, operation) input for dataset rows `d` (`[R, d_D]`)
     /// weighted by `weights` (`[R]`, summing to 1): the values of the weighted mean embedding
-    /// (see [`CellMix`]). `None` without a mix.
-    pub fn mix_values(&self, d: &[f32], weights: &[f32]) -> Option<Vec<f32>> {
-        let mix = self.cell_mix.as_ref()?;
-        Some(mix.values(&self.weighted_mean(d, weights)))
-    }
-
-    /// The novelty of the weighted mean of dataset rows `d` and the gate at it (see
-    /// [`Predictor::mix_values`]): `None` without a gated cell mix.
-    pub fn mix_fit(&self, d: &[f32], weights: &[f32]) -> Option<(f32, f32)> {
+    /// (see [`CellMix`]), and the novelty of that mean and the gate there (`None` without a
+    /// gate), each computed once. `None` without a mix.
+    pub fn mix_values(&self, d: &[f32], weights: &[f32]) -> Option<MixValues> {
         let mix = self.cell_mix.as_ref()?;
         let mean = self.weighted_mean(d, weights);
-        Some((mix.novelty(&mean)?, mix.gate(&mean)))
+        let fit = mix.fit(&mean);
+        let gate = fit.map_or(1.0, |(_, gate)| gate);
+        Some(MixValues {
+            values: mix.values_gated(&mean, gate),
+            fit,
+        })
     }
 
     fn weighted_mean(&self, d: &[f32], weights: &[f32]) -> Vec<f32> {

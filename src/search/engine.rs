@@ -623,9 +623,10 @@ impl Engine {
             weights[i] += 1.0 / ids.len() as f32;
         }
         let c = self.predictor.head_dataset_part(&d);
-        let fit = self
-            .predictor
-            .mix_fit(&d, &weights)
+        let mix = self.predictor.mix_values(&d, &weights);
+        let fit = mix
+            .as_ref()
+            .and_then(|m| m.fit)
             .map(|(novelty, gate)| DataFit { novelty, gate });
         let scores = if let (true, Some(graph_cache)) = (cfg.exhaustive, &self.graph_cache) {
             // The first exhaustive search of an engine computes the graph half of the head
@@ -668,13 +669,10 @@ impl Engine {
                     *s += priors[code];
                 }
             }
-            if let (Some(mix), Some(v)) = (
-                &self.predictor.cell_mix,
-                self.predictor.mix_values(&d, &weights),
-            ) {
+            if let (Some(cell_mix), Some(m)) = (&self.predictor.cell_mix, &mix) {
                 for (s, &code) in scores.iter_mut().zip(&codes) {
                     let a = crate::space::Nb201Arch::from_code(code).expect("a cell code");
-                    *s += mix.score_nb201(&v, &a);
+                    *s += cell_mix.score_nb201(&m.values, &a);
                 }
             }
             scores
@@ -683,12 +681,11 @@ impl Engine {
             let mut scores =
                 self.predictor
                     .mean_scores(&self.predictor.head_graph_part(&g), &c, &weights);
-            let mix = self.predictor.mix_values(&d, &weights);
             if self.predictor.cell_prior.is_some() || mix.is_some() {
                 let graphs: Vec<_> = archs.iter().map(Arch::to_graph).collect();
                 self.predictor.add_prior(&graphs, &mut scores);
-                if let Some(v) = mix {
-                    self.predictor.add_mix(&v, &graphs, &mut scores);
+                if let Some(m) = &mix {
+                    self.predictor.add_mix(&m.values, &graphs, &mut scores);
                 }
             }
             scores

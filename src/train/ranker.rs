@@ -481,14 +481,12 @@ pub fn train_head(
         .iter()
         .flat_map(|&t| tasks[t].d_avg.iter().copied())
         .collect();
+    let unit = vec![1.0; dd];
     let novelty_of = |set: &[usize]| -> Vec<f64> {
         set.iter()
             .map(|&v| {
-                crate::model::cell_mix::nearest_rms_distance(
-                    &tasks[v].d_avg,
-                    &anchors,
-                    &vec![1.0; dd],
-                ) as f64
+                crate::model::cell_mix::nearest_rms_distance(&tasks[v].d_avg, &anchors, &unit)
+                    as f64
             })
             .collect()
     };
