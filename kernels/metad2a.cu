@@ -477,3 +477,205 @@ extern "C" __global__ void decode_graphs(
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Set encoding and ranking on the device: a search's set samples are pooled by `set_pool`
+// (twice per set encoder: inside each class, then across the class prototypes), the generator's
+// latents and the predictor head's dataset half come from `linear_cols`, and `rank_cells` scores
+// every candidate cell against the resident table of the head's graph half in one launch.
+
+// Multihead attention block (as mab_fused) on one set, block-cooperative. Row i of the queries
+// is qin + qi(i) * dq with qi(i) = qidx ? qidx[i] : i, row j of the keys kin + ki(j) * dk
+// likewise. W packs the block's weights: wq [dv, dq], bq [dv], wk [dv, dk], bk, wv [dv, dk],
+// bv, wo [dv, dv], bo. scratch (shared): qp [nq, dv], kp [nk, dv], vp [nk, dv], o [nq, dv] and
+// 2*heads*nq softmax statistics. out [nq, dv] may be shared or global and must not alias qin
+// or kin. The attention weights are recomputed where they are used rather than stored, so a
+// set of a hundred elements (the classes of CIFAR-100) needs no heads*nq*nk table.
+__device__ void block_mab(const float* qin, const int* qidx, int nq, int dq, const float* kin,
+                          const int* kidx, int nk, int dk, int dv, int heads, const float* W,
+                          float* scratch, float* out) {
+    const float* wq = W;
+    const float* bq = wq + (size_t)dv * dq;
+    const float* wk = bq + dv;
+    const float* bk = wk + (size_t)dv * dk;
+    const float* wv = bk + dv;
+    const float* bv = wv + (size_t)dv * dk;
+    const float* wo = bv + dv;
+    const float* bo = wo + (size_t)dv * dv;
+    float* qp = scratch;
+    float* kp = qp + nq * dv;
+    float* vp = kp + nk * dv;
+    float* o = vp + nk * dv;
+    float* st = o + nq * dv;
+    const int tid = threadIdx.x, nt = blockDim.x;
+
+    for (int e = tid; e < nq * dv; e += nt) {
+        int i = e / dv, c = e % dv;
+        const float* x = qin + (size_t)(qidx ? qidx[i] : i) * dq;
+        const float* w = wq + (size_t)c * dq;
+        float acc = bq[c];
+        for (int j = 0; j < dq; ++j) acc += x[j] * w[j];
+        qp[e] = acc;
+    }
+    for (int e = tid; e < nk * dv; e += nt) {
+        int i = e / dv, c = e % dv;
+        const float* x = kin + (size_t)(kidx ? kidx[i] : i) * dk;
+        const float* w1 = wk + (size_t)c * dk;
+        const float* w2 = wv + (size_t)c * dk;
+        float a1 = bk[c], a2 = bv[c];
+        for (int j = 0; j < dk; ++j) {
+            a1 += x[j] * w1[j];
+            a2 += x[j] * w2[j];
+        }
+        kp[e] = a1;
+        vp[e] = a2;
+    }
+    __syncthreads();
+
+    const int dh = dv / heads;
+    const float scale = rsqrtf((float)dv);
+    for (int p = tid; p < heads * nq; p += nt) {
+        int h = p / nq, i = p % nq;
+        const float* qi = qp + i * dv + h * dh;
+        float m = __int_as_float(0xff800000);  // -inf
+        for (int j = 0; j < nk; ++j) {
+            const float* kj = kp + j * dv + h * dh;
+            float s = 0.0f;
+            for (int c = 0; c < dh; ++c) s += qi[c] * kj[c];
+            m = fmaxf(m, s * scale);
+        }
+        float sum = 0.0f;
+        for (int j = 0; j < nk; ++j) {
+            const float* kj = kp + j * dv + h * dh;
+            float s = 0.0f;
+            for (int c = 0; c < dh; ++c) s += qi[c] * kj[c];
+            sum += expf(s * scale - m);
+        }
+        st[2 * p] = m;
+        st[2 * p + 1] = 1.0f / sum;
+    }
+    __syncthreads();
+
+    for (int e = tid; e < nq * dv; e += nt) {
+        int i = e / dv, c = e % dv, h = c / dh, p = h * nq + i;
+        const float* qi = qp + i * dv + h * dh;
+        const float m = st[2 * p], inv = st[2 * p + 1];
+        float acc = qp[e];
+        for (int j = 0; j < nk; ++j) {
+            const float* kj = kp + j * dv + h * dh;
+            float s = 0.0f;
+            for (int cc = 0; cc < dh; ++cc) s += qi[cc] * kj[cc];
+            acc += (expf(s * scale - m) * inv) * vp[j * dv + c];
+        }
+        o[e] = acc;
+    }
+    __syncthreads();
+
+    for (int e = tid; e < nq * dv; e += nt) {
+        int i = e / dv, c = e % dv;
+        const float* x = o + i * dv;
+        const float* w = wo + (size_t)c * dv;
+        float acc = bo[c];
+        for (int j = 0; j < dv; ++j) acc += x[j] * w[j];
+        out[e] = o[e] + fmaxf(acc, 0.0f);
+    }
+    __syncthreads();
+}
+
+// SetPool (SAB -> SAB -> PMA with one seed -> Linear), one set per thread block. Set s has the
+// n rows x + rows[s*n + i] * din when gather != 0, else the n rows from x + s*n*din. W packs
+// the first SAB (dq = dk = din, dv = dh), the second SAB and the PMA (all dh) as block_mab
+// reads them, then the seed [dh], then the output Linear: w [dout, dh], b [dout].
+// out: [nsets, dout]. Dynamic shared memory (floats): 6*n*dh + dh + 2*heads*n.
+extern "C" __global__ void set_pool(const float* __restrict__ x, const int* __restrict__ rows,
+                                    int gather, int n, int din, int dh, int dout, int heads,
+                                    const float* __restrict__ W, float* __restrict__ out) {
+    DYN_SHARED(smem);
+    const int set = blockIdx.x;
+    const int tid = threadIdx.x, nt = blockDim.x;
+    float* a = smem;               // [n, dh]: first SAB
+    float* b = a + n * dh;         // [n, dh]: second SAB
+    float* pooled = b + n * dh;    // [dh]: PMA
+    float* scratch = pooled + dh;  // 4*n*dh + 2*heads*n
+    const int* idx = gather ? rows + (size_t)set * n : 0;
+    const float* xs = gather ? x : x + (size_t)set * n * din;
+    const float* w1 = W;
+    const float* w2 = w1 + 3 * (size_t)dh * din + (size_t)dh * dh + 4 * dh;
+    const float* w3 = w2 + 4 * (size_t)dh * dh + 4 * dh;
+    const float* seed = w3 + 4 * (size_t)dh * dh + 4 * dh;
+    const float* ow = seed + dh;
+    const float* ob = ow + (size_t)dout * dh;
+    block_mab(xs, idx, n, din, xs, idx, n, din, dh, heads, w1, scratch, a);
+    block_mab(a, 0, n, dh, a, 0, n, dh, dh, heads, w2, scratch, b);
+    block_mab(seed, 0, 1, dh, b, 0, n, dh, dh, heads, w3, scratch, pooled);
+    for (int c = tid; c < dout; c += nt) {
+        const float* w = ow + (size_t)c * dh;
+        float acc = ob[c];
+        for (int j = 0; j < dh; ++j) acc += pooled[j] * w[j];
+        out[(size_t)set * dout + c] = acc;
+    }
+}
+
+// A Linear on a column block of its input: y[r, o] = (has_bias ? b[o] : 0)
+//   + sum_{j < cols} x[r*ldx + j] * w[o*ldw + col + j]
+// for r < rows, o < out_dim (the generator's latent head, and the predictor head's dataset and
+// graph halves). One thread per output.
+extern "C" __global__ void linear_cols(const float* __restrict__ x, int rows, int ldx,
+                                       const float* __restrict__ w, int ldw, int col, int cols,
+                                       const float* __restrict__ b, int has_bias, int out_dim,
+                                       float* __restrict__ y) {
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+         e < (long long)rows * out_dim; e += (long long)gridDim.x * blockDim.x) {
+        int r = (int)(e / out_dim), o = (int)(e % out_dim);
+        const float* xr = x + (size_t)r * ldx;
+        const float* wr = w + (size_t)o * ldw + col;
+        float acc = has_bias ? b[o] : 0.0f;
+        for (int j = 0; j < cols; ++j) acc += xr[j] * wr[j];
+        y[e] = acc;
+    }
+}
+
+// Scores of candidate cells, one thread block per candidate i with cell code k = codes[i]:
+//   score = sum_r wts[r] * (sum_c w2[c] * tanh(a[k, c] + cd[r, c])) + b2
+//           (+ prior[k] when has_prior) (+ sum_s mixv[s*types + ops[k*slots + s]] when has_mix)
+// a: [cells, p], the head's graph half of every cell (bias included); cd: [r, p], its dataset
+// half of each distinct set sample; wts: [r], the samples' weights. blockDim.x must be a power
+// of two. Dynamic shared memory: blockDim.x floats.
+extern "C" __global__ void rank_cells(const float* __restrict__ a, const int* __restrict__ codes,
+                                      int p, const float* __restrict__ cd,
+                                      const float* __restrict__ wts, int r,
+                                      const float* __restrict__ w2, float b2,
+                                      const float* __restrict__ prior, int has_prior,
+                                      const float* __restrict__ mixv,
+                                      const unsigned char* __restrict__ ops, int slots, int types,
+                                      int has_mix, float* __restrict__ out) {
+    DYN_SHARED(red);
+    const int i = blockIdx.x;
+    const int tid = threadIdx.x, nt = blockDim.x;
+    const int k = codes[i];
+    const float* ak = a + (size_t)k * p;
+    float total = 0.0f;
+    for (int rr = 0; rr < r; ++rr) {
+        const float* c = cd + (size_t)rr * p;
+        float part = 0.0f;
+        for (int j = tid; j < p; j += nt) part += w2[j] * tanhf(ak[j] + c[j]);
+        red[tid] = part;
+        __syncthreads();
+        for (int s = nt / 2; s > 0; s >>= 1) {
+            if (tid < s) red[tid] += red[tid + s];
+            __syncthreads();
+        }
+        total += wts[rr] * red[0];
+        __syncthreads();
+    }
+    if (tid == 0) {
+        float s = total + b2;
+        if (has_prior) s += prior[k];
+        if (has_mix) {
+            float m = 0.0f;
+            for (int t = 0; t < slots; ++t) m += mixv[t * types + ops[(size_t)k * slots + t]];
+            s += m;
+        }
+        out[i] = s;
+    }
+}

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use metad2a::model::inventory::{self, pytorch_init};
-use metad2a::model::{DecodeMode, Generator, END_TYPE, START_TYPE};
-use metad2a::nn::{Linear, Mab};
+use metad2a::model::{DecodeMode, Generator, Predictor, END_TYPE, START_TYPE};
+use metad2a::nn::{Linear, Mab, SetPool};
 use metad2a::rng::Rng;
 use metad2a::weights::import::ExportDtype;
 use metad2a::weights::{serialize, WeightStore};
@@ -108,6 +108,7 @@ fn run(bin: &Path, kernel: &str, input: &Input) -> Vec<Vec<u8>> {
     let sizes: &[usize] = match kernel {
         "decode_graphs" => &[1, 8, 8],
         "sample_types" | "sample_edges" => &[1, 8],
+        // set_pool, linear_cols, rank_cells and the rest: one f32 array
         _ => &[4],
     };
     for &size in sizes {
@@ -353,4 +354,183 @@ fn sampling_kernels_continue_the_cpu_streams() {
     assert!(same >= rows - 1, "edges: {same}/{rows}");
     let after: Vec<u64> = rngs.iter().flat_map(|r| r.state()).collect();
     assert_eq!(u64s(&out[1]), after);
+}
+
+fn predictor(seed: u64) -> Predictor {
+    let inv = inventory::predictor(&inventory::nb201_predictor_dims());
+    let bytes = serialize(&pytorch_init(&inv, seed), ExportDtype::F32, None).unwrap();
+    Predictor::load(&WeightStore::from_bytes("random", bytes).unwrap()).unwrap()
+}
+
+/// `set_pool` on `nsets` sets of `n` rows of `x` (`rows` gathers them when given).
+fn set_pool_kernel(
+    bin: &Path,
+    pool: &SetPool,
+    x: &[f32],
+    rows: Option<&[i32]>,
+    nsets: usize,
+    n: usize,
+) -> Vec<f32> {
+    let mut input = Input::default();
+    input
+        .int(rows.is_some() as usize)
+        .int(nsets)
+        .int(n)
+        .int(pool.dim_in)
+        .int(pool.dim_hidden)
+        .int(pool.dim_out)
+        .int(pool.sab1.heads)
+        .f32s(x)
+        .i32s(rows.unwrap_or(&[0]))
+        .f32s(&pool.packed());
+    f32s(&run(bin, "set_pool", &input)[0])
+}
+
+#[test]
+fn set_pool_kernel_encodes_sets_as_the_cpu_encoder() {
+    let Some(bin) = harness() else { return };
+    let gen = generator(14);
+    let enc = &gen.set_encoder;
+    let din = enc.dims.feat_dim;
+    // Intra-class pooling of gathered rows: 12 sets of 20 rows drawn from 150 feature rows.
+    let (stored, nsets, n) = (150, 12, 20);
+    let x = common::random_vec(stored * din, 15, 2.0);
+    let mut rng = Rng::new(5, 5);
+    let rows: Vec<i32> = (0..nsets * n)
+        .map(|_| rng.below(stored as u64) as i32)
+        .collect();
+    let gathered: Vec<f32> = rows
+        .iter()
+        .flat_map(|&r| x[r as usize * din..(r as usize + 1) * din].iter().copied())
+        .collect();
+    let want = enc.intra.forward(&gathered, nsets, n);
+    let got = set_pool_kernel(&bin, &enc.intra, &x, Some(&rows), nsets, n);
+    common::assert_close("intra set pool, gathered rows", &got, &want, 1e-5);
+    // Inter-class pooling of contiguous sets as large as CIFAR-100's 100 classes.
+    let (nsets, n) = (3, 100);
+    let protos = common::random_vec(nsets * n * enc.dims.proto_dim, 16, 1.5);
+    let want = enc.inter.forward(&protos, nsets, n);
+    let got = set_pool_kernel(&bin, &enc.inter, &protos, None, nsets, n);
+    common::assert_close("inter set pool, 100 elements", &got, &want, 1e-5);
+    // The whole encoder: two launches against SetEncoder::encode.
+    let (tasks, classes, per) = (4, 10, 20);
+    let x = common::random_vec(tasks * classes * per * din, 17, 2.0);
+    let want = enc.encode(&x, tasks, classes, per).unwrap();
+    let protos = set_pool_kernel(&bin, &enc.intra, &x, None, tasks * classes, per);
+    let got = set_pool_kernel(&bin, &enc.inter, &protos, None, tasks, classes);
+    common::assert_close("set encoder", &got, &want, 1e-5);
+}
+
+fn linear_cols_kernel(
+    bin: &Path,
+    l: &Linear,
+    x: &[f32],
+    rows: usize,
+    col: usize,
+    cols: usize,
+    bias: bool,
+) -> Vec<f32> {
+    let mut input = Input::default();
+    input
+        .int(rows)
+        .int(cols)
+        .int(l.in_dim)
+        .int(col)
+        .int(cols)
+        .int(bias as usize)
+        .int(l.out_dim)
+        .f32s(x)
+        .f32s(&l.weight)
+        .f32s(l.bias.as_deref().unwrap_or(&[0.0]));
+    f32s(&run(bin, "linear_cols", &input)[0])
+}
+
+#[test]
+fn linear_kernel_computes_the_latent_head_and_both_halves_of_the_predictor_head() {
+    let Some(bin) = harness() else { return };
+    let gen = generator(15);
+    let pred = predictor(16);
+    let (dd, nz) = (pred.dims.set.out_dim, pred.dims.nz);
+    let v = common::random_vec(30 * gen.dims.set.out_dim, 18, 1.0);
+    let want = gen.heads(&v, 30).0;
+    let got = linear_cols_kernel(&bin, &gen.fc1, &v, 30, 0, gen.dims.set.out_dim, true);
+    common::assert_close("latent head", &got, &want, 1e-5);
+    let g = common::random_vec(700 * nz, 19, 1.0);
+    let want = pred.head_graph_part(&g);
+    let got = linear_cols_kernel(&bin, &pred.head[0], &g, 700, dd, nz, true);
+    common::assert_close("head, graph half", &got, &want, 1e-5);
+    let d = common::random_vec(7 * dd, 20, 1.0);
+    let want = pred.head_dataset_part(&d);
+    let got = linear_cols_kernel(&bin, &pred.head[0], &d, 7, 0, dd, false);
+    common::assert_close("head, dataset half", &got, &want, 1e-5);
+}
+
+#[test]
+fn rank_kernel_scores_cells_as_the_cpu_head_with_prior_and_mix() {
+    use metad2a::space::nb201::{Nb201Arch, NUM_ARCHS};
+    let Some(bin) = harness() else { return };
+    let pred = predictor(17);
+    let (dd, nz, p) = (pred.dims.set.out_dim, pred.dims.nz, pred.dims.head_hidden);
+    let g = common::random_vec(NUM_ARCHS * nz, 21, 1.0);
+    let a = pred.head_graph_part(&g);
+    let r = 3;
+    let c = pred.head_dataset_part(&common::random_vec(r * dd, 22, 1.0));
+    let weights = [0.5f32, 0.3, 0.2];
+    let mut rng = Rng::new(6, 6);
+    let codes: Vec<i32> = (0..2000)
+        .map(|_| rng.below(NUM_ARCHS as u64) as i32)
+        .collect();
+    let prior = common::random_vec(NUM_ARCHS, 23, 0.1);
+    let (slots, types) = (6, 5);
+    let mixv = common::random_vec(slots * types, 24, 0.1);
+    let ops: Vec<u8> = Nb201Arch::all().flat_map(|a| a.ops).collect();
+    let rows: Vec<f32> = codes
+        .iter()
+        .flat_map(|&k| a[k as usize * p..(k as usize + 1) * p].iter().copied())
+        .collect();
+    let head = pred.mean_scores(&rows, &c, &weights);
+    let w2 = &pred.head[1].weight[..p];
+    let b2 = pred.head[1].bias.as_ref().unwrap()[0];
+    for (has_prior, has_mix) in [(false, false), (true, true)] {
+        let mut input = Input::default();
+        input
+            .int(codes.len())
+            .int(p)
+            .int(r)
+            .int(has_prior as usize)
+            .int(slots)
+            .int(types)
+            .int(has_mix as usize)
+            .f32s(&a)
+            .i32s(&codes)
+            .f32s(&c)
+            .f32s(&weights)
+            .f32s(w2)
+            .f32s(&[b2])
+            .f32s(&prior)
+            .f32s(&mixv)
+            .bytes(&ops);
+        let got = f32s(&run(&bin, "rank_cells", &input)[0]);
+        let want: Vec<f32> = codes
+            .iter()
+            .zip(&head)
+            .map(|(&k, &h)| {
+                let mut s = h;
+                if has_prior {
+                    s += prior[k as usize];
+                }
+                if has_mix {
+                    let arch = Nb201Arch::from_code(k as usize).unwrap();
+                    s += arch
+                        .ops
+                        .iter()
+                        .enumerate()
+                        .map(|(t, &o)| mixv[t * types + o as usize])
+                        .sum::<f32>();
+                }
+                s
+            })
+            .collect();
+        common::assert_close("cell scores", &got, &want, 1e-5);
+    }
 }

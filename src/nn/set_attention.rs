@@ -60,6 +60,18 @@ impl Mab {
         self.attend(&qp, false, &kp, &vp, nsets, nq, nk)
     }
 
+    /// Appends the block's weights in the layout of the device kernels (`block_mab` in
+    /// `kernels/metad2a.cu`): `W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o`, an absent bias as zeros.
+    pub fn pack_into(&self, out: &mut Vec<f32>) {
+        for l in [&self.fc_q, &self.fc_k, &self.fc_v, &self.fc_o] {
+            out.extend_from_slice(&l.weight);
+            match &l.bias {
+                Some(b) => out.extend_from_slice(b),
+                None => out.resize(out.len() + l.out_dim, 0.0),
+            }
+        }
+    }
+
     /// The block after the input projections. `qp` is `[nsets*nq, dim_v]`, or `[nq, dim_v]`
     /// shared by every set when `q_shared` (PMA); `kp`, `vp` are `[nsets*nk, dim_v]`.
     #[allow(clippy::too_many_arguments)]
@@ -432,6 +444,23 @@ impl SetPool {
             dim_hidden,
             dim_out,
         })
+    }
+
+    /// All weights in the layout of the device kernel `set_pool` (`kernels/metad2a.cu`): the
+    /// two SABs and the PMA as [`Mab::pack_into`] writes them, the seed, then the output
+    /// Linear's weight and bias.
+    pub fn packed(&self) -> Vec<f32> {
+        let mut out = Vec::new();
+        for m in [&self.sab1, &self.sab2, &self.pma] {
+            m.pack_into(&mut out);
+        }
+        out.extend_from_slice(&self.seed);
+        out.extend_from_slice(&self.out.weight);
+        match &self.out.bias {
+            Some(b) => out.extend_from_slice(b),
+            None => out.resize(out.len() + self.out.out_dim, 0.0),
+        }
+        out
     }
 
     /// Pools `nsets` sets of `n` elements: `x: [nsets*n, d_in]` → `[nsets, d_out]`.

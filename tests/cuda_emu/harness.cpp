@@ -94,6 +94,42 @@ int main(int argc, char** argv) {
         gated_messages(h.data(), vid.data(), rows, hs, max_n, wg.data(), bg.data(), wm.data(),
                        o.data());
         wr(o);
+    } else if (k == "set_pool") {
+        int gather = rd_int(), nsets = rd_int(), n = rd_int(), din = rd_int(), dh = rd_int(),
+            dout = rd_int(), heads = rd_int();
+        auto x = rd<float>();
+        auto rows = rd<int>();
+        auto w = rd<float>();
+        std::vector<float> o((size_t)nsets * dout);
+        for (int b = 0; b < nsets; ++b) {
+            blockIdx.x = b;
+            set_pool(x.data(), rows.data(), gather, n, din, dh, dout, heads, w.data(), o.data());
+        }
+        wr(o);
+    } else if (k == "linear_cols") {
+        int rows = rd_int(), ldx = rd_int(), ldw = rd_int(), col = rd_int(), cols = rd_int(),
+            has_bias = rd_int(), out_dim = rd_int();
+        auto x = rd<float>(), w = rd<float>(), b = rd<float>();
+        std::vector<float> o((size_t)rows * out_dim);
+        linear_cols(x.data(), rows, ldx, w.data(), ldw, col, cols, b.data(), has_bias, out_dim,
+                    o.data());
+        wr(o);
+    } else if (k == "rank_cells") {
+        int n = rd_int(), p = rd_int(), r = rd_int(), has_prior = rd_int(), slots = rd_int(),
+            types = rd_int(), has_mix = rd_int();
+        auto a = rd<float>();
+        auto codes = rd<int>();
+        auto cd = rd<float>(), wts = rd<float>(), w2 = rd<float>(), b2 = rd<float>(),
+             prior = rd<float>(), mixv = rd<float>();
+        auto ops = rd<unsigned char>();
+        std::vector<float> o(n);
+        for (int b = 0; b < n; ++b) {
+            blockIdx.x = b;
+            rank_cells(a.data(), codes.data(), p, cd.data(), wts.data(), r, w2.data(), b2[0],
+                       prior.data(), has_prior, mixv.data(), ops.data(), slots, types, has_mix,
+                       o.data());
+        }
+        wr(o);
     } else if (k == "sample_types") {
         int rows = rd_int(), nvt = rd_int();
         auto logits = rd<float>();
