@@ -161,39 +161,69 @@ fn bench_mbv3(c: &mut Criterion) {
     g.finish();
 }
 
-/// The same searches with decoding on the GPU (feature `cuda`; skipped without a usable GPU).
-/// Every decode batch ends in a device-to-host copy, so times include device synchronisation.
+/// The same searches on the GPU (feature `cuda`; skipped without a usable GPU): set encoding,
+/// decoding and ranking on the device, beside the CPU engine on the same data in the same run.
+/// Every generation batch and the ranking end in a device-to-host copy, so times include
+/// device synchronisation. Cases: the fixture's models at CIFAR-10 and CIFAR-100 shape (500
+/// candidates, 10 resamples), exhaustive scoring of all 15,625 cells, and the shipped weights
+/// at CIFAR-10 shape.
 #[cfg(feature = "cuda")]
 fn bench_gpu(c: &mut Criterion) {
     let Some(shared) = common::shared() else {
         return;
     };
-    let mut engine = Engine::load(common::fixture_weights(&shared, "nb201")).unwrap();
-    match engine.use_cuda() {
-        Ok(name) => eprintln!("search-gpu: decoding on {name}"),
-        Err(why) => {
-            eprintln!("\n**************** SKIPPED: search-gpu ({why}) ****************\n");
-            return;
-        }
-    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fixture = common::fixture_weights(&shared, "nb201");
+    let shipped = root.join("weights/nb201-lite0-ranker");
     let mut g = c.benchmark_group("search-gpu");
     g.sample_size(15)
         .measurement_time(Duration::from_secs(6))
         .warm_up_time(Duration::from_secs(1));
-    for (shape, classes, per) in [("c10", 10, 20), ("c100", 100, 20)] {
-        let data = common::dataset(classes, per, 512, Some(&shared));
-        let cfg = SearchConfig::default();
-        let r = engine.search(&data, &cfg).unwrap();
-        eprintln!(
-            "search-gpu {shape}: sets {:.2} ms, decode {:.2} ms, rank {:.2} ms",
-            r.timings.sets_ms, r.timings.decode_ms, r.timings.rank_ms
-        );
-        g.bench_function(format!("{shape}-{per}pc/end_to_end"), |b| {
-            b.iter(|| engine.search(&data, &cfg).unwrap())
-        });
-        g.bench_function(format!("{shape}-{per}pc/generate"), |b| {
-            b.iter(|| engine.generate(&data, &cfg).unwrap())
-        });
+    for (weights, dir, dim) in [("fixture", &fixture, 512), ("shipped", &shipped, 1280)] {
+        let cpu = Engine::load(dir).unwrap();
+        let mut dev = Engine::load(dir).unwrap();
+        match dev.use_cuda() {
+            Ok(name) => eprintln!("search-gpu: {weights} weights on {name}"),
+            Err(why) => {
+                eprintln!("\n**************** SKIPPED: search-gpu ({why}) ****************\n");
+                return;
+            }
+        }
+        let shapes: &[(&str, usize)] = if weights == "fixture" {
+            &[("c10", 10), ("c100", 100)]
+        } else {
+            &[("c10", 10)]
+        };
+        for &(shape, classes) in shapes {
+            let data = common::dataset(classes, 20, dim, Some(&shared));
+            let cfg = SearchConfig::default();
+            let (a, b) = (
+                cpu.search(&data, &cfg).unwrap(),
+                dev.search(&data, &cfg).unwrap(),
+            );
+            eprintln!(
+                "search-gpu {weights} {shape}: GPU sets {:.2} ms, decode {:.2} ms, rank {:.2} ms; CPU {:.2} / {:.2} / {:.2} ms",
+                b.timings.sets_ms, b.timings.decode_ms, b.timings.rank_ms,
+                a.timings.sets_ms, a.timings.decode_ms, a.timings.rank_ms
+            );
+            for (engine, on) in [(&dev, "gpu"), (&cpu, "cpu")] {
+                g.bench_function(format!("{weights}-{shape}-20pc/end_to_end/{on}"), |b| {
+                    b.iter(|| engine.search(&data, &cfg).unwrap())
+                });
+            }
+            if shape == "c10" {
+                let ex = SearchConfig {
+                    exhaustive: true,
+                    ..SearchConfig::default()
+                };
+                for (engine, on) in [(&dev, "gpu"), (&cpu, "cpu")] {
+                    engine.search(&data, &ex).unwrap();
+                    g.bench_function(format!("{weights}-{shape}-20pc/exhaustive/{on}"), |b| {
+                        b.iter(|| engine.search(&data, &ex).unwrap())
+                    });
+                }
+            }
+        }
     }
     g.finish();
 }

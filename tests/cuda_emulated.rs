@@ -534,3 +534,31 @@ fn rank_kernel_scores_cells_as_the_cpu_head_with_prior_and_mix() {
         common::assert_close("cell scores", &got, &want, 1e-5);
     }
 }
+
+#[test]
+fn device_ranking_encodes_the_distinct_samples_the_cpu_encodes() {
+    // Ranking on a GPU finds the distinct set samples on the host (`sets::distinct`) and
+    // weights them by count; the CPU's embedder finds them itself. Both must agree.
+    use metad2a::search::sets::{distinct, draw, SetEmbedder};
+    let gen = generator(18);
+    let din = gen.set_encoder.dims.feat_dim;
+    // Classes of 4, 4 and 5 rows, 4 drawn per class: samples repeat often.
+    let labels: Vec<u32> = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 2].to_vec();
+    let data = metad2a::Dataset::new(
+        common::random_vec(labels.len() * din, 25, 1.0),
+        din,
+        labels,
+        None,
+    )
+    .unwrap();
+    let mut rng = Rng::new(3, 3);
+    let samples: Vec<Vec<u32>> = (0..40).map(|_| draw(&data, 4, false, &mut rng)).collect();
+    let (host, ids) = distinct(&samples);
+    let mut cpu = SetEmbedder::new(&gen.set_encoder, &data, 4);
+    let (d, cpu_ids) = cpu.embed_distinct(&samples);
+    assert_eq!(ids, cpu_ids);
+    assert!(host.len() > 1 && host.len() < samples.len(), "{} distinct", host.len());
+    let owned: Vec<Vec<u32>> = host.iter().map(|s| s.to_vec()).collect();
+    let mut again = SetEmbedder::new(&gen.set_encoder, &data, 4);
+    assert_eq!(again.embed(&owned), d);
+}

@@ -11,12 +11,17 @@
 //! [`Gpu::open`] never panics: without a driver, a device or a driver new enough for the PTX it
 //! returns the reason, and callers use the CPU path (always built).
 //!
-//! Status: the kernels (set-attention block, gated messages, GRU step fused with the message
-//! sum, on-device sampling with the engine's random streams, and the whole stochastic graph
-//! decode in one launch, one thread block per graph) and their launchers; the search itself
-//! still runs on the CPU.
+//! Kernels: the set-attention block and a whole set pool per thread block, gated messages, the
+//! GRU step fused with the message sum, on-device sampling with the engine's random streams,
+//! the whole stochastic graph decode in one launch (one thread block per graph), a column-block
+//! Linear, and the scoring of cells against a resident table of the head's graph half.
+//! [`search::DeviceModel`] runs a search's stages with them: a generation batch is two set-pool
+//! launches, one Linear and one decode launch with one copy of the graphs back; ranking NB201
+//! cells is two set-pool launches, one Linear and one scoring launch with one copy of the
+//! scores back (plus the few dataset embeddings when the weights have a cell mix).
 
 pub mod ops;
+pub mod search;
 
 use std::sync::Arc;
 
@@ -26,13 +31,16 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
 pub const PTX: &str = include_str!("../../kernels/metad2a.ptx");
 
 /// Kernel names in [`PTX`].
-pub const KERNELS: [&str; 6] = [
+pub const KERNELS: [&str; 9] = [
     "mab_fused",
     "gated_messages",
     "gru_gated_step",
     "sample_types",
     "sample_edges",
     "decode_graphs",
+    "set_pool",
+    "linear_cols",
+    "rank_cells",
 ];
 
 /// A CUDA device with the engine's kernels loaded.
@@ -99,16 +107,16 @@ impl Gpu {
     }
 }
 
-/// A GPU with a generator's decoder resident on it: what an [`crate::Engine`] decodes with
-/// once [`crate::Engine::use_cuda`] succeeded.
-pub struct DeviceDecoder {
+/// A GPU with an engine's models resident on it: what an [`crate::Engine`] searches with once
+/// [`crate::Engine::use_cuda`] succeeded.
+pub struct Device {
     pub gpu: Gpu,
-    pub decoder: ops::GpuDecoder,
+    pub model: search::DeviceModel,
 }
 
-impl std::fmt::Debug for DeviceDecoder {
+impl std::fmt::Debug for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DeviceDecoder({})", self.gpu.name)
+        write!(f, "Device({})", self.gpu.name)
     }
 }
 

@@ -8,15 +8,15 @@ use super::Gpu;
 use crate::nn::{GatedMessage, GruCell, Linear, Mab};
 
 /// A driver error as a message.
-fn de(e: cudarc::driver::DriverError) -> String {
+pub(crate) fn de(e: cudarc::driver::DriverError) -> String {
     format!("CUDA: {e}")
 }
 
 /// The largest dynamic shared memory one block may ask for (H100/H200: 227 KiB).
-const MAX_SHARED_BYTES: usize = 227 * 1024;
+pub(crate) const MAX_SHARED_BYTES: usize = 227 * 1024;
 
 /// Lets `f` use `bytes` of dynamic shared memory (beyond 48 KiB it must opt in).
-fn allow_shared(f: &cudarc::driver::CudaFunction, bytes: usize) -> Result<(), String> {
+pub(crate) fn allow_shared(f: &cudarc::driver::CudaFunction, bytes: usize) -> Result<(), String> {
     if bytes > MAX_SHARED_BYTES {
         return Err(format!(
             "{bytes} bytes of shared memory per block are more than {MAX_SHARED_BYTES}"
@@ -33,11 +33,11 @@ fn allow_shared(f: &cudarc::driver::CudaFunction, bytes: usize) -> Result<(), St
 }
 
 impl Gpu {
-    fn up<T: DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>, String> {
+    pub(crate) fn up<T: DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>, String> {
         self.stream.clone_htod(v).map_err(de)
     }
 
-    fn bias_or_zero(&self, l: &Linear) -> Result<CudaSlice<f32>, String> {
+    pub(crate) fn bias_or_zero(&self, l: &Linear) -> Result<CudaSlice<f32>, String> {
         match &l.bias {
             Some(b) => self.up(b),
             None => self.up(&vec![0.0f32; l.out_dim]),
@@ -314,7 +314,26 @@ impl GpuDecoder {
                 self.nz
             ));
         }
-        let dz = gpu.up(z)?;
+        self.decode_device(gpu, &gpu.up(z)?, mode, rngs)
+    }
+
+    /// As [`decode`](Self::decode), from latents already on the device (`[n, nz]`, e.g. from
+    /// [`super::search::DeviceModel::latents`]).
+    pub fn decode_device(
+        &self,
+        gpu: &Gpu,
+        dz: &CudaSlice<f32>,
+        mode: crate::model::DecodeMode,
+        rngs: &mut [crate::rng::Rng],
+    ) -> Result<Vec<crate::graph::Dag>, String> {
+        let n = rngs.len();
+        if n == 0 || dz.len() != n * self.nz {
+            return Err(format!(
+                "decode: {} latent values on the device for {n} random streams of nz = {}",
+                dz.len(),
+                self.nz
+            ));
+        }
         let state: Vec<u64> = rngs.iter().flat_map(|r| r.state()).collect();
         let mut ds = gpu.up(&state)?;
         let mut types = gpu.stream.alloc_zeros::<u8>(n * self.max_n).map_err(de)?;
@@ -340,7 +359,7 @@ impl GpuDecoder {
         let f = gpu.func("decode_graphs");
         allow_shared(f, shared)?;
         let mut b = gpu.stream.launch_builder(f);
-        b.arg(&dz);
+        b.arg(dz);
         for v in &ints {
             b.arg(v);
         }

@@ -51,9 +51,9 @@ pub struct Engine {
     /// The cell prior of every NB201 cell in code order, made on first use by an exhaustive
     /// search of weights that have one.
     all_priors: OnceLock<Vec<f32>>,
-    /// The GPU the decoder runs on, after [`Engine::use_cuda`].
+    /// The GPU the search runs on, after [`Engine::use_cuda`].
     #[cfg(feature = "cuda")]
-    device: Option<crate::cuda::DeviceDecoder>,
+    device: Option<crate::cuda::Device>,
     /// Generation batches decoded together (1 on the CPU).
     decode_lookahead: usize,
 }
@@ -225,17 +225,25 @@ impl Engine {
         Self::from_models(generator, predictor, cache)
     }
 
-    /// Decodes on the first CUDA device from now on (one launch per generation batch, the same
-    /// graphs as the CPU decoder from the same random streams). Returns the device's name, or
-    /// why it cannot be used; the engine then keeps using the CPU. Call before sharing the
-    /// engine between threads. A build without feature `cuda` has the same method, which
-    /// always says so.
+    /// Searches on the first CUDA device from now on: set samples are encoded and graphs
+    /// decoded there (a launch decodes several generation batches, the same graphs as the CPU
+    /// decoder from the same random streams), and NB201 candidates are ranked there against
+    /// the head's graph half of every cell, computed once from the graph cache and kept in
+    /// device memory (weights without a graph cache, and MobileNetV3, rank on the CPU).
+    /// Returns the device's name, or why it cannot be used; the engine then keeps using the
+    /// CPU. Call before sharing the engine between threads. A build without feature `cuda`
+    /// has the same method, which always says so.
     #[cfg(feature = "cuda")]
     pub fn use_cuda(&mut self) -> std::result::Result<String, String> {
         let gpu = crate::cuda::Gpu::open_default()?;
-        let decoder = crate::cuda::ops::GpuDecoder::new(&gpu, &self.generator.decoder)?;
+        let cells = self
+            .graph_cache
+            .as_ref()
+            .map(|cache| (cache.all(), self.all_priors()));
+        let model =
+            crate::cuda::search::DeviceModel::new(&gpu, &self.generator, &self.predictor, cells)?;
         let name = gpu.name.clone();
-        self.device = Some(crate::cuda::DeviceDecoder { gpu, decoder });
+        self.device = Some(crate::cuda::Device { gpu, model });
         self.decode_lookahead = GPU_LOOKAHEAD_BATCHES;
         Ok(name)
     }
@@ -518,15 +526,12 @@ impl Engine {
                     draw(data, cfg.per_class, cfg.with_replacement, &mut rng)
                 })
                 .collect();
-            let v = sets.embed(&samples);
-            let (mu, _) = self.generator.heads(&v, total);
             t.sets_ms += ms(t0);
-            let t0 = Instant::now();
             let mut rngs: Vec<Rng> = (0..total)
                 .map(|i| Rng::new(cfg.seed, STREAM_DECODE + (batch_start + i) as u64))
                 .collect();
-            let dags = self.decode_parallel(&mu, &mut rngs)?;
-            t.decode_ms += ms(t0);
+            let dags =
+                self.latents_and_decode(&mut sets, data, cfg.per_class, &samples, &mut rngs, t)?;
             let mut at = 0;
             for n in sizes {
                 counts.set_samples += n;
@@ -568,16 +573,53 @@ impl Engine {
         Ok(out)
     }
 
+    /// The graphs of a generation batch: the generator's latents of the set samples, then
+    /// one graph decoded from each with its random stream (on the GPU after
+    /// [`Engine::use_cuda`], where the latents stay in device memory).
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    fn latents_and_decode(
+        &self,
+        sets: &mut SetEmbedder,
+        data: &Dataset,
+        per_class: usize,
+        samples: &[SetSample],
+        rngs: &mut [Rng],
+        t: &mut Timings,
+    ) -> Result<Vec<crate::model::Dag>> {
+        let t0 = Instant::now();
+        #[cfg(feature = "cuda")]
+        if let Some(d) = &self.device {
+            let on = |what: &'static str| {
+                let name = &d.gpu.name;
+                move |e: String| Error::Device(format!("{what} on {name}: {e}"))
+            };
+            let refs: Vec<&[u32]> = samples.iter().map(Vec::as_slice).collect();
+            let mu = d
+                .model
+                .latents(&d.gpu, data, &refs, per_class)
+                .map_err(on("encoding set samples"))?;
+            t.sets_ms += ms(t0);
+            let t0 = Instant::now();
+            let dags = d
+                .model
+                .decoder
+                .decode_device(&d.gpu, &mu, DecodeMode::Sample, rngs)
+                .map_err(on("decoding"))?;
+            t.decode_ms += ms(t0);
+            return Ok(dags);
+        }
+        let v = sets.embed(samples);
+        let (mu, _) = self.generator.heads(&v, samples.len());
+        t.sets_ms += ms(t0);
+        let t0 = Instant::now();
+        let dags = self.decode_parallel(&mu, rngs)?;
+        t.decode_ms += ms(t0);
+        Ok(dags)
+    }
+
     /// Decodes a batch in fixed halves on two threads (results do not depend on the split:
     /// each graph has its own random stream and its own rows).
     fn decode_parallel(&self, z: &[f32], rngs: &mut [Rng]) -> Result<Vec<crate::model::Dag>> {
-        #[cfg(feature = "cuda")]
-        if let Some(d) = &self.device {
-            return d
-                .decoder
-                .decode(&d.gpu, z, DecodeMode::Sample, rngs)
-                .map_err(|e| Error::Device(format!("decoding on {}: {e}", d.gpu.name)));
-        }
         let nz = self.generator.dims.nz;
         let n = rngs.len();
         if n < 16 {
@@ -606,28 +648,32 @@ impl Engine {
         t: &mut Timings,
     ) -> Result<(Vec<f32>, Option<DataFit>)> {
         let t0 = Instant::now();
-        let mut sets = SetEmbedder::new(&self.predictor.set_encoder, data, cfg.per_class);
         let samples: Vec<SetSample> = (0..cfg.resamples)
             .map(|r| {
                 let mut rng = Rng::new(cfg.seed, STREAM_RANKING_SET + r as u64);
                 draw(data, cfg.per_class, cfg.with_replacement, &mut rng)
             })
             .collect();
+        #[cfg(feature = "cuda")]
+        if let Some(d) = self.device.as_ref().filter(|d| d.model.ranks_cells()) {
+            let codes: Option<Vec<i32>> = archs
+                .iter()
+                .map(|a| a.as_nb201().map(|a| a.code() as i32))
+                .collect();
+            if let Some(codes) = codes {
+                return self.rank_on_device(d, data, cfg.per_class, &samples, &codes, t0, t);
+            }
+        }
+        let mut sets = SetEmbedder::new(&self.predictor.set_encoder, data, cfg.per_class);
         // Equal samples (e.g. every sample, when classes have exactly `per_class` rows) give
         // equal dataset terms: each distinct one is evaluated once, weighted by its count.
         let (d, ids) = sets.embed_distinct(&samples);
         t.sets_ms += ms(t0);
         let t0 = Instant::now();
-        let mut weights = vec![0.0f32; d.len() / self.predictor.dims.set.out_dim];
-        for &i in &ids {
-            weights[i] += 1.0 / ids.len() as f32;
-        }
+        let weights = sample_weights(&ids, d.len() / self.predictor.dims.set.out_dim);
         let c = self.predictor.head_dataset_part(&d);
         let mix = self.predictor.mix_values(&d, &weights);
-        let fit = mix
-            .as_ref()
-            .and_then(|m| m.fit)
-            .map(|(novelty, gate)| DataFit { novelty, gate });
+        let fit = data_fit(mix.as_ref());
         let scores = if let (true, Some(graph_cache)) = (cfg.exhaustive, &self.graph_cache) {
             // The first exhaustive search of an engine computes the graph half of the head
             // chunk by chunk (no 32 MB table to allocate and fill for a one-off search); later
@@ -694,6 +740,46 @@ impl Engine {
         Ok((scores, fit))
     }
 
+    /// [`Engine::rank`] on the GPU for NB201 cells `codes`: the distinct set samples encoded
+    /// there, the head, prior and cell mix evaluated against the resident cell table in one
+    /// launch. The mix's values come from the few dataset embeddings, copied back.
+    #[cfg(feature = "cuda")]
+    #[allow(clippy::too_many_arguments)]
+    fn rank_on_device(
+        &self,
+        d: &crate::cuda::Device,
+        data: &Dataset,
+        per_class: usize,
+        samples: &[SetSample],
+        codes: &[i32],
+        t0: Instant,
+        t: &mut Timings,
+    ) -> Result<(Vec<f32>, Option<DataFit>)> {
+        let on = |e: String| Error::Device(format!("ranking on {}: {e}", d.gpu.name));
+        let (distinct, ids) = crate::search::sets::distinct(samples);
+        let emb = d
+            .model
+            .dataset_embeddings(&d.gpu, data, &distinct, per_class)
+            .map_err(on)?;
+        t.sets_ms += ms(t0);
+        let t0 = Instant::now();
+        let weights = sample_weights(&ids, distinct.len());
+        let mix = match &self.predictor.cell_mix {
+            Some(_) => {
+                let host = d.gpu.download(&emb).map_err(on)?;
+                self.predictor.mix_values(&host, &weights)
+            }
+            None => None,
+        };
+        let values = mix.as_ref().map(|m| m.values.as_slice());
+        let scores = d
+            .model
+            .rank_cells(&d.gpu, &emb, &weights, values, codes)
+            .map_err(on)?;
+        t.rank_ms += ms(t0);
+        Ok((scores, data_fit(mix.as_ref())))
+    }
+
     /// The graph half of the predictor head for every cell (needs the graph cache).
     fn all_heads(&self) -> &[f32] {
         self.all_heads.get_or_init(|| {
@@ -723,6 +809,22 @@ impl Engine {
         let mut t = Timings::default();
         Ok(self.rank(data, cfg, archs, &mut t)?.0)
     }
+}
+
+/// The weight of each of `distinct` dataset embeddings when sample `i` of a ranking has
+/// embedding `ids[i]`: its share of the samples.
+fn sample_weights(ids: &[usize], distinct: usize) -> Vec<f32> {
+    let mut weights = vec![0.0f32; distinct];
+    for &i in ids {
+        weights[i] += 1.0 / ids.len() as f32;
+    }
+    weights
+}
+
+/// The data fit a gated cell mix reports.
+fn data_fit(mix: Option<&crate::model::predictor::MixValues>) -> Option<DataFit> {
+    mix.and_then(|m| m.fit)
+        .map(|(novelty, gate)| DataFit { novelty, gate })
 }
 
 /// The fewest graphs a CPU generation batch decodes (two halves of at least 16 rows).

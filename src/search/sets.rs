@@ -52,6 +52,23 @@ pub fn draw(data: &Dataset, per_class: usize, replace: bool, rng: &mut Rng) -> S
     out
 }
 
+/// The distinct samples among `samples`, in order of first appearance, and for each sample the
+/// index of its distinct one (what [`SetEmbedder::embed_distinct`] returns embeddings for).
+pub fn distinct(samples: &[SetSample]) -> (Vec<&[u32]>, Vec<usize>) {
+    let mut first: RowsMap = RowsMap::default();
+    let mut out: Vec<&[u32]> = Vec::new();
+    let ids = samples
+        .iter()
+        .map(|s| {
+            *first.entry(s.clone()).or_insert_with(|| {
+                out.push(s);
+                out.len() as u32 - 1
+            }) as usize
+        })
+        .collect();
+    (out, ids)
+}
+
 /// A fast hash for row-index keys (the engine's own indices: no untrusted input to resist).
 #[derive(Default)]
 struct RowsHasher(u64);

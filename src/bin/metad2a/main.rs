@@ -150,8 +150,9 @@ struct SearchArgs {
     /// Print the report as JSON (stable; see README).
     #[arg(long)]
     json: bool,
-    /// Where graphs are decoded: `cpu`, or `cuda` (the first GPU; needs a build with feature
-    /// `cuda`; when no GPU is usable the search says why and runs on the CPU).
+    /// Where the search runs: `cpu`, or `cuda` (the first GPU: set encoding, decoding and, for
+    /// NB201 weights with a graph cache, ranking; needs a build with feature `cuda`; when no
+    /// GPU is usable the search says why and runs on the CPU).
     #[arg(long, default_value = "cpu", value_name = "cpu|cuda")]
     device: String,
     /// Print on stderr where the process spent its time: loading the weights, reading the
@@ -495,13 +496,13 @@ impl ProgressLine {
     }
 }
 
-/// Moves decoding to the GPU when `device` asks for it and one is usable; says why not otherwise.
+/// Moves the search to the GPU when `device` asks for it and one is usable; says why not otherwise.
 fn choose_device(engine: &mut Engine, device: &str) -> metad2a::Result<()> {
     match device {
         "cpu" => Ok(()),
         "cuda" => {
             match engine.use_cuda() {
-                Ok(name) => eprintln!("decoding on {name}"),
+                Ok(name) => eprintln!("searching on {name}"),
                 Err(why) => eprintln!("note: CUDA unavailable ({why}); using the CPU"),
             }
             Ok(())
