@@ -557,7 +557,11 @@ fn device_ranking_encodes_the_distinct_samples_the_cpu_encodes() {
     let mut cpu = SetEmbedder::new(&gen.set_encoder, &data, 4);
     let (d, cpu_ids) = cpu.embed_distinct(&samples);
     assert_eq!(ids, cpu_ids);
-    assert!(host.len() > 1 && host.len() < samples.len(), "{} distinct", host.len());
+    assert!(
+        host.len() > 1 && host.len() < samples.len(),
+        "{} distinct",
+        host.len()
+    );
     let owned: Vec<Vec<u32>> = host.iter().map(|s| s.to_vec()).collect();
     let mut again = SetEmbedder::new(&gen.set_encoder, &data, 4);
     assert_eq!(again.embed(&owned), d);
