@@ -371,8 +371,8 @@ enum metad2a_status metad2a_result_stats(const struct metad2a_result *result,
 
 /*
  How far the searched data is from the meta-training tasks of weights with a gated cell mix:
- the novelty of its mean set embedding (in units of the training spread; held-out tasks of
- seen sources measured 0.04-0.63, of unseen sources 0.64-1.95) and the share of the mix's
+ the novelty of its mean set embedding (in units of the training spread; beyond the weights'
+ radius the data is unlike any training task) and the share of the mix's
  dataset-dependent part kept at it (near 0: the ranking every dataset gets). Both NaN for
  weights without a gated mix. Either out-pointer may be NULL.
 

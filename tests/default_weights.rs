@@ -341,6 +341,7 @@ fn the_search_reports_the_data_fit_of_a_gated_mix() {
     let m = metad2a::weights::Manifest::read(&dir).unwrap();
     let store = metad2a::weights::WeightStore::open(dir.join(&m.predictor.file)).unwrap();
     let radius = store.param_any("cell_mix.radius").unwrap().to_vec()[0] as f64;
+    assert_eq!(fit.radius as f64, radius);
     let want = (-(nu as f64 / radius).powi(2)).exp();
     assert!(
         (fit.gate as f64 - want).abs() < 1e-5,

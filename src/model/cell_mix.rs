@@ -146,6 +146,12 @@ impl CellMix {
         Some((nu, (-(nu / g.radius) * (nu / g.radius)).exp()))
     }
 
+    /// The gate's radius `r`: at novelty `r` the data part keeps `e⁻¹` (37%) of itself (`None`
+    /// without a gate).
+    pub fn radius(&self) -> Option<f32> {
+        self.gate.as_ref().map(|g| g.radius)
+    }
+
     /// The gate `γ(d)` (1 without a gate).
     pub fn gate(&self, d: &[f32]) -> f32 {
         self.fit(d).map_or(1.0, |(_, gate)| gate)

@@ -673,7 +673,7 @@ impl Engine {
         let weights = sample_weights(&ids, d.len() / self.predictor.dims.set.out_dim);
         let c = self.predictor.head_dataset_part(&d);
         let mix = self.predictor.mix_values(&d, &weights);
-        let fit = data_fit(mix.as_ref());
+        let fit = self.data_fit(mix.as_ref());
         let scores = if let (true, Some(graph_cache)) = (cfg.exhaustive, &self.graph_cache) {
             // The first exhaustive search of an engine computes the graph half of the head
             // chunk by chunk (no 32 MB table to allocate and fill for a one-off search); later
@@ -777,7 +777,18 @@ impl Engine {
             .rank_cells(&d.gpu, &emb, &weights, values, codes)
             .map_err(on)?;
         t.rank_ms += ms(t0);
-        Ok((scores, data_fit(mix.as_ref())))
+        Ok((scores, self.data_fit(mix.as_ref())))
+    }
+
+    /// The data fit a gated cell mix reports.
+    fn data_fit(&self, mix: Option<&crate::model::predictor::MixValues>) -> Option<DataFit> {
+        let radius = self.predictor.cell_mix.as_ref()?.radius()?;
+        let (novelty, gate) = mix?.fit?;
+        Some(DataFit {
+            novelty,
+            radius,
+            gate,
+        })
     }
 
     /// The graph half of the predictor head for every cell (needs the graph cache).
@@ -819,12 +830,6 @@ fn sample_weights(ids: &[usize], distinct: usize) -> Vec<f32> {
         weights[i] += 1.0 / ids.len() as f32;
     }
     weights
-}
-
-/// The data fit a gated cell mix reports.
-fn data_fit(mix: Option<&crate::model::predictor::MixValues>) -> Option<DataFit> {
-    mix.and_then(|m| m.fit)
-        .map(|(novelty, gate)| DataFit { novelty, gate })
 }
 
 /// The fewest graphs a CPU generation batch decodes (two halves of at least 16 rows).

@@ -193,9 +193,12 @@ pub struct SearchReport {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct DataFit {
     /// Distance of the dataset's mean embedding to the nearest training task's: root mean
-    /// square over dimensions, in units of the training spread. Held-out tasks of sources seen
-    /// in training measured 0.04-0.63, tasks of unseen sources 0.64-1.95.
+    /// square over dimensions, in units of the training spread. (For the default weights,
+    /// held-out meta-database tasks of sources seen in training measure well below the radius,
+    /// tasks of unseen sources above it: `docs/ranker.md`.)
     pub novelty: f32,
+    /// The gate's radius, a property of the weights: at this novelty the data part keeps 37%.
+    pub radius: f32,
     /// The share of the mix's data-dependent part kept at that novelty, `exp(−(ν/r)²)`: 1 as
     /// on a training task; near 0 the ranking is the one every dataset gets.
     pub gate: f32,

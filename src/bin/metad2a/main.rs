@@ -629,9 +629,11 @@ fn print_report(
     }
     if let Some(f) = &r.data_fit {
         println!(
-            "data fit: novelty {:.2} against the meta-training tasks (seen sources 0.04-0.63, unseen 0.64-1.95); the dataset-dependent part of the ranking kept at {:.1}%",
+            "data fit: novelty {:.2} against the meta-training tasks (the weights' radius: {:.2}); the dataset-dependent part of the ranking kept at {:.1}%{}",
             f.novelty,
-            100.0 * f.gate
+            f.radius,
+            100.0 * f.gate,
+            if f.novelty > f.radius { " (unlike any training task: the ranking is mostly the one every dataset gets)" } else { "" }
         );
     }
     if !engine.has_graph_cache() {
