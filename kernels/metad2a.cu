@@ -21,34 +21,53 @@ __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf
 
 // ---------------------------------------------------------------------------------------------
 // Set attention block (Set Transformer MAB as MetaD2A uses it: no LayerNorm, `heads` heads,
-// scores scaled by 1/sqrt(dv) with dv the full width), one thread block per set:
+// scores scaled by 1/sqrt(dv) with dv the full width):
 //   Q' = Q Wq^T + bq, K' = K Wk^T + bk, V' = K Wv^T + bv      (projections)
 //   O_h = Q'_h + softmax(Q'_h K'_h^T / sqrt(dv)) V'_h          (per head, column blocks)
 //   out = O + relu(O Wo^T + bo)                                  (rFF with residual)
-// q: [nsets*nq, dq], or [nq, dq] shared by every set when q_shared (PMA seeds);
-// k: [nsets*nk, dk]; out: [nsets*nq, dv].
-// Dynamic shared memory: (2*nq + 2*nk) * dv + heads*nq*nk floats.
-extern "C" __global__ void mab_fused(const float* __restrict__ q, int q_shared,
-                                     const float* __restrict__ k, int nq, int nk, int dq, int dk,
-                                     int dv, int heads, const float* __restrict__ wq,
-                                     const float* __restrict__ bq, const float* __restrict__ wk,
-                                     const float* __restrict__ bk, const float* __restrict__ wv,
-                                     const float* __restrict__ bv, const float* __restrict__ wo,
-                                     const float* __restrict__ bo, float* __restrict__ out) {
-    DYN_SHARED(smem);
-    const int set = blockIdx.x;
+
+// A block's weights: wq [dv, dq], bq [dv], wk [dv, dk], bk, wv [dv, dk], bv, wo [dv, dv], bo.
+struct MabWeights {
+    const float *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo;
+};
+
+// The weights of a block packed in that order (SetPool::packed on the host); `next` is set past
+// them.
+__device__ MabWeights packed_mab(const float* w, int dq, int dk, int dv, const float** next) {
+    MabWeights m;
+    m.wq = w;
+    m.bq = m.wq + (size_t)dv * dq;
+    m.wk = m.bq + dv;
+    m.bk = m.wk + (size_t)dv * dk;
+    m.wv = m.bk + dv;
+    m.bv = m.wv + (size_t)dv * dk;
+    m.wo = m.bv + dv;
+    m.bo = m.wo + (size_t)dv * dv;
+    *next = m.bo + dv;
+    return m;
+}
+
+// The block on one set, block-cooperative. Row i of the queries is qin + qi(i) * dq with
+// qi(i) = qidx ? qidx[i] : i, row j of the keys kin + ki(j) * dk likewise. scratch (shared):
+// qp [nq, dv], kp [nk, dv], vp [nk, dv], o [nq, dv] and 2*heads*nq softmax statistics. out
+// [nq, dv] may be shared or global and must not alias qin or kin. The attention weights are
+// recomputed where they are used rather than stored, so a set of a hundred elements (the
+// classes of CIFAR-100) needs no heads*nq*nk table.
+__device__ void block_mab(const float* qin, const int* qidx, int nq, int dq, const float* kin,
+                          const int* kidx, int nk, int dk, int dv, int heads,
+                          const MabWeights& W, float* scratch, float* out) {
+    const float *wq = W.wq, *bq = W.bq, *wk = W.wk, *bk = W.bk, *wv = W.wv, *bv = W.bv,
+                *wo = W.wo, *bo = W.bo;
+    float* qp = scratch;
+    float* kp = qp + nq * dv;
+    float* vp = kp + nk * dv;
+    float* o = vp + nk * dv;
+    float* st = o + nq * dv;
     const int tid = threadIdx.x, nt = blockDim.x;
-    float* qp = smem;                 // [nq, dv]
-    float* kp = qp + nq * dv;         // [nk, dv]
-    float* vp = kp + nk * dv;         // [nk, dv]
-    float* o = vp + nk * dv;          // [nq, dv]
-    float* att = o + nq * dv;         // [heads, nq, nk]
-    const float* qs = q + (q_shared ? 0 : (size_t)set * nq * dq);
-    const float* ks = k + (size_t)set * nk * dk;
 
     for (int e = tid; e < nq * dv; e += nt) {
         int i = e / dv, c = e % dv;
-        const float* x = qs + (size_t)i * dq;
+        const float* x = qin + (size_t)(qidx ? qidx[i] : i) * dq;
         const float* w = wq + (size_t)c * dq;
         float acc = bq[c];
         for (int j = 0; j < dq; ++j) acc += x[j] * w[j];
@@ -56,7 +75,7 @@ extern "C" __global__ void mab_fused(const float* __restrict__ q, int q_shared,
     }
     for (int e = tid; e < nk * dv; e += nt) {
         int i = e / dv, c = e % dv;
-        const float* x = ks + (size_t)i * dk;
+        const float* x = kin + (size_t)(kidx ? kidx[i] : i) * dk;
         const float* w1 = wk + (size_t)c * dk;
         const float* w2 = wv + (size_t)c * dk;
         float a1 = bk[c], a2 = bv[c];
@@ -74,44 +93,67 @@ extern "C" __global__ void mab_fused(const float* __restrict__ q, int q_shared,
     for (int p = tid; p < heads * nq; p += nt) {
         int h = p / nq, i = p % nq;
         const float* qi = qp + i * dv + h * dh;
-        float* a = att + (size_t)p * nk;
         float m = __int_as_float(0xff800000);  // -inf
         for (int j = 0; j < nk; ++j) {
             const float* kj = kp + j * dv + h * dh;
             float s = 0.0f;
             for (int c = 0; c < dh; ++c) s += qi[c] * kj[c];
-            s *= scale;
-            a[j] = s;
-            m = fmaxf(m, s);
+            m = fmaxf(m, s * scale);
         }
         float sum = 0.0f;
         for (int j = 0; j < nk; ++j) {
-            a[j] = expf(a[j] - m);
-            sum += a[j];
+            const float* kj = kp + j * dv + h * dh;
+            float s = 0.0f;
+            for (int c = 0; c < dh; ++c) s += qi[c] * kj[c];
+            sum += expf(s * scale - m);
         }
-        float inv = 1.0f / sum;
-        for (int j = 0; j < nk; ++j) a[j] *= inv;
+        st[2 * p] = m;
+        st[2 * p + 1] = 1.0f / sum;
     }
     __syncthreads();
 
     for (int e = tid; e < nq * dv; e += nt) {
-        int i = e / dv, c = e % dv, h = c / dh;
-        const float* a = att + ((size_t)h * nq + i) * nk;
+        int i = e / dv, c = e % dv, h = c / dh, p = h * nq + i;
+        const float* qi = qp + i * dv + h * dh;
+        const float m = st[2 * p], inv = st[2 * p + 1];
         float acc = qp[e];
-        for (int j = 0; j < nk; ++j) acc += a[j] * vp[j * dv + c];
+        for (int j = 0; j < nk; ++j) {
+            const float* kj = kp + j * dv + h * dh;
+            float s = 0.0f;
+            for (int cc = 0; cc < dh; ++cc) s += qi[cc] * kj[cc];
+            acc += (expf(s * scale - m) * inv) * vp[j * dv + c];
+        }
         o[e] = acc;
     }
     __syncthreads();
 
-    float* os = out + (size_t)set * nq * dv;
     for (int e = tid; e < nq * dv; e += nt) {
         int i = e / dv, c = e % dv;
         const float* x = o + i * dv;
         const float* w = wo + (size_t)c * dv;
         float acc = bo[c];
         for (int j = 0; j < dv; ++j) acc += x[j] * w[j];
-        os[e] = o[e] + fmaxf(acc, 0.0f);
+        out[e] = o[e] + fmaxf(acc, 0.0f);
     }
+    __syncthreads();
+}
+
+// MAB(Q, K) of one set per thread block.
+// q: [nsets*nq, dq], or [nq, dq] shared by every set when q_shared (PMA seeds);
+// k: [nsets*nk, dk]; out: [nsets*nq, dv].
+// Dynamic shared memory: (2*nq + 2*nk) * dv + 2*heads*nq floats.
+extern "C" __global__ void mab_fused(const float* __restrict__ q, int q_shared,
+                                     const float* __restrict__ k, int nq, int nk, int dq, int dk,
+                                     int dv, int heads, const float* __restrict__ wq,
+                                     const float* __restrict__ bq, const float* __restrict__ wk,
+                                     const float* __restrict__ bk, const float* __restrict__ wv,
+                                     const float* __restrict__ bv, const float* __restrict__ wo,
+                                     const float* __restrict__ bo, float* __restrict__ out) {
+    DYN_SHARED(smem);
+    const int set = blockIdx.x;
+    const MabWeights W = {wq, bq, wk, bk, wv, bv, wo, bo};
+    block_mab(q + (q_shared ? 0 : (size_t)set * nq * dq), 0, nq, dq, k + (size_t)set * nk * dk,
+              0, nk, dk, dv, heads, W, smem, out + (size_t)set * nq * dv);
 }
 
 // Component c of the gated message of a vertex with state h and index v:
@@ -484,104 +526,6 @@ extern "C" __global__ void decode_graphs(
 // latents and the predictor head's dataset half come from `linear_cols`, and `rank_cells` scores
 // every candidate cell against the resident table of the head's graph half in one launch.
 
-// Multihead attention block (as mab_fused) on one set, block-cooperative. Row i of the queries
-// is qin + qi(i) * dq with qi(i) = qidx ? qidx[i] : i, row j of the keys kin + ki(j) * dk
-// likewise. W packs the block's weights: wq [dv, dq], bq [dv], wk [dv, dk], bk, wv [dv, dk],
-// bv, wo [dv, dv], bo. scratch (shared): qp [nq, dv], kp [nk, dv], vp [nk, dv], o [nq, dv] and
-// 2*heads*nq softmax statistics. out [nq, dv] may be shared or global and must not alias qin
-// or kin. The attention weights are recomputed where they are used rather than stored, so a
-// set of a hundred elements (the classes of CIFAR-100) needs no heads*nq*nk table.
-__device__ void block_mab(const float* qin, const int* qidx, int nq, int dq, const float* kin,
-                          const int* kidx, int nk, int dk, int dv, int heads, const float* W,
-                          float* scratch, float* out) {
-    const float* wq = W;
-    const float* bq = wq + (size_t)dv * dq;
-    const float* wk = bq + dv;
-    const float* bk = wk + (size_t)dv * dk;
-    const float* wv = bk + dv;
-    const float* bv = wv + (size_t)dv * dk;
-    const float* wo = bv + dv;
-    const float* bo = wo + (size_t)dv * dv;
-    float* qp = scratch;
-    float* kp = qp + nq * dv;
-    float* vp = kp + nk * dv;
-    float* o = vp + nk * dv;
-    float* st = o + nq * dv;
-    const int tid = threadIdx.x, nt = blockDim.x;
-
-    for (int e = tid; e < nq * dv; e += nt) {
-        int i = e / dv, c = e % dv;
-        const float* x = qin + (size_t)(qidx ? qidx[i] : i) * dq;
-        const float* w = wq + (size_t)c * dq;
-        float acc = bq[c];
-        for (int j = 0; j < dq; ++j) acc += x[j] * w[j];
-        qp[e] = acc;
-    }
-    for (int e = tid; e < nk * dv; e += nt) {
-        int i = e / dv, c = e % dv;
-        const float* x = kin + (size_t)(kidx ? kidx[i] : i) * dk;
-        const float* w1 = wk + (size_t)c * dk;
-        const float* w2 = wv + (size_t)c * dk;
-        float a1 = bk[c], a2 = bv[c];
-        for (int j = 0; j < dk; ++j) {
-            a1 += x[j] * w1[j];
-            a2 += x[j] * w2[j];
-        }
-        kp[e] = a1;
-        vp[e] = a2;
-    }
-    __syncthreads();
-
-    const int dh = dv / heads;
-    const float scale = rsqrtf((float)dv);
-    for (int p = tid; p < heads * nq; p += nt) {
-        int h = p / nq, i = p % nq;
-        const float* qi = qp + i * dv + h * dh;
-        float m = __int_as_float(0xff800000);  // -inf
-        for (int j = 0; j < nk; ++j) {
-            const float* kj = kp + j * dv + h * dh;
-            float s = 0.0f;
-            for (int c = 0; c < dh; ++c) s += qi[c] * kj[c];
-            m = fmaxf(m, s * scale);
-        }
-        float sum = 0.0f;
-        for (int j = 0; j < nk; ++j) {
-            const float* kj = kp + j * dv + h * dh;
-            float s = 0.0f;
-            for (int c = 0; c < dh; ++c) s += qi[c] * kj[c];
-            sum += expf(s * scale - m);
-        }
-        st[2 * p] = m;
-        st[2 * p + 1] = 1.0f / sum;
-    }
-    __syncthreads();
-
-    for (int e = tid; e < nq * dv; e += nt) {
-        int i = e / dv, c = e % dv, h = c / dh, p = h * nq + i;
-        const float* qi = qp + i * dv + h * dh;
-        const float m = st[2 * p], inv = st[2 * p + 1];
-        float acc = qp[e];
-        for (int j = 0; j < nk; ++j) {
-            const float* kj = kp + j * dv + h * dh;
-            float s = 0.0f;
-            for (int cc = 0; cc < dh; ++cc) s += qi[cc] * kj[cc];
-            acc += (expf(s * scale - m) * inv) * vp[j * dv + c];
-        }
-        o[e] = acc;
-    }
-    __syncthreads();
-
-    for (int e = tid; e < nq * dv; e += nt) {
-        int i = e / dv, c = e % dv;
-        const float* x = o + i * dv;
-        const float* w = wo + (size_t)c * dv;
-        float acc = bo[c];
-        for (int j = 0; j < dv; ++j) acc += x[j] * w[j];
-        out[e] = o[e] + fmaxf(acc, 0.0f);
-    }
-    __syncthreads();
-}
-
 // SetPool (SAB -> SAB -> PMA with one seed -> Linear), one set per thread block. Set s has the
 // n rows x + rows[s*n + i] * din when gather != 0, else the n rows from x + s*n*din. W packs
 // the first SAB (dq = dk = din, dv = dh), the second SAB and the PMA (all dh) as block_mab
@@ -599,10 +543,10 @@ extern "C" __global__ void set_pool(const float* __restrict__ x, const int* __re
     float* scratch = pooled + dh;  // 4*n*dh + 2*heads*n
     const int* idx = gather ? rows + (size_t)set * n : 0;
     const float* xs = gather ? x : x + (size_t)set * n * din;
-    const float* w1 = W;
-    const float* w2 = w1 + 3 * (size_t)dh * din + (size_t)dh * dh + 4 * dh;
-    const float* w3 = w2 + 4 * (size_t)dh * dh + 4 * dh;
-    const float* seed = w3 + 4 * (size_t)dh * dh + 4 * dh;
+    const float* seed;
+    const MabWeights w1 = packed_mab(W, din, din, dh, &seed);
+    const MabWeights w2 = packed_mab(seed, dh, dh, dh, &seed);
+    const MabWeights w3 = packed_mab(seed, dh, dh, dh, &seed);
     const float* ow = seed + dh;
     const float* ob = ow + (size_t)dout * dh;
     block_mab(xs, idx, n, din, xs, idx, n, din, dh, heads, w1, scratch, a);

@@ -66,7 +66,7 @@ impl Gpu {
                 k.len()
             ));
         }
-        let shared = ((2 * nq + 2 * nk) * dv + heads * nq * nk) * 4;
+        let shared = ((2 * nq + 2 * nk) * dv + 2 * heads * nq) * 4;
         if shared > MAX_SHARED_BYTES {
             return Err(format!(
                 "mab: sets of {nq}+{nk} rows of width {dv} need {shared} bytes of shared memory, more than {MAX_SHARED_BYTES}"
