@@ -34,6 +34,11 @@ impl DevicePool {
         })
     }
 
+    /// Shared memory `set_pool` needs for sets of `n` elements.
+    fn shared_bytes(&self, n: usize) -> usize {
+        (6 * n * self.hidden + self.hidden + 2 * self.heads * n) * 4
+    }
+
     /// Pools `nsets` sets of `n` rows of `x` (gathered through `rows` when given):
     /// `[nsets, n_out]` on the device.
     fn pool(
@@ -45,7 +50,7 @@ impl DevicePool {
         n: usize,
     ) -> Result<CudaSlice<f32>, String> {
         let (dh, heads) = (self.hidden, self.heads);
-        let shared = (6 * n * dh + dh + 2 * heads * n) * 4;
+        let shared = self.shared_bytes(n);
         if shared > MAX_SHARED_BYTES {
             return Err(format!(
                 "sets of {n} elements of width {dh} need {shared} bytes of shared memory, more than {MAX_SHARED_BYTES}"
@@ -97,6 +102,12 @@ impl DeviceSetEncoder {
             intra: DevicePool::new(gpu, &e.intra)?,
             inter: DevicePool::new(gpu, &e.inter)?,
         })
+    }
+
+    /// Whether sets of `classes` classes of `per_class` rows fit the kernel's shared memory.
+    fn fits(&self, classes: usize, per_class: usize) -> bool {
+        self.intra.shared_bytes(per_class) <= MAX_SHARED_BYTES
+            && self.inter.shared_bytes(classes) <= MAX_SHARED_BYTES
     }
 
     /// Embeddings `[samples, out_dim]` of set samples (each `classes * per_class` row indices
@@ -244,6 +255,14 @@ impl DeviceModel {
             pred_dims: (dd, nz, p),
             cells,
         })
+    }
+
+    /// Whether set samples of `classes` classes of `per_class` rows can be encoded on the
+    /// device (each class, and the set of class prototypes, is pooled in one thread block's
+    /// shared memory: up to about 170 elements with the official widths). Larger ones are
+    /// encoded on the CPU.
+    pub fn encodes_sets(&self, classes: usize, per_class: usize) -> bool {
+        self.gen_sets.fits(classes, per_class) && self.pred_sets.fits(classes, per_class)
     }
 
     /// Whether NB201 cells can be ranked on the device.

@@ -588,7 +588,11 @@ impl Engine {
     ) -> Result<Vec<crate::model::Dag>> {
         let t0 = Instant::now();
         #[cfg(feature = "cuda")]
-        if let Some(d) = &self.device {
+        if let Some(d) = self
+            .device
+            .as_ref()
+            .filter(|d| d.model.encodes_sets(data.num_classes(), per_class))
+        {
             let on = |what: &'static str| {
                 let name = &d.gpu.name;
                 move |e: String| Error::Device(format!("{what} on {name}: {e}"))
@@ -618,8 +622,16 @@ impl Engine {
     }
 
     /// Decodes a batch in fixed halves on two threads (results do not depend on the split:
-    /// each graph has its own random stream and its own rows).
+    /// each graph has its own random stream and its own rows), or in one launch on the GPU.
     fn decode_parallel(&self, z: &[f32], rngs: &mut [Rng]) -> Result<Vec<crate::model::Dag>> {
+        #[cfg(feature = "cuda")]
+        if let Some(d) = &self.device {
+            return d
+                .model
+                .decoder
+                .decode(&d.gpu, z, DecodeMode::Sample, rngs)
+                .map_err(|e| Error::Device(format!("decoding on {}: {e}", d.gpu.name)));
+        }
         let nz = self.generator.dims.nz;
         let n = rngs.len();
         if n < 16 {
@@ -655,7 +667,9 @@ impl Engine {
             })
             .collect();
         #[cfg(feature = "cuda")]
-        if let Some(d) = self.device.as_ref().filter(|d| d.model.ranks_cells()) {
+        if let Some(d) = self.device.as_ref().filter(|d| {
+            d.model.ranks_cells() && d.model.encodes_sets(data.num_classes(), cfg.per_class)
+        }) {
             let codes: Option<Vec<i32>> = archs
                 .iter()
                 .map(|a| a.as_nb201().map(|a| a.code() as i32))
