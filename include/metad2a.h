@@ -42,7 +42,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define METAD2A_ABI_VERSION 3
+#define METAD2A_ABI_VERSION 4
 
 /*
  Result of every call.
@@ -258,6 +258,20 @@ enum metad2a_status metad2a_engine_feature_dim(const struct metad2a_engine *engi
  */
 enum metad2a_status metad2a_engine_space(const struct metad2a_engine *engine,
                                          enum metad2a_space *out);
+
+/*
+ Moves the engine's searches to the first CUDA GPU: set encoding, decoding and NB201 ranking
+ run there from now on, with the same results as on the CPU (up to float rounding).
+ `METAD2A_STATUS_DEVICE`, with the reason in [`metad2a_last_error`], when no GPU is usable or
+ the library was built without feature `cuda`; the engine then keeps searching on the CPU,
+ so a caller may go on either way. When it succeeds, [`metad2a_last_error`] holds the
+ device's name.
+
+ # Safety
+ `engine` is NULL or live and not in use by another thread (call it before sharing the
+ engine).
+ */
+enum metad2a_status metad2a_engine_use_cuda(struct metad2a_engine *engine);
 
 /*
  Checks the engine's weights files against their manifest again, every byte (sizes and

@@ -27,7 +27,7 @@ use crate::{Dataset, Engine, Error};
 
 /// The version of the C interface this library implements (types, signatures, meanings).
 /// A program compares it with [`metad2a_abi_version`] at run time.
-pub const METAD2A_ABI_VERSION: u32 = 3;
+pub const METAD2A_ABI_VERSION: u32 = 4;
 
 /// Result of every call.
 #[repr(C)]
@@ -396,6 +396,30 @@ pub unsafe extern "C" fn metad2a_engine_space(
             Space::Nb201 => Metad2aSpace::Nb201,
             Space::Mbv3 => Metad2aSpace::Mbv3,
         };
+        Ok(())
+    })
+}
+
+/// Moves the engine's searches to the first CUDA GPU: set encoding, decoding and NB201 ranking
+/// run there from now on, with the same results as on the CPU (up to float rounding).
+/// `METAD2A_STATUS_DEVICE`, with the reason in [`metad2a_last_error`], when no GPU is usable or
+/// the library was built without feature `cuda`; the engine then keeps searching on the CPU,
+/// so a caller may go on either way. When it succeeds, [`metad2a_last_error`] holds the
+/// device's name.
+///
+/// # Safety
+/// `engine` is NULL or live and not in use by another thread (call it before sharing the
+/// engine).
+#[no_mangle]
+pub unsafe extern "C" fn metad2a_engine_use_cuda(engine: *mut Metad2aEngine) -> Metad2aStatus {
+    guard(|| {
+        // SAFETY: NULL or live and not shared, by this function's contract.
+        let e = unsafe { engine.as_mut() }.ok_or_else(|| invalid("engine is NULL"))?;
+        let name = e
+            .engine
+            .use_cuda()
+            .map_err(|why| (Metad2aStatus::Device, format!("CUDA unavailable: {why}")))?;
+        set_error(&name);
         Ok(())
     })
 }

@@ -68,6 +68,15 @@ int main(int argc, char **argv) {
     expect("space NULL engine", metad2a_engine_space(NULL, &space), METAD2A_STATUS_INVALID_ARGUMENT, "engine is NULL");
     expect("verify", metad2a_engine_verify(engine), METAD2A_STATUS_OK, NULL);
     expect("verify NULL engine", metad2a_engine_verify(NULL), METAD2A_STATUS_INVALID_ARGUMENT, "engine is NULL");
+    expect("use cuda NULL engine", metad2a_engine_use_cuda(NULL), METAD2A_STATUS_INVALID_ARGUMENT, "engine is NULL");
+    /* Without a GPU (or without feature cuda) the engine says why and keeps using the CPU: the
+     * searches below run on it either way. */
+    metad2a_status cuda = metad2a_engine_use_cuda(engine);
+    if (cuda == METAD2A_STATUS_OK) {
+        printf("ok   use cuda: searching on %s\n", metad2a_last_error());
+    } else {
+        expect("use cuda without a usable GPU", cuda, METAD2A_STATUS_DEVICE, "CUDA unavailable");
+    }
 
     /* a small, valid dataset: 3 classes x 20 rows */
     size_t rows = 60;
