@@ -120,24 +120,31 @@ impl DeviceSetEncoder {
         per_class: usize,
     ) -> Result<CudaSlice<f32>, String> {
         let classes = data.num_classes();
-        let mut slot: HashMap<u32, i32> = HashMap::new();
-        let mut x = Vec::new();
-        let rows: Vec<i32> = samples
-            .iter()
-            .flat_map(|s| s.iter())
-            .map(|&r| {
-                *slot.entry(r).or_insert_with(|| {
-                    x.extend_from_slice(data.row(r));
-                    (x.len() / data.dim - 1) as i32
-                })
-            })
-            .collect();
+        let (x, rows) = gather_rows(data, samples);
         let (dx, drows) = (gpu.up(&x)?, gpu.up(&rows)?);
         let protos = self
             .intra
             .pool(gpu, &dx, Some(&drows), samples.len() * classes, per_class)?;
         self.inter.pool(gpu, &protos, None, samples.len(), classes)
     }
+}
+
+/// The rows the samples use, each once (`[U, dim]`), and for every row index of the samples, in
+/// order, its position among them: what `set_pool` gathers from.
+pub(crate) fn gather_rows(data: &Dataset, samples: &[&[u32]]) -> (Vec<f32>, Vec<i32>) {
+    let mut slot: HashMap<u32, i32> = HashMap::new();
+    let mut x = Vec::new();
+    let rows = samples
+        .iter()
+        .flat_map(|s| s.iter())
+        .map(|&r| {
+            *slot.entry(r).or_insert_with(|| {
+                x.extend_from_slice(data.row(r));
+                (x.len() / data.dim - 1) as i32
+            })
+        })
+        .collect();
+    (x, rows)
 }
 
 /// `y = x W[:, col..col + cols]ᵀ (+ b)` on the device, `[rows, out_dim]`.

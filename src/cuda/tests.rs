@@ -69,6 +69,27 @@ fn ptx_holds_every_kernel_for_sm90() {
 }
 
 #[test]
+fn set_samples_gather_each_row_once() {
+    // What the device encoder uploads for a list of set samples (no GPU needed).
+    let data = crate::Dataset::from_contiguous(random(6 * 5 * 3, 13, 1.0), 3, 5).unwrap();
+    let mut rng = Rng::new(8, 8);
+    let samples: Vec<Vec<u32>> = (0..7)
+        .map(|_| crate::search::sets::draw(&data, 2, false, &mut rng))
+        .collect();
+    let refs: Vec<&[u32]> = samples.iter().map(Vec::as_slice).collect();
+    let (x, rows) = super::search::gather_rows(&data, &refs);
+    let flat: Vec<u32> = samples.concat();
+    assert_eq!(rows.len(), flat.len());
+    for (&r, &at) in flat.iter().zip(&rows) {
+        assert_eq!(&x[at as usize * 3..at as usize * 3 + 3], data.row(r));
+    }
+    let mut distinct = flat.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(x.len(), distinct.len() * 3, "each row uploaded once");
+}
+
+#[test]
 fn open_without_a_device_is_an_error_not_a_panic() {
     // On a machine with a GPU this opens it; elsewhere it must come back with a reason.
     match Gpu::open(0) {
