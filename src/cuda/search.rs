@@ -62,10 +62,18 @@ impl DevicePool {
             .stream
             .alloc_zeros::<f32>(nsets * self.n_out)
             .map_err(de)?;
-        // Without gathering the kernel never reads `rows`; any device buffer will do.
-        let none = gpu.up(&[0i32])?;
+        // Without gathering the kernel never reads `rows`, but the argument must be a device
+        // buffer: a one-element one, uploaded only then.
+        let none;
+        let (gather, rows) = match rows {
+            Some(r) => (1, r),
+            None => {
+                none = gpu.up(&[0i32])?;
+                (0, &none)
+            }
+        };
         let ints = [
-            rows.is_some() as i32,
+            gather,
             n as i32,
             self.n_in as i32,
             dh as i32,
@@ -73,7 +81,7 @@ impl DevicePool {
             heads as i32,
         ];
         let mut b = gpu.stream.launch_builder(f);
-        b.arg(x).arg(rows.unwrap_or(&none));
+        b.arg(x).arg(rows);
         for v in &ints {
             b.arg(v);
         }
@@ -161,17 +169,18 @@ fn linear_cols(
     out_dim: usize,
 ) -> Result<CudaSlice<f32>, String> {
     let mut y = gpu.stream.alloc_zeros::<f32>(rows * out_dim).map_err(de)?;
-    let ints = [
+    // `x` is dense: its row stride is `cols`.
+    let (rows_, ldx, ldw_, col_, cols_) = (
         rows as i32,
         cols as i32,
         ldw as i32,
         col as i32,
         cols as i32,
-    ];
+    );
     let (has_bias, od) = (bias.is_some() as i32, out_dim as i32);
     let mut b = gpu.stream.launch_builder(gpu.func("linear_cols"));
-    b.arg(x).arg(&ints[0]).arg(&ints[1]).arg(w);
-    b.arg(&ints[2]).arg(&ints[3]).arg(&ints[4]);
+    b.arg(x).arg(&rows_).arg(&ldx).arg(w);
+    b.arg(&ldw_).arg(&col_).arg(&cols_);
     // Without a bias the kernel never reads `b`; pass the weight.
     b.arg(bias.unwrap_or(w)).arg(&has_bias).arg(&od).arg(&mut y);
     let total = (rows * out_dim) as u32;
