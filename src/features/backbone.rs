@@ -14,7 +14,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::nn::linalg::matmul_wt;
+use crate::nn::linalg::matmul_wt_blocked;
 use crate::simd_fn;
 use crate::weights::{Param, WeightStore};
 
@@ -224,7 +224,7 @@ fn linear(x: &[f32], rows: usize, cin: usize, w: &[f32], b: &[f32]) -> Vec<f32> 
     for r in y.chunks_exact_mut(cout) {
         r.copy_from_slice(b);
     }
-    matmul_wt(&mut y, x, cin, w, cin, rows, cout, cin, true);
+    matmul_wt_blocked(&mut y, x, cin, w, cin, rows, cout, cin, true);
     y
 }
 

@@ -6,7 +6,7 @@
 //! `n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))`, `h' = (1 − z) ⊙ n + z ⊙ h`,
 //! with the weights packed in row order r | z | n: `weight_ih: [3H, nvt]`, `weight_hh: [3H, H]`.
 
-use super::linalg::{fast_tanh, matmul_wt, sigmoid};
+use super::linalg::{fast_tanh, matmul_panels, sigmoid, Init, Panels};
 use crate::error::Result;
 use crate::simd_fn;
 use crate::weights::{Param, WeightStore};
@@ -16,6 +16,8 @@ pub struct GruCell {
     /// `weight_ih` transposed and with `bias_ih` folded in: row t is `W_ih e_t + b_ih`, `[nvt, 3H]`.
     input_rows: Vec<f32>,
     pub weight_hh: Param,
+    /// `weight_hh` packed for the hidden product, on first use.
+    hh_panels: std::sync::OnceLock<Panels>,
     pub bias_hh: Param,
     pub hidden: usize,
     pub input: usize,
@@ -37,6 +39,7 @@ impl GruCell {
         }
         Ok(GruCell {
             input_rows,
+            hh_panels: std::sync::OnceLock::new(),
             weight_hh,
             bias_hh,
             hidden,
@@ -62,11 +65,18 @@ impl GruCell {
         let (hs, h3) = (self.hidden, 3 * self.hidden);
         scratch.resize(rows * h3, 0.0);
         let gh = &mut scratch[..rows * h3];
-        for r in gh.chunks_exact_mut(h3) {
-            r.copy_from_slice(&self.bias_hh);
-        }
-        if let Some(h) = h_in {
-            matmul_wt(gh, h, hs, &self.weight_hh, hs, rows, h3, hs, true);
+        match h_in {
+            Some(h) => {
+                let w = self
+                    .hh_panels
+                    .get_or_init(|| Panels::pack(&self.weight_hh, hs, h3, hs));
+                matmul_panels(gh, h, hs, w, rows, Init::Bias(&self.bias_hh));
+            }
+            None => {
+                for r in gh.chunks_exact_mut(h3) {
+                    r.copy_from_slice(&self.bias_hh);
+                }
+            }
         }
         for (r, &t) in types.iter().enumerate() {
             let gi = &self.input_rows[t as usize * h3..(t as usize + 1) * h3];

@@ -45,14 +45,153 @@ pub fn count_macs(n: usize) {
 /// than it saves.
 const PARALLEL_MACS: usize = 1 << 21;
 
+/// Output columns of one packed weight panel (two AVX2 registers).
+const PANEL: usize = 16;
+/// Rows of `x` one kernel tile works on (6 x 16 accumulators: twelve AVX2 registers).
+const TILE: usize = 6;
+
 /// `y[m×n] (+)= x[m×k] · W[:, col..col+k]ᵀ`, where `W` is row-major with row stride `ldw`
 /// (the PyTorch `Linear.weight` layout `[out, in]`, so `n` rows of `W` are used) and `x` has row
 /// stride `ldx`. With `accumulate`, the product is added to `y`; otherwise `y` is overwritten.
+///
+/// Every element is one fused multiply-add chain over `k` in order, from zero, then added to
+/// `y` (or stored): the same rounding whatever `m`, `n`, the batch a row sits in, the thread
+/// split or the machine (the portable build uses `f32::mul_add`, the AVX2 build FMA
+/// instructions; both round once per step). These are the bits `gemm`'s general path gives for
+/// `k <= 512`. The weight is packed per call into panels of 16 columns (`k` x 16, contiguous),
+/// a copy of `n·k` values against `m·n·k` multiply-adds.
 ///
 /// # Panics
 /// If a slice is too short for the given sizes (a programming error inside the engine).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_wt(
+    y: &mut [f32],
+    x: &[f32],
+    ldx: usize,
+    w: &[f32],
+    ldw: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(y.len() >= m * n, "matmul_wt: output too short");
+    assert!(
+        k == 0 || x.len() >= (m - 1) * ldx + k,
+        "matmul_wt: input too short"
+    );
+    assert!(
+        k == 0 || w.len() >= (n - 1) * ldw + k,
+        "matmul_wt: weight too short"
+    );
+    if k == 0 {
+        if !accumulate {
+            y[..m * n].fill(0.0);
+        }
+        return;
+    }
+    PACKED.with(|cell| {
+        let mut buf = cell.take();
+        pack_panels(&mut buf, w, ldw, n, k);
+        let panels = Panels { data: buf, n, k };
+        let init = if accumulate { Init::Add } else { Init::Zero };
+        matmul_panels(y, x, ldx, &panels, m, init);
+        cell.set(panels.data);
+    });
+}
+
+/// What a packed product starts each output element from.
+#[derive(Clone, Copy, Debug)]
+pub enum Init<'a> {
+    /// Overwrite `y` with the product.
+    Zero,
+    /// Add the product to `y`.
+    Add,
+    /// `y[i][j] = bias[j] + product` (the same bits as filling `y` with the bias and adding).
+    Bias(&'a [f32]),
+}
+
+/// A weight block `W[:n, col..col+k]` packed for [`matmul_panels`]: `ceil(n/16)` panels of
+/// `k` x 16 values.
+#[derive(Clone, Debug)]
+pub struct Panels {
+    data: Vec<f32>,
+    n: usize,
+    k: usize,
+}
+
+impl Panels {
+    /// Packs `n` rows of `k` values of a row-major weight with row stride `ldw`.
+    pub fn pack(w: &[f32], ldw: usize, n: usize, k: usize) -> Self {
+        assert!(
+            k == 0 || n == 0 || w.len() >= (n - 1) * ldw + k,
+            "Panels::pack: weight too short"
+        );
+        let mut data = Vec::new();
+        pack_panels(&mut data, w, ldw, n, k);
+        Panels { data, n, k }
+    }
+    /// Output columns.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+    /// Inner dimension.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+}
+
+/// `y[m×n] = init + x[m×k] · Wᵀ` for a packed `W` (see [`matmul_wt`] for the rounding).
+///
+/// # Panics
+/// If a slice is too short for the given sizes (a programming error inside the engine).
+pub fn matmul_panels(y: &mut [f32], x: &[f32], ldx: usize, w: &Panels, m: usize, init: Init) {
+    let (n, k) = (w.n, w.k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    count_macs(m * n * k);
+    assert!(y.len() >= m * n, "matmul_panels: output too short");
+    assert!(
+        k == 0 || x.len() >= (m - 1) * ldx + k,
+        "matmul_panels: input too short"
+    );
+    if let Init::Bias(b) = init {
+        assert!(b.len() >= n, "matmul_panels: bias too short");
+    }
+    let y = &mut y[..m * n];
+    if k == 0 {
+        for row in y.chunks_exact_mut(n) {
+            match init {
+                Init::Zero => row.fill(0.0),
+                Init::Add => {}
+                Init::Bias(b) => row.copy_from_slice(&b[..n]),
+            }
+        }
+        return;
+    }
+    if m * n * k >= PARALLEL_MACS && m >= 2 * TILE && threads() > 1 {
+        // Two halves on two threads, split at a tile boundary (the split changes no bits).
+        let half = (m / 2).div_ceil(TILE) * TILE;
+        let (ya, yb) = y.split_at_mut(half * n);
+        let xb = &x[half * ldx..];
+        rayon::join(
+            || panel_product(ya, x, ldx, &w.data, half, n, k, init),
+            || panel_product(yb, xb, ldx, &w.data, m - half, n, k, init),
+        );
+    } else {
+        panel_product(y, x, ldx, &w.data, m, n, k, init);
+    }
+}
+
+/// [`matmul_wt`] through the `gemm` crate (cache-blocked, packed, threaded): for the large
+/// products of the image backbone and the trainer, where blocking pays. Its rounding depends
+/// on the shape (the path `gemm` takes) and on the machine's cache sizes for `k > 512`.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_wt_blocked(
     y: &mut [f32],
     x: &[f32],
     ldx: usize,
@@ -151,6 +290,107 @@ macro_rules! simd_fn {
             imp($($arg),*)
         }
     };
+}
+
+thread_local! {
+    /// The panel buffer of this thread's last product (kept to avoid an allocation per call).
+    static PACKED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// `W[:n, :k]` (row stride `ldw`) as `ceil(n/16)` panels of `k` x 16 values, column `j` of
+/// panel `c` being row `16c + j` of `W` (zero past `n`).
+fn pack_panels(out: &mut Vec<f32>, w: &[f32], ldw: usize, n: usize, k: usize) {
+    let panels = n.div_ceil(PANEL);
+    out.clear();
+    out.resize(panels * k * PANEL, 0.0);
+    if k == 0 {
+        return;
+    }
+    for (c, panel) in out.chunks_exact_mut(k * PANEL).enumerate() {
+        for j in 0..PANEL.min(n - c * PANEL) {
+            let row = &w[(c * PANEL + j) * ldw..(c * PANEL + j) * ldw + k];
+            for (p, &v) in row.iter().enumerate() {
+                panel[p * PANEL + j] = v;
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// The tiles of [`matmul_wt`] over packed panels: rows in blocks of 4, a panel at a time.
+    #[allow(clippy::too_many_arguments)]
+    fn panel_product(
+        y: &mut [f32],
+        x: &[f32],
+        ldx: usize,
+        packed: &[f32],
+        m: usize,
+        n: usize,
+        k: usize,
+        init: Init,
+    ) {
+        let mut i = 0;
+        while i + TILE <= m {
+            tile::<TILE>(y, x, ldx, packed, i, n, k, init);
+            i += TILE;
+        }
+        match m - i {
+            0 => {}
+            1 => tile::<1>(y, x, ldx, packed, i, n, k, init),
+            2 => tile::<2>(y, x, ldx, packed, i, n, k, init),
+            3 => tile::<3>(y, x, ldx, packed, i, n, k, init),
+            4 => tile::<4>(y, x, ldx, packed, i, n, k, init),
+            _ => tile::<5>(y, x, ldx, packed, i, n, k, init),
+        }
+    }
+}
+
+/// Rows `i..i+R` of the product, every panel.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn tile<const R: usize>(
+    y: &mut [f32],
+    x: &[f32],
+    ldx: usize,
+    packed: &[f32],
+    i: usize,
+    n: usize,
+    k: usize,
+    init: Init,
+) {
+    assert!(x.len() >= (i + R - 1) * ldx + k && packed.len() >= n.div_ceil(PANEL) * k * PANEL);
+    let xp = x[i * ldx..].as_ptr();
+    for (c, panel) in packed.chunks_exact(k * PANEL).enumerate() {
+        let mut acc = [[0.0f32; PANEL]; R];
+        let wp = panel.as_ptr();
+        for p in 0..k {
+            // SAFETY: p < k, r < R: inside x (asserted above) and inside the panel (k x 16).
+            let wv: &[f32; PANEL] = unsafe { &*(wp.add(p * PANEL) as *const [f32; PANEL]) };
+            for r in 0..R {
+                let xv = unsafe { *xp.add(r * ldx + p) };
+                for l in 0..PANEL {
+                    acc[r][l] = xv.mul_add(wv[l], acc[r][l]);
+                }
+            }
+        }
+        let cols = PANEL.min(n - c * PANEL);
+        for r in 0..R {
+            let out = &mut y[(i + r) * n + c * PANEL..(i + r) * n + c * PANEL + cols];
+            match init {
+                Init::Zero => out.copy_from_slice(&acc[r][..cols]),
+                Init::Add => {
+                    for (o, a) in out.iter_mut().zip(&acc[r]) {
+                        *o += a;
+                    }
+                }
+                Init::Bias(b) => {
+                    for ((o, a), b) in out.iter_mut().zip(&acc[r]).zip(&b[c * PANEL..]) {
+                        *o = b + a;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The logistic function, `1 / (1 + e^-x)`, branch-free.
@@ -420,6 +660,112 @@ mod tests {
                         .sum::<f32>();
                 assert!((y[i * n + j] - want).abs() < 1e-5);
             }
+        }
+    }
+
+    /// The definition [`matmul_panels`] must meet bit for bit: one fused multiply-add chain per
+    /// element over `k` in order, from zero, then added to the start value.
+    #[allow(clippy::too_many_arguments)]
+    fn fma_chain(
+        x: &[f32],
+        ldx: usize,
+        w: &[f32],
+        ldw: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+        start: &[f32],
+    ) -> Vec<f32> {
+        let mut y = start.to_vec();
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = 0.0f32;
+                for p in 0..k {
+                    acc = x[i * ldx + p].mul_add(w[j * ldw + p], acc);
+                }
+                y[i * n + j] += acc;
+            }
+        }
+        y
+    }
+
+    fn values(len: usize, seed: f32) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i as f32 + seed) * 0.7311).sin() * 1.7)
+            .collect()
+    }
+
+    #[test]
+    fn packed_products_equal_the_fma_chain_bit_for_bit() {
+        for &m in &[1usize, 2, 5, 6, 7, 13, 40] {
+            for &n in &[1usize, 15, 16, 17, 33, 168] {
+                for &k in &[0usize, 1, 3, 56, 129, 512] {
+                    let (ldx, ldw) = (k + 3, k + 5);
+                    let x = values(m * ldx, 0.5);
+                    let w = values(n * ldw + 2, 1.5);
+                    let bias = values(n, 2.5);
+                    let panels = Panels::pack(&w[2..], ldw, n, k);
+                    let start = values(m * n, 3.5);
+                    let want_add = fma_chain(&x, ldx, &w[2..], ldw, m, n, k, &start);
+                    let mut y = start.clone();
+                    matmul_panels(&mut y, &x, ldx, &panels, m, Init::Add);
+                    let same = |a: &[f32], b: &[f32]| {
+                        a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
+                    };
+                    assert!(same(&y, &want_add), "add {m}x{n}x{k}");
+                    let zeros = vec![0.0; m * n];
+                    let want_zero = fma_chain(&x, ldx, &w[2..], ldw, m, n, k, &zeros);
+                    let mut y = start.clone();
+                    matmul_panels(&mut y, &x, ldx, &panels, m, Init::Zero);
+                    assert!(same(&y, &want_zero), "zero {m}x{n}x{k}");
+                    let rows: Vec<f32> = (0..m).flat_map(|_| bias.iter().copied()).collect();
+                    let want_bias = fma_chain(&x, ldx, &w[2..], ldw, m, n, k, &rows);
+                    let mut y = start.clone();
+                    matmul_panels(&mut y, &x, ldx, &panels, m, Init::Bias(&bias));
+                    assert!(same(&y, &want_bias), "bias {m}x{n}x{k}");
+                    // The unpacked entry point packs per call: the same bits.
+                    let mut y = start.clone();
+                    matmul_wt(&mut y, &x, ldx, &w[2..], ldw, m, n, k, true);
+                    assert!(same(&y, &want_add), "matmul_wt {m}x{n}x{k}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_product_split_across_threads_has_the_bits_of_one_thread() {
+        // Above PARALLEL_MACS, with an odd row count: the two halves meet inside no tile.
+        let (m, n, k) = (301, 40, 512);
+        assert!(m * n * k >= PARALLEL_MACS);
+        let x = values(m * k, 0.25);
+        let w = values(n * k, 0.75);
+        let mut y = vec![0.0; m * n];
+        matmul_wt(&mut y, &x, k, &w, k, m, n, k, false);
+        let want = fma_chain(&x, k, &w, k, m, n, k, &vec![0.0; m * n]);
+        assert!(y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+
+    #[test]
+    fn packed_products_equal_gemm_on_its_general_path() {
+        // gemm's general path (more than 16 x 16 outputs, more than one row and column, k
+        // from 3 to 512) is one FMA chain per element too; its small-size paths are not.
+        for &(m, n, k) in &[
+            (72, 168, 56),
+            (20, 224, 56),
+            (200, 56, 512),
+            (3, 168, 56),
+            (40, 7, 112),
+        ] {
+            let x = values(m * k, 0.1);
+            let w = values(n * k, 0.2);
+            let start = values(m * n, 0.3);
+            let (mut a, mut b) = (start.clone(), start);
+            matmul_wt(&mut a, &x, k, &w, k, m, n, k, true);
+            matmul_wt_blocked(&mut b, &x, k, &w, k, m, n, k, true);
+            assert!(
+                a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{m}x{n}x{k}"
+            );
         }
     }
 

@@ -1,6 +1,8 @@
 //! `Linear` with PyTorch semantics: `y = x Wᵀ + b`, `W: [out, in]`.
 
-use super::linalg::matmul_wt;
+use std::sync::OnceLock;
+
+use super::linalg::{matmul_panels, Init, Panels};
 use crate::error::Result;
 use crate::weights::{Param, WeightStore};
 
@@ -11,6 +13,9 @@ pub struct Linear {
     pub bias: Option<Param>,
     pub in_dim: usize,
     pub out_dim: usize,
+    /// The weight's column blocks packed for products, made on first use: at most two blocks
+    /// (`(col, cols)`), enough for a whole layer or the two halves of a concatenated input.
+    packed: [OnceLock<(usize, usize, Panels)>; 2],
 }
 
 impl Linear {
@@ -33,6 +38,7 @@ impl Linear {
             bias,
             in_dim,
             out_dim,
+            packed: Default::default(),
         })
     }
 
@@ -63,27 +69,37 @@ impl Linear {
         with_bias: bool,
     ) {
         let n = self.out_dim;
-        let y = &mut y[..rows * n];
-        let accumulate = match (&self.bias, with_bias) {
-            (Some(b), true) => {
-                for r in y.chunks_exact_mut(n) {
-                    r.copy_from_slice(b);
-                }
-                true
-            }
-            _ => false,
+        let init = match (&self.bias, with_bias) {
+            (Some(b), true) => Init::Bias(b),
+            _ => Init::Zero,
         };
-        matmul_wt(
-            y,
-            x,
-            ldx,
-            &self.weight[col..],
-            self.in_dim,
-            rows,
-            n,
-            cols,
-            accumulate,
-        );
+        let packed;
+        let w = match self.panels(col, cols) {
+            Some(p) => p,
+            None => {
+                packed = Panels::pack(&self.weight[col..], self.in_dim, n, cols);
+                &packed
+            }
+        };
+        matmul_panels(&mut y[..rows * n], x, ldx, w, rows, init);
+    }
+
+    /// The packed block `W[:, col..col+cols]`, packed now if a slot is free.
+    fn panels(&self, col: usize, cols: usize) -> Option<&Panels> {
+        assert!(col + cols <= self.in_dim, "Linear: columns out of range");
+        for slot in &self.packed {
+            let (c, k, p) = slot.get_or_init(|| {
+                (
+                    col,
+                    cols,
+                    Panels::pack(&self.weight[col..], self.in_dim, self.out_dim, cols),
+                )
+            });
+            if (*c, *k) == (col, cols) {
+                return Some(p);
+            }
+        }
+        None
     }
 
     /// Column `c` of the weight, i.e. the layer's response to the one-hot vector `e_c` (no bias).

@@ -9,7 +9,9 @@
 //!
 //! Batches of equal-size sets are stored as `[nsets * n, d]`, set-major.
 
-use super::linalg::{add_relu, exp_normal};
+use std::sync::OnceLock;
+
+use super::linalg::{add_relu, exp_normal, matmul_panels, Init, Panels};
 use super::linear::Linear;
 use crate::error::{Error, Result};
 use crate::weights::{Param, WeightStore};
@@ -23,6 +25,9 @@ pub struct Mab {
     pub fc_o: Linear,
     pub dim_v: usize,
     pub heads: usize,
+    /// `[W_q; W_k; W_v]` packed as one weight with its biases, on first use (self-attention
+    /// blocks, where queries and keys are the same rows).
+    qkv: OnceLock<(Panels, Vec<f32>)>,
 }
 
 impl Mab {
@@ -48,6 +53,7 @@ impl Mab {
             fc_o: Linear::load(store, &format!("{prefix}.fc_o"), dim_v, dim_v, true)?,
             dim_v,
             heads,
+            qkv: OnceLock::new(),
         })
     }
 
@@ -58,6 +64,33 @@ impl Mab {
         let kp = self.fc_k.forward(k, nsets * nk);
         let vp = self.fc_v.forward(k, nsets * nk);
         self.attend(&qp, false, &kp, &vp, nsets, nq, nk)
+    }
+
+    /// The three input projections of the same rows in one product: `out[r]` is
+    /// `[x_r W_qᵀ + b_q ; x_r W_kᵀ + b_k ; x_r W_vᵀ + b_v]` (`[rows, 3 dim_v]`; `x` with row stride
+    /// `ldx`). Each value has the bits of its own layer's product.
+    ///
+    /// # Panics
+    /// If the block's query and key widths differ (not a self-attention block).
+    pub fn project_qkv(&self, x: &[f32], ldx: usize, rows: usize, out: &mut [f32]) {
+        let (w, b) = self.qkv.get_or_init(|| {
+            let (din, dv) = (self.fc_q.in_dim, self.dim_v);
+            assert_eq!(
+                din, self.fc_k.in_dim,
+                "project_qkv: not a self-attention block"
+            );
+            let mut w = Vec::with_capacity(3 * dv * din);
+            let mut b = Vec::with_capacity(3 * dv);
+            for l in [&self.fc_q, &self.fc_k, &self.fc_v] {
+                w.extend_from_slice(&l.weight);
+                match &l.bias {
+                    Some(lb) => b.extend_from_slice(lb),
+                    None => b.resize(b.len() + dv, 0.0),
+                }
+            }
+            (Panels::pack(&w, din, 3 * dv, din), b)
+        });
+        matmul_panels(out, x, ldx, w, rows, Init::Bias(b));
     }
 
     /// Appends the block's weights in the layout of the device kernels (`block_mab` in

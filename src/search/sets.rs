@@ -155,16 +155,28 @@ impl<'a> SetEmbedder<'a> {
             return;
         }
         let (d, h) = (self.data.dim, self.enc.dims.intra_hidden);
-        let mut x = Vec::with_capacity(missing.len() * d);
-        for &r in &missing {
-            x.extend_from_slice(self.data.row(r));
-        }
-        let sab = &self.enc.intra.sab1;
-        for (which, lin) in [&sab.fc_q, &sab.fc_k, &sab.fc_v].into_iter().enumerate() {
-            let y = lin.forward(&x, missing.len());
-            for (i, &r) in missing.iter().enumerate() {
-                self.proj[which][r as usize * h..(r as usize + 1) * h]
-                    .copy_from_slice(&y[i * h..(i + 1) * h]);
+        // One product for the three projections, straight from the feature rows when the
+        // missing rows are a contiguous range (e.g. the whole of a small dataset).
+        let first = missing[0] as usize;
+        let contiguous = missing.last().map(|&l| l as usize - first + 1) == Some(missing.len());
+        let gathered: Vec<f32>;
+        let x = if contiguous {
+            &self.data.features[first * d..(first + missing.len()) * d]
+        } else {
+            gathered = missing
+                .iter()
+                .flat_map(|&r| self.data.row(r))
+                .copied()
+                .collect();
+            &gathered
+        };
+        let mut y = vec![0.0; missing.len() * 3 * h];
+        self.enc.intra.sab1.project_qkv(x, d, missing.len(), &mut y);
+        for (i, &r) in missing.iter().enumerate() {
+            let r = r as usize;
+            for (which, proj) in self.proj.iter_mut().enumerate() {
+                proj[r * h..(r + 1) * h]
+                    .copy_from_slice(&y[(3 * i + which) * h..(3 * i + which + 1) * h]);
             }
         }
         for &r in &missing {

@@ -610,7 +610,9 @@ impl CellNet {
                     for r in dst.chunks_exact_mut(*o) {
                         r.copy_from_slice(bias);
                     }
-                    crate::nn::linalg::matmul_wt(dst, &acts[*x], *i, wt, *i, n, *o, *i, true);
+                    crate::nn::linalg::matmul_wt_blocked(
+                        dst, &acts[*x], *i, wt, *i, n, *o, *i, true,
+                    );
                     Shape {
                         n,
                         h: 1,
