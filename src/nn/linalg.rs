@@ -45,8 +45,11 @@ pub fn count_macs(n: usize) {
 /// than it saves.
 const PARALLEL_MACS: usize = 1 << 21;
 
-/// Output columns of one packed weight panel (two AVX2 registers).
+/// Output columns of one packed weight panel: two AVX2 registers (and the portable build's
+/// width)...
 const PANEL: usize = 16;
+/// ... or two AVX-512 registers, on CPUs that have AVX-512F.
+const WIDE_PANEL: usize = 32;
 /// Rows of `x` one kernel tile works on (6 x 16 accumulators: twelve AVX2 registers).
 const TILE: usize = 6;
 
@@ -95,8 +98,14 @@ pub fn matmul_wt(
     }
     PACKED.with(|cell| {
         let mut buf = cell.take();
-        pack_panels(&mut buf, w, ldw, n, k);
-        let panels = Panels { data: buf, n, k };
+        let width = panel_width();
+        pack_panels(&mut buf, w, ldw, n, k, width);
+        let panels = Panels {
+            data: buf,
+            n,
+            k,
+            width,
+        };
         let init = if accumulate { Init::Add } else { Init::Zero };
         matmul_panels(y, x, ldx, &panels, m, init);
         cell.set(panels.data);
@@ -121,6 +130,8 @@ pub struct Panels {
     data: Vec<f32>,
     n: usize,
     k: usize,
+    /// Columns per panel: [`WIDE_PANEL`] when the AVX-512 kernel runs, else [`PANEL`].
+    width: usize,
 }
 
 impl Panels {
@@ -130,9 +141,10 @@ impl Panels {
             k == 0 || n == 0 || w.len() >= (n - 1) * ldw + k,
             "Panels::pack: weight too short"
         );
+        let width = panel_width();
         let mut data = Vec::new();
-        pack_panels(&mut data, w, ldw, n, k);
-        Panels { data, n, k }
+        pack_panels(&mut data, w, ldw, n, k, width);
+        Panels { data, n, k, width }
     }
     /// Output columns.
     pub fn n(&self) -> usize {
@@ -179,12 +191,48 @@ pub fn matmul_panels(y: &mut [f32], x: &[f32], ldx: usize, w: &Panels, m: usize,
         let (ya, yb) = y.split_at_mut(half * n);
         let xb = &x[half * ldx..];
         rayon::join(
-            || panel_product(ya, x, ldx, &w.data, half, n, k, init),
-            || panel_product(yb, xb, ldx, &w.data, m - half, n, k, init),
+            || panels_times(ya, x, ldx, w, half, init),
+            || panels_times(yb, xb, ldx, w, m - half, init),
         );
     } else {
-        panel_product(y, x, ldx, &w.data, m, n, k, init);
+        panels_times(y, x, ldx, w, m, init);
     }
+}
+
+/// The panel width of this CPU's kernel.
+fn panel_width() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        return WIDE_PANEL;
+    }
+    PANEL
+}
+
+/// Runs the kernel for `w`'s panel width: AVX-512 for wide panels, else AVX2+FMA or portable.
+fn panels_times(y: &mut [f32], x: &[f32], ldx: usize, w: &Panels, m: usize, init: Init) {
+    let (n, k) = (w.n, w.k);
+    #[cfg(target_arch = "x86_64")]
+    if w.width == WIDE_PANEL {
+        #[target_feature(enable = "avx512f")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn avx512(
+            y: &mut [f32],
+            x: &[f32],
+            ldx: usize,
+            packed: &[f32],
+            m: usize,
+            n: usize,
+            k: usize,
+            init: Init,
+        ) {
+            tiles::<WIDE_PANEL>(y, x, ldx, packed, m, n, k, init)
+        }
+        assert!(std::is_x86_feature_detected!("avx512f"));
+        // SAFETY: the CPU has AVX-512F (checked when the panels were packed, and above).
+        unsafe { avx512(y, x, ldx, &w.data, m, n, k, init) };
+        return;
+    }
+    panel_product(y, x, ldx, &w.data, m, n, k, init);
 }
 
 /// [`matmul_wt`] through the `gemm` crate (cache-blocked, packed, threaded): for the large
@@ -299,25 +347,25 @@ thread_local! {
 
 /// `W[:n, :k]` (row stride `ldw`) as `ceil(n/16)` panels of `k` x 16 values, column `j` of
 /// panel `c` being row `16c + j` of `W` (zero past `n`).
-fn pack_panels(out: &mut Vec<f32>, w: &[f32], ldw: usize, n: usize, k: usize) {
-    let panels = n.div_ceil(PANEL);
+fn pack_panels(out: &mut Vec<f32>, w: &[f32], ldw: usize, n: usize, k: usize, width: usize) {
+    let panels = n.div_ceil(width);
     out.clear();
-    out.resize(panels * k * PANEL, 0.0);
+    out.resize(panels * k * width, 0.0);
     if k == 0 {
         return;
     }
-    for (c, panel) in out.chunks_exact_mut(k * PANEL).enumerate() {
-        for j in 0..PANEL.min(n - c * PANEL) {
-            let row = &w[(c * PANEL + j) * ldw..(c * PANEL + j) * ldw + k];
+    for (c, panel) in out.chunks_exact_mut(k * width).enumerate() {
+        for j in 0..width.min(n - c * width) {
+            let row = &w[(c * width + j) * ldw..(c * width + j) * ldw + k];
             for (p, &v) in row.iter().enumerate() {
-                panel[p * PANEL + j] = v;
+                panel[p * width + j] = v;
             }
         }
     }
 }
 
 simd_fn! {
-    /// The tiles of [`matmul_wt`] over packed panels: rows in blocks of 4, a panel at a time.
+    /// [`tiles`] over 16-column panels, portable or AVX2+FMA.
     #[allow(clippy::too_many_arguments)]
     fn panel_product(
         y: &mut [f32],
@@ -329,26 +377,43 @@ simd_fn! {
         k: usize,
         init: Init,
     ) {
-        let mut i = 0;
-        while i + TILE <= m {
-            tile::<TILE>(y, x, ldx, packed, i, n, k, init);
-            i += TILE;
-        }
-        match m - i {
-            0 => {}
-            1 => tile::<1>(y, x, ldx, packed, i, n, k, init),
-            2 => tile::<2>(y, x, ldx, packed, i, n, k, init),
-            3 => tile::<3>(y, x, ldx, packed, i, n, k, init),
-            4 => tile::<4>(y, x, ldx, packed, i, n, k, init),
-            _ => tile::<5>(y, x, ldx, packed, i, n, k, init),
-        }
+        tiles::<PANEL>(y, x, ldx, packed, m, n, k, init)
+    }
+}
+
+/// The tiles of a product over panels `W` columns wide: rows in blocks of [`TILE`], then
+/// the rest.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn tiles<const W: usize>(
+    y: &mut [f32],
+    x: &[f32],
+    ldx: usize,
+    packed: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    init: Init,
+) {
+    let mut i = 0;
+    while i + TILE <= m {
+        tile::<TILE, W>(y, x, ldx, packed, i, n, k, init);
+        i += TILE;
+    }
+    match m - i {
+        0 => {}
+        1 => tile::<1, W>(y, x, ldx, packed, i, n, k, init),
+        2 => tile::<2, W>(y, x, ldx, packed, i, n, k, init),
+        3 => tile::<3, W>(y, x, ldx, packed, i, n, k, init),
+        4 => tile::<4, W>(y, x, ldx, packed, i, n, k, init),
+        _ => tile::<5, W>(y, x, ldx, packed, i, n, k, init),
     }
 }
 
 /// Rows `i..i+R` of the product, every panel.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn tile<const R: usize>(
+fn tile<const R: usize, const W: usize>(
     y: &mut [f32],
     x: &[f32],
     ldx: usize,
@@ -358,24 +423,24 @@ fn tile<const R: usize>(
     k: usize,
     init: Init,
 ) {
-    assert!(x.len() >= (i + R - 1) * ldx + k && packed.len() >= n.div_ceil(PANEL) * k * PANEL);
+    assert!(x.len() >= (i + R - 1) * ldx + k && packed.len() >= n.div_ceil(W) * k * W);
     let xp = x[i * ldx..].as_ptr();
-    for (c, panel) in packed.chunks_exact(k * PANEL).enumerate() {
-        let mut acc = [[0.0f32; PANEL]; R];
+    for (c, panel) in packed.chunks_exact(k * W).enumerate() {
+        let mut acc = [[0.0f32; W]; R];
         let wp = panel.as_ptr();
         for p in 0..k {
             // SAFETY: p < k, r < R: inside x (asserted above) and inside the panel (k x 16).
-            let wv: &[f32; PANEL] = unsafe { &*(wp.add(p * PANEL) as *const [f32; PANEL]) };
+            let wv: &[f32; W] = unsafe { &*(wp.add(p * W) as *const [f32; W]) };
             for r in 0..R {
                 let xv = unsafe { *xp.add(r * ldx + p) };
-                for l in 0..PANEL {
+                for l in 0..W {
                     acc[r][l] = xv.mul_add(wv[l], acc[r][l]);
                 }
             }
         }
-        let cols = PANEL.min(n - c * PANEL);
+        let cols = W.min(n - c * W);
         for r in 0..R {
-            let out = &mut y[(i + r) * n + c * PANEL..(i + r) * n + c * PANEL + cols];
+            let out = &mut y[(i + r) * n + c * W..(i + r) * n + c * W + cols];
             match init {
                 Init::Zero => out.copy_from_slice(&acc[r][..cols]),
                 Init::Add => {
@@ -384,7 +449,7 @@ fn tile<const R: usize>(
                     }
                 }
                 Init::Bias(b) => {
-                    for ((o, a), b) in out.iter_mut().zip(&acc[r]).zip(&b[c * PANEL..]) {
+                    for ((o, a), b) in out.iter_mut().zip(&acc[r]).zip(&b[c * W..]) {
                         *o = b + a;
                     }
                 }

@@ -262,6 +262,14 @@ impl Engine {
         self.decode_lookahead = batches.max(1);
     }
 
+    /// Whether searches run on a device (feature `cuda`, after [`Engine::use_cuda`]).
+    fn on_device(&self) -> bool {
+        #[cfg(feature = "cuda")]
+        return self.device.is_some();
+        #[cfg(not(feature = "cuda"))]
+        false
+    }
+
     /// The GPU the engine decodes on, if any.
     pub fn device_name(&self) -> Option<&str> {
         #[cfg(feature = "cuda")]
@@ -397,6 +405,7 @@ impl Engine {
         let budget = &cfg.budget;
         let within = |a: &Arch| budget.admits(a);
 
+        let mut ranking_sets = None;
         let archs: Vec<Arch> = if cfg.exhaustive {
             let all: Vec<Arch> = Nb201Arch::all()
                 .map(Arch::Nb201)
@@ -404,6 +413,21 @@ impl Engine {
                 .collect();
             counts.over_budget = NUM_ARCHS - all.len();
             all
+        } else if !self.on_device() {
+            // The predictor's set samples do not depend on the candidates: they are encoded on
+            // a second thread while the generator runs (sets_ms then counts only the wait).
+            let (archs, sets) = std::thread::scope(|s| {
+                let side = s.spawn(|| self.ranking_sets(data, cfg));
+                let archs = self.generate_inner(data, cfg, &within, &mut counts, &mut t, control);
+                let t0 = Instant::now();
+                let sets = side
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                t.sets_ms += ms(t0);
+                (archs, sets)
+            });
+            ranking_sets = Some(sets);
+            archs?
         } else {
             self.generate_inner(data, cfg, &within, &mut counts, &mut t, control)?
         };
@@ -416,7 +440,7 @@ impl Engine {
             return Err(Error::Cancelled);
         }
 
-        let (scores, data_fit) = self.rank(data, cfg, &archs, &mut t)?;
+        let (scores, data_fit) = self.rank(data, cfg, &archs, ranking_sets, &mut t)?;
         // Best first, ties in candidate order: a total order, so sorting only the kept ones
         // after selecting them gives the same list as sorting all.
         let better = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
@@ -652,20 +676,20 @@ impl Engine {
 
     /// Mean predictor score of each architecture over `cfg.resamples` shared set samples, and
     /// the data's fit to a gated cell mix's training tasks.
+    /// `sets`, when given, are [`Engine::ranking_sets`] computed before.
     fn rank(
         &self,
         data: &Dataset,
         cfg: &SearchConfig,
         archs: &[Arch],
+        sets: Option<(Vec<f32>, Vec<usize>)>,
         t: &mut Timings,
     ) -> Result<(Vec<f32>, Option<DataFit>)> {
         let t0 = Instant::now();
-        let samples: Vec<SetSample> = (0..cfg.resamples)
-            .map(|r| {
-                let mut rng = Rng::new(cfg.seed, STREAM_RANKING_SET + r as u64);
-                draw(data, cfg.per_class, cfg.with_replacement, &mut rng)
-            })
-            .collect();
+        if let Some((d, ids)) = sets {
+            return self.rank_with(cfg, archs, &d, &ids, t);
+        }
+        let samples = ranking_samples(data, cfg);
         #[cfg(feature = "cuda")]
         if let Some(d) = self.device.as_ref().filter(|d| {
             d.model.ranks_cells() && d.model.encodes_sets(data.num_classes(), cfg.per_class)
@@ -679,14 +703,34 @@ impl Engine {
             }
         }
         let mut sets = SetEmbedder::new(&self.predictor.set_encoder, data, cfg.per_class);
-        // Equal samples (e.g. every sample, when classes have exactly `per_class` rows) give
-        // equal dataset terms: each distinct one is evaluated once, weighted by its count.
         let (d, ids) = sets.embed_distinct(&samples);
         t.sets_ms += ms(t0);
+        self.rank_with(cfg, archs, &d, &ids, t)
+    }
+
+    /// The predictor's embeddings of the ranking's set samples: the distinct ones (`[K,
+    /// out_dim]`) and each sample's index among them. Equal samples (e.g. every sample, when
+    /// classes have exactly `per_class` rows) give equal dataset terms: each distinct one is
+    /// evaluated once, weighted by its count.
+    fn ranking_sets(&self, data: &Dataset, cfg: &SearchConfig) -> (Vec<f32>, Vec<usize>) {
+        let samples = ranking_samples(data, cfg);
+        SetEmbedder::new(&self.predictor.set_encoder, data, cfg.per_class).embed_distinct(&samples)
+    }
+
+    /// Scores of `archs` against the distinct ranking embeddings `d` (sample `i` is `d[ids[i]]`)
+    /// and the data fit.
+    fn rank_with(
+        &self,
+        cfg: &SearchConfig,
+        archs: &[Arch],
+        d: &[f32],
+        ids: &[usize],
+        t: &mut Timings,
+    ) -> Result<(Vec<f32>, Option<DataFit>)> {
         let t0 = Instant::now();
-        let weights = sample_weights(&ids, d.len() / self.predictor.dims.set.out_dim);
-        let c = self.predictor.head_dataset_part(&d);
-        let mix = self.predictor.mix_values(&d, &weights);
+        let weights = sample_weights(ids, d.len() / self.predictor.dims.set.out_dim);
+        let c = self.predictor.head_dataset_part(d);
+        let mix = self.predictor.mix_values(d, &weights);
         let fit = self.data_fit(mix.as_ref());
         let scores = if let (true, Some(graph_cache)) = (cfg.exhaustive, &self.graph_cache) {
             // The first exhaustive search of an engine computes the graph half of the head
@@ -832,12 +876,22 @@ impl Engine {
             return Ok(Vec::new());
         }
         let mut t = Timings::default();
-        Ok(self.rank(data, cfg, archs, &mut t)?.0)
+        Ok(self.rank(data, cfg, archs, None, &mut t)?.0)
     }
 }
 
 /// The weight of each of `distinct` dataset embeddings when sample `i` of a ranking has
 /// embedding `ids[i]`: its share of the samples.
+/// The ranking's `cfg.resamples` set samples, each from its own random stream.
+fn ranking_samples(data: &Dataset, cfg: &SearchConfig) -> Vec<SetSample> {
+    (0..cfg.resamples)
+        .map(|r| {
+            let mut rng = Rng::new(cfg.seed, STREAM_RANKING_SET + r as u64);
+            draw(data, cfg.per_class, cfg.with_replacement, &mut rng)
+        })
+        .collect()
+}
+
 fn sample_weights(ids: &[usize], distinct: usize) -> Vec<f32> {
     let mut weights = vec![0.0f32; distinct];
     for &i in ids {

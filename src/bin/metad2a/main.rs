@@ -515,13 +515,25 @@ fn choose_device(engine: &mut Engine, device: &str) -> metad2a::Result<()> {
 
 fn search(a: SearchArgs) -> metad2a::Result<()> {
     let t0 = Instant::now();
-    let (mut engine, weights) = a.weights.engine()?;
-    choose_device(&mut engine, &a.device)?;
-    let load_ms = ms_since(t0);
-    let t1 = Instant::now();
-    let data = a.data.load()?;
-    let table = a.nb201.as_ref().map(Nb201Table::load).transpose()?;
-    let data_ms = ms_since(t1);
+    // The data is read on a second thread while the weights load (an error in the weights is
+    // reported first, as when they were loaded first).
+    let (engine, data) = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let data = a.data.load()?;
+            let table = a.nb201.as_ref().map(Nb201Table::load).transpose()?;
+            Ok::<_, Error>((data, table, ms_since(t0)))
+        });
+        let engine = a.weights.engine().and_then(|(mut engine, weights)| {
+            choose_device(&mut engine, &a.device)?;
+            Ok((engine, weights, ms_since(t0)))
+        });
+        let data = reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (engine, data)
+    });
+    let (engine, weights, load_ms) = engine?;
+    let (data, table, data_ms) = data?;
     let mega = |x: Option<f64>, what: &str| -> metad2a::Result<Option<u64>> {
         match x {
             Some(v) if !(v.is_finite() && v > 0.0) => {
@@ -577,7 +589,7 @@ fn search(a: SearchArgs) -> metad2a::Result<()> {
     if a.timings {
         let t = &report.timings;
         eprintln!(
-            "timings (ms): load {load_ms:.2}, data {data_ms:.2}, search {:.2} (sets {:.2}, decode {:.2}, rank {:.2}), report {:.2}, in main {:.2}",
+            "timings (ms): load {load_ms:.2}, data {data_ms:.2} (read during the load), search {:.2} (sets {:.2}, decode {:.2}, rank {:.2}), report {:.2}, in main {:.2}",
             t.total_ms,
             t.sets_ms,
             t.decode_ms,
