@@ -621,7 +621,26 @@ fn engine_load_detects_damaged_directories() {
     let k = b.len() - 7;
     b[k] ^= 1;
     std::fs::write(&cache, &b).unwrap();
-    let e = Engine::load(&d).unwrap_err().to_string();
+    // the content is checked before the cache is first used: the search fails, so does
+    // verify(), and the load does not
+    let damaged = Engine::load(&d).unwrap();
+    let data = fixture_data(&shared, "x.c10");
+    let e = damaged
+        .search(&data, &small_cfg(1))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not match its checksum"), "{e}");
+    let e = damaged.verify().unwrap_err().to_string();
+    assert!(e.contains("does not match its checksum"), "{e}");
+    let exhaustive = SearchConfig {
+        exhaustive: true,
+        ..small_cfg(1)
+    };
+    let e = Engine::load(&d)
+        .unwrap()
+        .search(&data, &exhaustive)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("does not match its checksum"), "{e}");
     // files changed after loading: the engine keeps working, verify() says so
     let d = copy("later");

@@ -96,6 +96,9 @@ impl Engine {
             check_file_size(dir, &e.file, e.bytes)?;
             e.check_digest(dir, &WeightStore::open(dir.join(&e.file))?)?;
         }
+        if let Some(c) = &self.graph_cache {
+            c.verified()?;
+        }
         Ok(())
     }
 
@@ -103,7 +106,9 @@ impl Engine {
     /// sizes checked against the manifest, every tensor checked by name and shape, and their
     /// content by the manifest's per-tensor BLAKE3s, each tensor when first read (older
     /// manifests: the whole file's BLAKE3 or sha256, now)) and, when present, the
-    /// graph-embedding cache (checked against its own checksum and bound to the predictor's).
+    /// graph-embedding cache (bound to the predictor's checksum now; its content checked
+    /// against its own checksum before first use, which a search does beside generation, so
+    /// a damaged cache fails the first search that needs it, or [`Engine::verify`]).
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let manifest = Manifest::read(dir)?;
@@ -117,26 +122,27 @@ impl Engine {
             }
             Ok(store)
         };
-        // The checksums dominate loading: the generator and the graph cache are checked on a
-        // second thread while this one checks the predictor (whose checksum itself runs on
-        // several threads).
-        let cache_path = dir.join(graph_cache::FILE_NAME);
-        let (generator, predictor, cache_store) = std::thread::scope(|s| -> Result<_> {
-            let side = s.spawn(|| {
-                let generator = Generator::load(&open(&manifest.generator)?);
-                let cache = cache_path
-                    .is_file()
-                    .then(|| GraphCache::open_checked(&cache_path, &manifest.predictor.sha256));
-                Ok::<_, Error>((generator?, cache.transpose()?))
-            });
+        // The checksums dominate loading: the generator is checked on a second thread while
+        // this one checks the predictor; the graph cache's content is checked before its first
+        // use (a search does it beside generation).
+        let (generator, predictor) = std::thread::scope(|s| -> Result<_> {
+            let side = s.spawn(|| Generator::load(&open(&manifest.generator)?));
             let predictor = Predictor::load(&open(&manifest.predictor)?);
-            let (generator, cache) = side
+            let generator = side
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-            Ok((generator, predictor?, cache))
+            Ok((generator, predictor?))
         })?;
-        let graph_cache = cache_store
-            .map(|s| GraphCache::from_store(&s, predictor.dims.nz))
+        let cache_path = dir.join(graph_cache::FILE_NAME);
+        let graph_cache = cache_path
+            .is_file()
+            .then(|| {
+                GraphCache::open_deferred(
+                    &cache_path,
+                    predictor.dims.nz,
+                    &manifest.predictor.sha256,
+                )
+            })
             .transpose()?;
         let mut e = Self::from_models(generator, predictor, graph_cache)?;
         if e.space != manifest.space {
@@ -236,10 +242,13 @@ impl Engine {
     #[cfg(feature = "cuda")]
     pub fn use_cuda(&mut self) -> std::result::Result<String, String> {
         let gpu = crate::cuda::Gpu::open_default()?;
-        let cells = self
+        let cache = self
             .graph_cache
             .as_ref()
-            .map(|cache| (cache.all(), self.all_priors()));
+            .map(|c| c.verified())
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let cells = cache.map(|cache| (cache.all(), self.all_priors()));
         let model =
             crate::cuda::search::DeviceModel::new(&gpu, &self.generator, &self.predictor, cells)?;
         let name = gpu.name.clone();
@@ -319,6 +328,7 @@ impl Engine {
     pub fn graph_embeddings(&self, archs: &[Arch]) -> Result<Vec<f32>> {
         self.check_space(archs)?;
         if let Some(c) = &self.graph_cache {
+            let c = c.verified()?;
             let cells: Option<Vec<&Nb201Arch>> = archs.iter().map(Arch::as_nb201).collect();
             if let Some(cells) = cells {
                 return Ok(cells
@@ -712,7 +722,12 @@ impl Engine {
     /// out_dim]`) and each sample's index among them. Equal samples (e.g. every sample, when
     /// classes have exactly `per_class` rows) give equal dataset terms: each distinct one is
     /// evaluated once, weighted by its count.
+    /// Also checks the graph cache's content if that is still to be done (the ranking reports
+    /// the outcome).
     fn ranking_sets(&self, data: &Dataset, cfg: &SearchConfig) -> (Vec<f32>, Vec<usize>) {
+        if let Some(c) = &self.graph_cache {
+            let _ = c.verified();
+        }
         let samples = ranking_samples(data, cfg);
         SetEmbedder::new(&self.predictor.set_encoder, data, cfg.per_class).embed_distinct(&samples)
     }
@@ -733,6 +748,7 @@ impl Engine {
         let mix = self.predictor.mix_values(d, &weights);
         let fit = self.data_fit(mix.as_ref());
         let scores = if let (true, Some(graph_cache)) = (cfg.exhaustive, &self.graph_cache) {
+            let graph_cache = graph_cache.verified()?;
             // The first exhaustive search of an engine computes the graph half of the head
             // chunk by chunk (no 32 MB table to allocate and fill for a one-off search); later
             // ones keep and reuse the table. Each element is the same product either way.
@@ -853,6 +869,7 @@ impl Engine {
     fn all_heads(&self) -> &[f32] {
         self.all_heads.get_or_init(|| {
             let cache = self.graph_cache.as_ref().expect("checked by the caller");
+            debug_assert!(cache.verified().is_ok());
             self.predictor.head_graph_part(cache.all())
         })
     }

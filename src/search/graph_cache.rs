@@ -5,10 +5,13 @@
 //! stored beside the weights as `graph_cache.safetensors`: tensor `embeddings`
 //! `[15625, nz]` f32 in cell-code order (see [`Nb201Arch::code`]), metadata `predictor_sha256`
 //! binding it to the predictor file it was computed from, and `embeddings_blake3` and
-//! `embeddings_sha256`, checksums of its own content (the first is checked when present).
+//! `embeddings_sha256`, checksums of its own content (the first is checked when present). An
+//! engine checks the binding when it loads and the content before the cache's first use
+//! ([`GraphCache::verified`]), which a search does beside its generation stage.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 use crate::model::Predictor;
@@ -28,6 +31,10 @@ const CONTENT_BLAKE3: &str = "embeddings_blake3";
 pub struct GraphCache {
     embeddings: Param,
     nz: usize,
+    /// The file whose content checksum is still to be checked, and the check's outcome once
+    /// made (`Err` holds the reason).
+    pending: Option<(String, WeightStore)>,
+    checked: OnceLock<std::result::Result<(), String>>,
 }
 
 /// Graphs encoded per call when building (bounds the encoder's working memory).
@@ -76,40 +83,68 @@ impl GraphCache {
     }
 
     /// Maps a cache file and checks that it belongs to the predictor with sha256
-    /// `predictor_sha256` and has `nz` columns.
+    /// `predictor_sha256`, has `nz` columns and matches its content checksum.
     pub fn open(path: &Path, nz: usize, predictor_sha256: &str) -> Result<Self> {
-        Self::from_store(&Self::open_checked(path, predictor_sha256)?, nz)
+        let cache = Self::open_deferred(path, nz, predictor_sha256)?;
+        cache.verified()?;
+        Ok(cache)
     }
 
-    /// Maps a cache file and checks that it belongs to the predictor with sha256
-    /// `predictor_sha256` and that its content matches its checksum; the shape is checked by
-    /// [`from_store`](Self::from_store). Needs no model, so it can run beside model loading.
-    pub fn open_checked(path: &Path, predictor_sha256: &str) -> Result<WeightStore> {
+    /// As [`open`](Self::open), with the content checksum left to [`verified`](Self::verified)
+    /// (hashing the 3.5 MB of embeddings is most of the cost of opening).
+    pub fn open_deferred(path: &Path, nz: usize, predictor_sha256: &str) -> Result<Self> {
         let store = WeightStore::open(path)?;
-        let bad = |reason: String| Error::Manifest {
-            file: path.display().to_string(),
-            reason,
-        };
+        let label = path.display().to_string();
         match store.metadata().get("predictor_sha256") {
             Some(s) if s == predictor_sha256 => {}
             Some(s) => {
-                return Err(bad(format!(
-                    "graph cache was computed from predictor {s}, not from this directory's predictor {predictor_sha256}; rebuild it with `metad2a cache`"
-                )))
+                return Err(Error::Manifest {
+                    file: label,
+                    reason: format!(
+                        "graph cache was computed from predictor {s}, not from this directory's predictor {predictor_sha256}; rebuild it with `metad2a cache`"
+                    ),
+                })
             }
-            None => return Err(bad("graph cache does not say which predictor it belongs to".into())),
+            None => {
+                return Err(Error::Manifest {
+                    file: label,
+                    reason: "graph cache does not say which predictor it belongs to".into(),
+                })
+            }
         }
-        let raw = store.raw("embeddings")?;
-        let ok = match store.metadata().get(CONTENT_BLAKE3) {
-            Some(want) => crate::weights::blake3_hex(raw) == *want,
-            None => store.metadata().get(CONTENT_SHA256) == Some(&crate::weights::sha256_hex(raw)),
+        let mut cache = Self::from_store(&store, nz)?;
+        cache.pending = Some((label, store));
+        Ok(cache)
+    }
+
+    /// The cache, once its content matches its checksum (checked on the first call; later
+    /// calls, from any thread, return the first call's outcome).
+    pub fn verified(&self) -> Result<&Self> {
+        let Some((label, store)) = &self.pending else {
+            return Ok(self);
         };
-        if !ok {
-            return Err(bad(
-                "graph cache content does not match its checksum (damaged or changed); rebuild it with `metad2a cache`".into(),
-            ));
+        let outcome = self.checked.get_or_init(|| {
+            let raw = store.raw("embeddings").map_err(|e| e.to_string())?;
+            let ok = match store.metadata().get(CONTENT_BLAKE3) {
+                Some(want) => crate::weights::blake3_hex(raw) == *want,
+                None => {
+                    store.metadata().get(CONTENT_SHA256)
+                        == Some(&crate::weights::sha256_hex(raw))
+                }
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err("graph cache content does not match its checksum (damaged or changed); rebuild it with `metad2a cache`".into())
+            }
+        });
+        match outcome {
+            Ok(()) => Ok(self),
+            Err(reason) => Err(Error::Manifest {
+                file: label.clone(),
+                reason: reason.clone(),
+            }),
         }
-        Ok(store)
     }
 
     /// A cache from an opened store (e.g. bytes embedded in a program), checking only its shape.
@@ -117,6 +152,8 @@ impl GraphCache {
         Ok(GraphCache {
             embeddings: store.param("embeddings", &[NUM_ARCHS, nz])?,
             nz,
+            pending: None,
+            checked: OnceLock::new(),
         })
     }
 
@@ -125,6 +162,8 @@ impl GraphCache {
         GraphCache {
             embeddings: Param::owned(embeddings, vec![NUM_ARCHS, nz]),
             nz,
+            pending: None,
+            checked: OnceLock::new(),
         }
     }
 
