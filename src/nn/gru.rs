@@ -18,6 +18,9 @@ pub struct GruCell {
     pub weight_hh: Param,
     /// `weight_hh` packed for the hidden product, on first use.
     hh_panels: std::sync::OnceLock<Panels>,
+    /// `GRU(e_t, 0)` for every input type `t`, `[input, H]`: with a zero hidden state the step
+    /// depends on the type alone (made on first use).
+    zero_state: std::sync::OnceLock<Vec<f32>>,
     pub bias_hh: Param,
     pub hidden: usize,
     pub input: usize,
@@ -40,6 +43,7 @@ impl GruCell {
         Ok(GruCell {
             input_rows,
             hh_panels: std::sync::OnceLock::new(),
+            zero_state: std::sync::OnceLock::new(),
             weight_hh,
             bias_hh,
             hidden,
@@ -63,29 +67,37 @@ impl GruCell {
     ) {
         let rows = types.len();
         let (hs, h3) = (self.hidden, 3 * self.hidden);
+        let Some(h) = h_in else {
+            let table = self.zero_state.get_or_init(|| {
+                let mut t = vec![0.0; self.input * hs];
+                for (ty, out) in t.chunks_exact_mut(hs).enumerate() {
+                    gates_zero_state(
+                        &self.input_rows[ty * h3..(ty + 1) * h3],
+                        &self.bias_hh,
+                        out,
+                    );
+                }
+                t
+            });
+            for (&ty, out) in types.iter().zip(h_out.chunks_exact_mut(hs)) {
+                out.copy_from_slice(&table[ty as usize * hs..(ty as usize + 1) * hs]);
+            }
+            return;
+        };
         scratch.resize(rows * h3, 0.0);
         let gh = &mut scratch[..rows * h3];
-        match h_in {
-            Some(h) => {
-                let w = self
-                    .hh_panels
-                    .get_or_init(|| Panels::pack(&self.weight_hh, hs, h3, hs));
-                matmul_panels(gh, h, hs, w, rows, Init::Bias(&self.bias_hh));
-            }
-            None => {
-                for r in gh.chunks_exact_mut(h3) {
-                    r.copy_from_slice(&self.bias_hh);
-                }
-            }
-        }
+        let w = self
+            .hh_panels
+            .get_or_init(|| Panels::pack(&self.weight_hh, hs, h3, hs));
+        matmul_panels(gh, h, hs, w, rows, Init::Bias(&self.bias_hh));
         for (r, &t) in types.iter().enumerate() {
             let gi = &self.input_rows[t as usize * h3..(t as usize + 1) * h3];
-            let gh = &gh[r * h3..(r + 1) * h3];
-            let out = &mut h_out[r * hs..(r + 1) * hs];
-            match h_in {
-                Some(h) => gates(gi, gh, &h[r * hs..(r + 1) * hs], out),
-                None => gates_zero_state(gi, gh, out),
-            }
+            gates(
+                gi,
+                &gh[r * h3..(r + 1) * h3],
+                &h[r * hs..(r + 1) * hs],
+                &mut h_out[r * hs..(r + 1) * hs],
+            );
         }
     }
 }
