@@ -47,6 +47,9 @@ pub struct GraphDecoder {
     pub hs: usize,
     pub nvt: usize,
     pub max_n: usize,
+    /// The new vertex's half of the first `add_edge` layer for its state before any edge,
+    /// `[nvt, 4 hs]` by type (that state depends on the type alone), made on first use.
+    fresh_edge_half: std::sync::OnceLock<Vec<f32>>,
 }
 
 impl GraphDecoder {
@@ -76,6 +79,7 @@ impl GraphDecoder {
             hs,
             nvt: d.nvt,
             max_n: d.max_n,
+            fresh_edge_half: std::sync::OnceLock::new(),
         })
     }
 
@@ -236,8 +240,24 @@ impl GraphDecoder {
         let b2 = self.add_edge[1].bias.as_ref().map_or(0.0, |b| b[0]);
         // The h_idx half of add_edge.0 for each row (the h_vi half, with the bias, was cached at
         // finalize); recomputed only for rows whose state changed.
-        let mut eb = vec![0.0; nc * eh];
-        self.add_edge[0].forward_cols_into(&cur, hs, nc, hs, hs, &mut eb, false);
+        // Every row of `cur` is still its type's zero-state row: its half comes from a table.
+        let table = self.fresh_edge_half.get_or_init(|| {
+            let mut t = vec![0.0; self.nvt * eh];
+            self.add_edge[0].forward_cols_into(
+                self.grud.zero_state(),
+                hs,
+                self.nvt,
+                hs,
+                hs,
+                &mut t,
+                false,
+            );
+            t
+        });
+        let mut eb = Vec::with_capacity(nc * eh);
+        for &ty in &types {
+            eb.extend_from_slice(&table[ty as usize * eh..(ty as usize + 1) * eh]);
+        }
         let mut fresh = Vec::new();
         let mut fresh_eb = Vec::new();
         for vi in (0..idx).rev() {

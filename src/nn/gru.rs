@@ -56,6 +56,18 @@ impl GruCell {
         &self.input_rows
     }
 
+    /// `GRU(e_t, 0)` for every input type `t`, `[input, H]` (made on first use).
+    pub fn zero_state(&self) -> &[f32] {
+        let (hs, h3) = (self.hidden, 3 * self.hidden);
+        self.zero_state.get_or_init(|| {
+            let mut t = vec![0.0; self.input * hs];
+            for (ty, out) in t.chunks_exact_mut(hs).enumerate() {
+                gates_zero_state(&self.input_rows[ty * h3..(ty + 1) * h3], &self.bias_hh, out);
+            }
+            t
+        })
+    }
+
     /// One step for `rows` rows: `h_out[r] = GRU(onehot(types[r]), h_in[r])`, where `h_in` is
     /// `None` for an all-zero hidden input. `scratch` is resized as needed.
     pub fn step_onehot(
@@ -68,17 +80,7 @@ impl GruCell {
         let rows = types.len();
         let (hs, h3) = (self.hidden, 3 * self.hidden);
         let Some(h) = h_in else {
-            let table = self.zero_state.get_or_init(|| {
-                let mut t = vec![0.0; self.input * hs];
-                for (ty, out) in t.chunks_exact_mut(hs).enumerate() {
-                    gates_zero_state(
-                        &self.input_rows[ty * h3..(ty + 1) * h3],
-                        &self.bias_hh,
-                        out,
-                    );
-                }
-                t
-            });
+            let table = self.zero_state();
             for (&ty, out) in types.iter().zip(h_out.chunks_exact_mut(hs)) {
                 out.copy_from_slice(&table[ty as usize * hs..(ty as usize + 1) * hs]);
             }
