@@ -424,22 +424,16 @@ impl Engine {
             counts.over_budget = NUM_ARCHS - all.len();
             all
         } else if !self.on_device() {
-            // The predictor's set samples do not depend on the candidates: they are encoded on
-            // a second thread while the generator runs (sets_ms then counts only the wait).
-            let (archs, sets) = std::thread::scope(|s| {
-                let side = s.spawn(|| self.ranking_sets(data, cfg));
-                let archs = self.generate_inner(data, cfg, &within, &mut counts, &mut t, control);
-                let t0 = Instant::now();
-                let sets = side
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                t.sets_ms += ms(t0);
-                (archs, sets)
-            });
-            ranking_sets = Some(sets);
+            // The predictor's set samples do not depend on the candidates: they are encoded
+            // beside the generator's first set samples, where the cores are not both busy.
+            let mut sets = None;
+            let side: SideWork = Box::new(|| sets = Some(self.ranking_sets(data, cfg)));
+            let archs =
+                self.generate_inner(data, cfg, &within, &mut counts, &mut t, control, Some(side));
+            ranking_sets = sets;
             archs?
         } else {
-            self.generate_inner(data, cfg, &within, &mut counts, &mut t, control)?
+            self.generate_inner(data, cfg, &within, &mut counts, &mut t, control, None)?
         };
         counts.ranked = archs.len();
         if control(Progress::Ranking {
@@ -507,13 +501,21 @@ impl Engine {
         let (mut counts, mut t) = (Counts::default(), Timings::default());
         let budget = &cfg.budget;
         let within = |a: &Arch| budget.admits(a);
-        let archs = self.generate_inner(data, cfg, &within, &mut counts, &mut t, &mut |_| {
-            ControlFlow::Continue(())
-        })?;
+        let archs = self.generate_inner(
+            data,
+            cfg,
+            &within,
+            &mut counts,
+            &mut t,
+            &mut |_| ControlFlow::Continue(()),
+            None,
+        )?;
         Ok((archs, counts, t))
     }
 
-    /// Collects unique valid candidates within budget, in generation order.
+    /// Collects unique valid candidates within budget, in generation order. `side` runs beside
+    /// the first batch's set encoding (on the CPU).
+    #[allow(clippy::too_many_arguments)]
     fn generate_inner(
         &self,
         data: &Dataset,
@@ -522,6 +524,7 @@ impl Engine {
         counts: &mut Counts,
         t: &mut Timings,
         control: &mut dyn FnMut(Progress) -> ControlFlow<()>,
+        mut side: Option<SideWork>,
     ) -> Result<Vec<Arch>> {
         let mut sets = SetEmbedder::new(&self.generator.set_encoder, data, cfg.per_class);
         let mut seen = HashSet::new();
@@ -564,8 +567,15 @@ impl Engine {
             let mut rngs: Vec<Rng> = (0..total)
                 .map(|i| Rng::new(cfg.seed, STREAM_DECODE + (batch_start + i) as u64))
                 .collect();
-            let dags =
-                self.latents_and_decode(&mut sets, data, cfg.per_class, &samples, &mut rngs, t)?;
+            let dags = self.latents_and_decode(
+                &mut sets,
+                data,
+                cfg.per_class,
+                &samples,
+                &mut rngs,
+                t,
+                side.take(),
+            )?;
             let mut at = 0;
             for n in sizes {
                 counts.set_samples += n;
@@ -611,6 +621,7 @@ impl Engine {
     /// one graph decoded from each with its random stream (on the GPU after
     /// [`Engine::use_cuda`], where the latents stay in device memory).
     #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    #[allow(clippy::too_many_arguments)]
     fn latents_and_decode(
         &self,
         sets: &mut SetEmbedder,
@@ -619,6 +630,7 @@ impl Engine {
         samples: &[SetSample],
         rngs: &mut [Rng],
         t: &mut Timings,
+        side: Option<SideWork>,
     ) -> Result<Vec<crate::model::Dag>> {
         let t0 = Instant::now();
         #[cfg(feature = "cuda")]
@@ -646,7 +658,10 @@ impl Engine {
             t.decode_ms += ms(t0);
             return Ok(dags);
         }
-        let v = sets.embed(samples);
+        let v = match side {
+            Some(side) => rayon::join(|| sets.embed(samples), side).0,
+            None => sets.embed(samples),
+        };
         let (mu, _) = self.generator.heads(&v, samples.len());
         t.sets_ms += ms(t0);
         let t0 = Instant::now();
@@ -899,6 +914,9 @@ impl Engine {
 
 /// The weight of each of `distinct` dataset embeddings when sample `i` of a ranking has
 /// embedding `ids[i]`: its share of the samples.
+/// Work run beside the first generation batch's set encoding.
+type SideWork<'a> = Box<dyn FnOnce() + Send + 'a>;
+
 /// The ranking's `cfg.resamples` set samples, each from its own random stream.
 fn ranking_samples(data: &Dataset, cfg: &SearchConfig) -> Vec<SetSample> {
     (0..cfg.resamples)
