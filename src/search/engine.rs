@@ -107,7 +107,8 @@ impl Engine {
     /// content by the manifest's per-tensor BLAKE3s, each tensor when first read (older
     /// manifests: the whole file's BLAKE3 or sha256, now)) and, when present, the
     /// graph-embedding cache (bound to the predictor's checksum now; its content checked
-    /// against its own checksum before first use, which a search does beside generation, so
+    /// against its own checksum before first use, which a search does beside its first
+    /// generation batch, so
     /// a damaged cache fails the first search that needs it, or [`Engine::verify`]).
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
@@ -124,7 +125,7 @@ impl Engine {
         };
         // The checksums dominate loading: the generator is checked on a second thread while
         // this one checks the predictor; the graph cache's content is checked before its first
-        // use (a search does it beside generation).
+        // use (a search does it beside its first generation batch).
         let (generator, predictor) = std::thread::scope(|s| -> Result<_> {
             let side = s.spawn(|| Generator::load(&open(&manifest.generator)?));
             let predictor = Predictor::load(&open(&manifest.predictor)?);

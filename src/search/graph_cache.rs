@@ -7,7 +7,7 @@
 //! binding it to the predictor file it was computed from, and `embeddings_blake3` and
 //! `embeddings_sha256`, checksums of its own content (the first is checked when present). An
 //! engine checks the binding when it loads and the content before the cache's first use
-//! ([`GraphCache::verified`]), which a search does beside its generation stage.
+//! ([`GraphCache::verified`]), which a search does beside its first generation batch.
 
 use std::collections::HashMap;
 use std::path::Path;
