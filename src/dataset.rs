@@ -115,7 +115,7 @@ impl Dataset {
     /// Builds a dataset from class-contiguous rows: `rows_per_class` rows of class 0, then of
     /// class 1, ...
     pub fn from_contiguous(features: Vec<f32>, dim: usize, rows_per_class: usize) -> Result<Self> {
-        if dim == 0 || rows_per_class == 0 || features.len() % (dim * rows_per_class) != 0 {
+        if dim == 0 || rows_per_class == 0 || !features.len().is_multiple_of(dim * rows_per_class) {
             return Err(Error::invalid(format!(
                 "{} values do not split into classes of {rows_per_class} rows of width {dim}",
                 features.len()

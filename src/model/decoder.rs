@@ -86,7 +86,7 @@ impl GraphDecoder {
     /// Decodes one graph per latent row of `z` (`[n, nz]`). In [`DecodeMode::Sample`], graph
     /// `i` draws from `rngs[i]` only, so results do not depend on how graphs are batched.
     pub fn decode(&self, z: &[f32], mode: DecodeMode, rngs: &mut [Rng]) -> Result<Vec<Dag>> {
-        if z.is_empty() || z.len() % self.nz != 0 {
+        if z.is_empty() || !z.len().is_multiple_of(self.nz) {
             return Err(Error::invalid(format!(
                 "latent batch of {} values is not a positive multiple of nz = {}",
                 z.len(),

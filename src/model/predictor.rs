@@ -144,7 +144,7 @@ impl Predictor {
     /// Scores of `n` graph embeddings `g: [n, nz]` on one dataset embedding `d: [d_D]`.
     pub fn predict(&self, d: &[f32], g: &[f32]) -> Result<Vec<f32>> {
         let (dd, nz) = (self.dims.set.out_dim, self.dims.nz);
-        if d.len() != dd || g.len() % nz != 0 {
+        if d.len() != dd || !g.len().is_multiple_of(nz) {
             return Err(Error::invalid(format!(
                 "predict needs a dataset embedding of {dd} and graph embeddings of {nz} values each; got {} and {}",
                 d.len(),

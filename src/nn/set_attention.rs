@@ -40,7 +40,7 @@ impl Mab {
         dim_v: usize,
         heads: usize,
     ) -> Result<Self> {
-        if heads == 0 || dim_v % heads != 0 {
+        if heads == 0 || !dim_v.is_multiple_of(heads) {
             return Err(Error::InconsistentModel {
                 file: store.label().to_string(),
                 reason: format!("{prefix}: width {dim_v} is not divisible by {heads} heads"),
@@ -164,7 +164,7 @@ fn attention_heads(
     assert!(
         kp.len() >= nsets * nk * dv && vp.len() >= nsets * nk * dv && o.len() >= nsets * nq * dv
     );
-    assert!(heads > 0 && dv % heads == 0 && nk > 0);
+    assert!(heads > 0 && dv.is_multiple_of(heads) && nk > 0);
     super::linalg::count_macs(2 * nsets * nq * nk * dv);
     #[cfg(target_arch = "x86_64")]
     {

@@ -280,7 +280,7 @@ impl CellNet {
     pub fn new(arch: &Nb201Arch, config: NetConfig, seed: u64) -> Self {
         let c = config.channels;
         assert!(
-            c % 8 == 0 && c > 0,
+            c.is_multiple_of(8) && c > 0,
             "channels must be a positive multiple of 8"
         );
         let mut b = Builder {

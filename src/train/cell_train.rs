@@ -131,7 +131,7 @@ pub fn train_cell(
             "training needs images, a batch size and epochs",
         ));
     }
-    if train.resolution != valid.resolution || train.resolution % 4 != 0 {
+    if train.resolution != valid.resolution || !train.resolution.is_multiple_of(4) {
         return Err(Error::invalid(
             "train and valid images need one resolution, a multiple of 4",
         ));

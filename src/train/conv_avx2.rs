@@ -34,7 +34,7 @@ pub unsafe fn gather_conv(
     zero: &[f32],
     accumulate: bool,
 ) {
-    debug_assert!(n_out % 8 == 0 && zero.len() >= n_in);
+    debug_assert!(n_out.is_multiple_of(8) && zero.len() >= n_in);
     if n_out >= 16 {
         gather_conv_4x2(
             src, n_in, idx, taps, w, n_out, out, n_rows, zero, accumulate,
@@ -213,7 +213,7 @@ pub unsafe fn weight_grad(
     dw: &mut [f32],
     n_rows: usize,
 ) {
-    debug_assert!(n_in % 8 == 0 && n_out % 8 == 0);
+    debug_assert!(n_in.is_multiple_of(8) && n_out.is_multiple_of(8));
     debug_assert!(
         g.len() >= n_rows * n_out && dw.len() >= taps * n_in * n_out && idx.len() >= n_rows * taps
     );

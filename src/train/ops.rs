@@ -209,7 +209,12 @@ pub fn conv_forward(
     tables: &(Vec<i32>, Vec<i32>),
     y: &mut Vec<f32>,
 ) {
-    assert!(cv.co % 8 == 0 && s.c == cv.ci && wt.len() == cv.weight_len() && x.len() == s.len());
+    assert!(
+        cv.co.is_multiple_of(8)
+            && s.c == cv.ci
+            && wt.len() == cv.weight_len()
+            && x.len() == s.len()
+    );
     check_tables(tables, s, &cv);
     let o = cv.out_shape(s);
     let y = reuse(y, o.len());
@@ -265,7 +270,7 @@ pub fn conv_input_grad(
     dx: &mut [f32],
 ) {
     assert!(
-        cv.ci % 8 == 0 && cv.co % 8 == 0,
+        cv.ci.is_multiple_of(8) && cv.co.is_multiple_of(8),
         "input gradients need channels in multiples of 8"
     );
     let o = cv.out_shape(s);
@@ -318,7 +323,7 @@ pub fn conv_weight_grad(
 ) {
     let o = cv.out_shape(s);
     assert!(
-        cv.co % 8 == 0
+        cv.co.is_multiple_of(8)
             && s.c == cv.ci
             && x.len() == s.len()
             && dy.len() == o.len()
@@ -326,7 +331,7 @@ pub fn conv_weight_grad(
     );
     check_tables(tables, s, &cv);
     #[cfg(target_arch = "x86_64")]
-    if crate::nn::linalg::has_avx2_fma() && cv.ci % 8 == 0 {
+    if crate::nn::linalg::has_avx2_fma() && cv.ci.is_multiple_of(8) {
         for (x, dy) in x.chunks_exact(s.image()).zip(dy.chunks_exact(o.image())) {
             // SAFETY: AVX2/FMA present, channel counts multiples of 8, tables of this shape.
             unsafe {

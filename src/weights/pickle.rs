@@ -194,7 +194,7 @@ impl<'a> Machine<'a> {
     }
 
     fn set_items(&mut self, dict: Id, items: Vec<Id>) -> Result<(), String> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err("odd number of items for a dict in pickle".into());
         }
         let pairs: Vec<(Id, Id)> = items.chunks_exact(2).map(|c| (c[0], c[1])).collect();

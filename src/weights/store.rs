@@ -372,7 +372,7 @@ impl WeightStore {
         let bytes = &self.backing.bytes()[e.start..e.end];
         let data = match e.dtype {
             StoredDtype::F32 => {
-                if (bytes.as_ptr() as usize) % std::mem::align_of::<f32>() == 0
+                if (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<f32>())
                     && cfg!(target_endian = "little")
                 {
                     ParamData::Mapped {
