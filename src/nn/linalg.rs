@@ -1,5 +1,7 @@
 //! Dense kernels on row-major f32 slices: the matrix product against PyTorch-layout weights
-//! (through the `gemm` crate, which candle's CPU backend uses too) and the activations.
+//! (the engine's own kernel over packed weight panels, portable, AVX2+FMA and AVX-512, all
+//! with the same bits; the `gemm` crate, which candle's CPU backend uses too, for the large
+//! products of the image backbone and the trainer) and the activations.
 
 // Index loops over lanes and vertex numbers read more clearly than iterator chains here.
 #![allow(clippy::needless_range_loop)]
@@ -843,6 +845,45 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn every_kernel_version_gives_the_chains_bits() {
+        // The portable version (what a CPU without AVX2 runs, and every non-x86 build), the
+        // AVX2 one (16-column panels) and, where the CPU has it, the AVX-512 one (32 columns).
+        let (m, n, k) = (13, 37, 129);
+        let x = values(m * k, 0.9);
+        let w = values(n * k, 1.9);
+        let bias = values(n, 2.9);
+        let rows: Vec<f32> = (0..m).flat_map(|_| bias.iter().copied()).collect();
+        let want = fma_chain(&x, k, &w, k, m, n, k, &rows);
+        let same = |y: &[f32]| y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+        let narrow = Panels {
+            data: {
+                let mut d = Vec::new();
+                pack_panels(&mut d, &w, k, n, k, PANEL);
+                d
+            },
+            n,
+            k,
+            width: PANEL,
+        };
+        let mut y = vec![0.0; m * n];
+        tiles::<PANEL>(&mut y, &x, k, &narrow.data, m, n, k, Init::Bias(&bias));
+        assert!(same(&y), "portable");
+        let mut y = vec![0.0; m * n];
+        panels_times(&mut y, &x, k, &narrow, m, Init::Bias(&bias));
+        assert!(same(&y), "16-column panels (AVX2 where the CPU has it)");
+        let mut y = vec![0.0; m * n];
+        matmul_panels(
+            &mut y,
+            &x,
+            k,
+            &Panels::pack(&w, k, n, k),
+            m,
+            Init::Bias(&bias),
+        );
+        assert!(same(&y), "this CPU's widest kernel");
     }
 
     #[test]
