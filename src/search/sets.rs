@@ -5,7 +5,7 @@
 //! sorted row indices of each class, and two samples that draw the same rows for a class share
 //! that class's prototype (with exactly `per_class` rows in a class, every sample draws the same
 //! set). Work that does not depend on the sample, the first attention block's projections of
-//! each feature row, is done once per row.
+//! each feature row, is done once per row, and stored only for the rows samples use.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -104,9 +104,12 @@ pub struct SetEmbedder<'a> {
     enc: &'a SetEncoder,
     data: &'a Dataset,
     per_class: usize,
-    /// First-block projections of each row (`q`, `k`, `v`), filled on first use.
-    proj: [Vec<f32>; 3],
-    projected: Vec<bool>,
+    /// First-block projections (`[q ; k ; v]`, `3 h` values) of the rows projected so far, in
+    /// the order they were projected...
+    proj: Vec<f32>,
+    /// ... and where each row's are: 1 + its index in `proj`, 0 while not projected (zeroed
+    /// memory: a large dataset costs address space here, not resident pages).
+    slot: Vec<u32>,
     /// Prototype id of each class set seen, per class, by its rows.
     protos: Vec<RowsMap>,
     num_protos: usize,
@@ -121,14 +124,12 @@ const SET_CHUNK: usize = 64;
 
 impl<'a> SetEmbedder<'a> {
     pub fn new(enc: &'a SetEncoder, data: &'a Dataset, per_class: usize) -> Self {
-        let h = enc.dims.intra_hidden;
-        let n = data.num_rows();
         SetEmbedder {
             enc,
             data,
             per_class,
-            proj: [vec![0.0; n * h], vec![0.0; n * h], vec![0.0; n * h]],
-            projected: vec![false; n],
+            proj: Vec::new(),
+            slot: vec![0; data.num_rows()],
             protos: vec![RowsMap::default(); data.num_classes()],
             num_protos: 0,
             proto_store: Vec::new(),
@@ -147,7 +148,7 @@ impl<'a> SetEmbedder<'a> {
         let mut missing: Vec<u32> = rows
             .iter()
             .copied()
-            .filter(|&r| !self.projected[r as usize])
+            .filter(|&r| self.slot[r as usize] == 0)
             .collect();
         missing.sort_unstable();
         missing.dedup();
@@ -170,17 +171,14 @@ impl<'a> SetEmbedder<'a> {
                 .collect();
             &gathered
         };
-        let mut y = vec![0.0; missing.len() * 3 * h];
-        self.enc.intra.sab1.project_qkv(x, d, missing.len(), &mut y);
+        let at = self.proj.len() / (3 * h);
+        self.proj.resize((at + missing.len()) * 3 * h, 0.0);
+        self.enc
+            .intra
+            .sab1
+            .project_qkv(x, d, missing.len(), &mut self.proj[at * 3 * h..]);
         for (i, &r) in missing.iter().enumerate() {
-            let r = r as usize;
-            for (which, proj) in self.proj.iter_mut().enumerate() {
-                proj[r * h..(r + 1) * h]
-                    .copy_from_slice(&y[(3 * i + which) * h..(3 * i + which + 1) * h]);
-            }
-        }
-        for &r in &missing {
-            self.projected[r as usize] = true;
+            self.slot[r as usize] = (at + i + 1) as u32;
         }
     }
 
@@ -239,7 +237,7 @@ impl<'a> SetEmbedder<'a> {
                 .flat_map(|(_, r)| r.iter().copied())
                 .collect();
             self.ensure_projected(&rows);
-            let proj = &self.proj;
+            let (proj, slot) = (&self.proj, &self.slot);
             let intra = &self.enc.intra;
             let chunks: Vec<Vec<f32>> = pending
                 .par_chunks(SET_CHUNK)
@@ -252,8 +250,9 @@ impl<'a> SetEmbedder<'a> {
                     ];
                     for (_, rows) in chunk {
                         for &r in *rows {
-                            for (dst, src) in qkv.iter_mut().zip(proj.iter()) {
-                                dst.extend_from_slice(&src[r as usize * h..(r as usize + 1) * h]);
+                            let at = (slot[r as usize] as usize - 1) * 3 * h;
+                            for (which, dst) in qkv.iter_mut().enumerate() {
+                                dst.extend_from_slice(&proj[at + which * h..at + (which + 1) * h]);
                             }
                         }
                     }
