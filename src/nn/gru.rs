@@ -11,6 +11,8 @@ use crate::error::Result;
 use crate::simd_fn;
 use crate::weights::{Param, WeightStore};
 
+/// The cell; its products use a packed copy of `weight_hh` and a table of zero-state steps,
+/// both made on first use and kept (replace a cell, not its weights, to change it).
 #[derive(Debug)]
 pub struct GruCell {
     /// `weight_ih` transposed and with `bias_ih` folded in: row t is `W_ih e_t + b_ih`, `[nvt, 3H]`.

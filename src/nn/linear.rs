@@ -6,7 +6,9 @@ use super::linalg::{matmul_panels, Init, Panels};
 use crate::error::Result;
 use crate::weights::{Param, WeightStore};
 
-/// A fully connected layer, `weight: [out, in]`, optional `bias: [out]`.
+/// A fully connected layer, `weight: [out, in]`, optional `bias: [out]`. The first product
+/// packs the weight for the product kernel and keeps that copy, so replace a layer, not its
+/// `weight`, to change it.
 #[derive(Debug)]
 pub struct Linear {
     pub weight: Param,

@@ -16,7 +16,8 @@ use super::linear::Linear;
 use crate::error::{Error, Result};
 use crate::weights::{Param, WeightStore};
 
-/// Multihead attention block with `heads` heads, output width `dim_v`.
+/// Multihead attention block with `heads` heads, output width `dim_v`. Its products use packed
+/// copies of the weights made on first use (replace a block, not its layers' weights).
 #[derive(Debug)]
 pub struct Mab {
     pub fc_q: Linear,

@@ -108,8 +108,8 @@ impl Engine {
     /// manifests: the whole file's BLAKE3 or sha256, now)) and, when present, the
     /// graph-embedding cache (bound to the predictor's checksum now; its content checked
     /// against its own checksum before first use, which a search does beside its first
-    /// generation batch, so
-    /// a damaged cache fails the first search that needs it, or [`Engine::verify`]).
+    /// generation batch, so a damaged cache fails the first search that needs it, or
+    /// [`Engine::verify`]).
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let manifest = Manifest::read(dir)?;
