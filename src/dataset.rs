@@ -162,15 +162,122 @@ impl Dataset {
         Ok(())
     }
 
-    /// Reads a feature file (see the module documentation).
+    /// Reads a feature file (see the module documentation). The file is read into the buffer
+    /// that becomes the dataset's rows: f32 features are moved to its front in place, so a
+    /// large file costs its own size in memory, not twice that.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        use std::io::Read;
         let path = path.as_ref();
-        let bytes = crate::util::read_limited(path, MAX_FEATURE_FILE_BYTES, "a feature file")?;
-        Self::from_safetensors(&bytes, &path.display().to_string())
+        let label = path.display().to_string();
+        let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+        if len > MAX_FEATURE_FILE_BYTES || !cfg!(target_endian = "little") {
+            // Over the limit (read_limited says so), or rows that need byte swapping.
+            let bytes = crate::util::read_limited(path, MAX_FEATURE_FILE_BYTES, "a feature file")?;
+            return Self::from_safetensors(&bytes, &label);
+        }
+        let len = len as usize;
+        let mut words = vec![0.0f32; len.div_ceil(4)];
+        let mut got = 0;
+        {
+            let buf = words_as_bytes_mut(&mut words);
+            while got < len {
+                match f.read(&mut buf[got..len]) {
+                    Ok(0) => break,
+                    Ok(k) => got += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Error::io(path, e)),
+                }
+            }
+        }
+        let mut probe = [0u8; 1];
+        let grew = f.read(&mut probe).map_err(|e| Error::io(path, e))? != 0;
+        if got != len || grew {
+            // The file changed size while being read: read it again the plain way.
+            let bytes = crate::util::read_limited(path, MAX_FEATURE_FILE_BYTES, "a feature file")?;
+            return Self::from_safetensors(&bytes, &label);
+        }
+        let parsed = Parsed::new(&words_as_bytes(&words)[..len], &label)?;
+        let features = match parsed.features {
+            Features::F32 { start, end } if start % 4 == 0 => {
+                words.copy_within(start / 4..end / 4, 0);
+                words.truncate((end - start) / 4);
+                words.shrink_to_fit();
+                words
+            }
+            other => other.convert(&words_as_bytes(&words)[..len]),
+        };
+        parsed.into_dataset(features, &label)
     }
 
     /// Parses a feature file held in memory; `label` names it in errors.
     pub fn from_safetensors(bytes: &[u8], label: &str) -> Result<Self> {
+        let parsed = Parsed::new(bytes, label)?;
+        let features = parsed.features.convert(bytes);
+        parsed.into_dataset(features, label)
+    }
+}
+
+/// The byte view of an f32 buffer (every byte pattern is a valid f32 and u8 has alignment 1).
+fn words_as_bytes(w: &[f32]) -> &[u8] {
+    // SAFETY: the view covers exactly the buffer's bytes and borrows it.
+    unsafe { std::slice::from_raw_parts(w.as_ptr() as *const u8, std::mem::size_of_val(w)) }
+}
+
+/// [`words_as_bytes`], writable: any bytes written make valid f32s.
+fn words_as_bytes_mut(w: &mut [f32]) -> &mut [u8] {
+    // SAFETY: as above; the mutable borrow is exclusive.
+    unsafe { std::slice::from_raw_parts_mut(w.as_mut_ptr() as *mut u8, std::mem::size_of_val(w)) }
+}
+
+/// Where a feature file's rows are and how they are stored.
+#[derive(Clone, Copy, Debug)]
+enum Features {
+    /// Little-endian f32 at these byte offsets of the file.
+    F32 {
+        start: usize,
+        end: usize,
+    },
+    F16 {
+        start: usize,
+        end: usize,
+    },
+    Bf16 {
+        start: usize,
+        end: usize,
+    },
+}
+
+impl Features {
+    /// The rows as f32, from the file's bytes.
+    fn convert(self, bytes: &[u8]) -> Vec<f32> {
+        match self {
+            Features::F32 { start, end } => bytes[start..end]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            Features::F16 { start, end } => bytes[start..end]
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Features::Bf16 { start, end } => bytes[start..end]
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+        }
+    }
+}
+
+/// A feature file checked and read, but for its rows (still in the file's bytes).
+struct Parsed {
+    dim: usize,
+    features: Features,
+    labels: Vec<u32>,
+    class_names: Option<Vec<String>>,
+}
+
+impl Parsed {
+    fn new(bytes: &[u8], label: &str) -> Result<Self> {
         let bad = |reason: String| Error::invalid(format!("{label}: {reason}"));
         if bytes.is_empty() {
             return Err(bad("the file is empty".into()));
@@ -188,19 +295,12 @@ impl Dataset {
             return Err(bad(format!("{n} rows exceed the limit of {MAX_ROWS} rows")));
         }
         let data = f.data();
-        let features: Vec<f32> = match f.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
+        let start = data.as_ptr() as usize - bytes.as_ptr() as usize;
+        let end = start + data.len();
+        let features = match f.dtype() {
+            Dtype::F32 => Features::F32 { start, end },
+            Dtype::F16 => Features::F16 { start, end },
+            Dtype::BF16 => Features::Bf16 { start, end },
             d => {
                 return Err(bad(format!(
                     "`features` is {d:?}; F32, F16 or BF16 expected"
@@ -263,12 +363,24 @@ impl Dataset {
                 ))
             })?),
         };
-        Dataset::new(features, dim, labels, class_names).map_err(|e| match e {
-            Error::InvalidInput(m) => bad(m),
-            other => other,
+        Ok(Parsed {
+            dim,
+            features,
+            labels,
+            class_names,
         })
     }
 
+    /// The dataset, from the rows as f32 (checked by [`Dataset::new`]).
+    fn into_dataset(self, features: Vec<f32>, label: &str) -> Result<Dataset> {
+        Dataset::new(features, self.dim, self.labels, self.class_names).map_err(|e| match e {
+            Error::InvalidInput(m) => Error::invalid(format!("{label}: {m}")),
+            other => other,
+        })
+    }
+}
+
+impl Dataset {
     /// Writes the dataset as a feature file (f32 or f16 features, I64 labels).
     pub fn save(&self, path: &Path, f16: bool) -> Result<()> {
         crate::util::write_atomic(path, &self.to_safetensors(f16)?)
@@ -349,6 +461,50 @@ mod tests {
             assert_eq!(e.features, d.features);
             assert_eq!(e.class_names, d.class_names);
         }
+    }
+
+    #[test]
+    fn loading_a_file_gives_what_parsing_its_bytes_gives() {
+        // f32 rows moved in place (aligned), f32 rows at an odd offset (converted), f16 rows.
+        let d = Dataset::new(
+            (0..600).map(|i| (i as f32 * 0.37).sin()).collect(),
+            3,
+            (0..200).map(|i| (i % 7) as u32).collect(),
+            None,
+        )
+        .unwrap();
+        let dir = std::env::temp_dir().join(format!("metad2a-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let aligned = d.to_safetensors(false).unwrap();
+        // The same file with one more space in its JSON header: the rows start one byte later.
+        let n = u64::from_le_bytes(aligned[..8].try_into().unwrap()) as usize;
+        let mut odd = ((n + 1) as u64).to_le_bytes().to_vec();
+        odd.extend_from_slice(&aligned[8..8 + n]);
+        odd.push(b' ');
+        odd.extend_from_slice(&aligned[8 + n..]);
+        for (name, bytes) in [
+            ("aligned", aligned),
+            ("odd", odd),
+            ("f16", d.to_safetensors(true).unwrap()),
+        ] {
+            let path = dir.join(format!("{name}.safetensors"));
+            std::fs::write(&path, &bytes).unwrap();
+            let loaded = Dataset::load(&path).unwrap();
+            let parsed = Dataset::from_safetensors(&bytes, "t").unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&loaded.features), bits(&parsed.features), "{name}");
+            assert_eq!(loaded.features.len(), 600, "{name}");
+            assert_eq!(loaded.labels, d.labels, "{name}");
+            assert_eq!(loaded.dim, 3, "{name}");
+        }
+        let e = Dataset::load(dir.join("missing.safetensors")).unwrap_err();
+        assert!(matches!(e, Error::Io { .. }), "{e}");
+        std::fs::write(dir.join("empty.safetensors"), b"").unwrap();
+        let e = Dataset::load(dir.join("empty.safetensors"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("empty"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
