@@ -63,8 +63,8 @@ const TILE: usize = 6;
 /// `y` (or stored): the same rounding whatever `m`, `n`, the batch a row sits in, the thread
 /// split or the machine (the portable build uses `f32::mul_add`, the AVX2 build FMA
 /// instructions; both round once per step). These are the bits `gemm`'s general path gives for
-/// `k <= 512`. The weight is packed per call into panels of 16 columns (`k` x 16, contiguous),
-/// a copy of `n·k` values against `m·n·k` multiply-adds.
+/// `k <= 512`. The weight is packed per call into panels of 16 or 32 columns ([`Panels`]), a
+/// copy of `n·k` values against `m·n·k` multiply-adds; layers pack theirs once.
 ///
 /// # Panics
 /// If a slice is too short for the given sizes (a programming error inside the engine).
@@ -80,8 +80,34 @@ pub fn matmul_wt(
     k: usize,
     accumulate: bool,
 ) {
-    if m == 0 || n == 0 {
+    if !wt_product_needed(y, x, ldx, w, ldw, m, n, k, accumulate) {
         return;
+    }
+    PACKED.with(|cell| {
+        let panels = Panels::pack_into(cell.take(), w, ldw, n, k, panel_width());
+        let init = if accumulate { Init::Add } else { Init::Zero };
+        matmul_panels(y, x, ldx, &panels, m, init);
+        cell.set(panels.data);
+    });
+}
+
+/// The checks both `matmul_wt` versions make: slices long enough for the sizes (panics
+/// otherwise), and false when nothing is left to multiply (no outputs, or `k = 0`, where
+/// `y` is then cleared unless accumulating).
+#[allow(clippy::too_many_arguments)]
+fn wt_product_needed(
+    y: &mut [f32],
+    x: &[f32],
+    ldx: usize,
+    w: &[f32],
+    ldw: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+) -> bool {
+    if m == 0 || n == 0 {
+        return false;
     }
     assert!(y.len() >= m * n, "matmul_wt: output too short");
     assert!(
@@ -96,22 +122,9 @@ pub fn matmul_wt(
         if !accumulate {
             y[..m * n].fill(0.0);
         }
-        return;
+        return false;
     }
-    PACKED.with(|cell| {
-        let mut buf = cell.take();
-        let width = panel_width();
-        pack_panels(&mut buf, w, ldw, n, k, width);
-        let panels = Panels {
-            data: buf,
-            n,
-            k,
-            width,
-        };
-        let init = if accumulate { Init::Add } else { Init::Zero };
-        matmul_panels(y, x, ldx, &panels, m, init);
-        cell.set(panels.data);
-    });
+    true
 }
 
 /// What a packed product starts each output element from.
@@ -125,8 +138,8 @@ pub enum Init<'a> {
     Bias(&'a [f32]),
 }
 
-/// A weight block `W[:n, col..col+k]` packed for [`matmul_panels`]: `ceil(n/16)` panels of
-/// `k` x 16 values.
+/// A weight block `W[:n, col..col+k]` packed for [`matmul_panels`]: `ceil(n/width)` panels of
+/// `k` x `width` values, `width` 16 or 32.
 #[derive(Clone, Debug)]
 pub struct Panels {
     data: Vec<f32>,
@@ -137,24 +150,45 @@ pub struct Panels {
 }
 
 impl Panels {
-    /// Packs `n` rows of `k` values of a row-major weight with row stride `ldw`.
+    /// Packs `n` rows of `k` values of a row-major weight with row stride `ldw`, in panels as
+    /// wide as this CPU's kernel takes.
     pub fn pack(w: &[f32], ldw: usize, n: usize, k: usize) -> Self {
+        Self::pack_into(Vec::new(), w, ldw, n, k, panel_width())
+    }
+
+    /// [`Panels::pack`] into `buf` (its old content dropped, its allocation reused), in
+    /// panels of `width` columns: column `j` of panel `c` is row `width c + j` of `W`, zero
+    /// past `n`.
+    fn pack_into(
+        mut buf: Vec<f32>,
+        w: &[f32],
+        ldw: usize,
+        n: usize,
+        k: usize,
+        width: usize,
+    ) -> Self {
         assert!(
             k == 0 || n == 0 || w.len() >= (n - 1) * ldw + k,
             "Panels::pack: weight too short"
         );
-        let width = panel_width();
-        let mut data = Vec::new();
-        pack_panels(&mut data, w, ldw, n, k, width);
-        Panels { data, n, k, width }
-    }
-    /// Output columns.
-    pub fn n(&self) -> usize {
-        self.n
-    }
-    /// Inner dimension.
-    pub fn k(&self) -> usize {
-        self.k
+        buf.clear();
+        buf.resize(n.div_ceil(width) * k * width, 0.0);
+        if k > 0 {
+            for (c, panel) in buf.chunks_exact_mut(k * width).enumerate() {
+                for j in 0..width.min(n - c * width) {
+                    let row = &w[(c * width + j) * ldw..(c * width + j) * ldw + k];
+                    for (p, &v) in row.iter().enumerate() {
+                        panel[p * width + j] = v;
+                    }
+                }
+            }
+        }
+        Panels {
+            data: buf,
+            n,
+            k,
+            width,
+        }
     }
 }
 
@@ -252,25 +286,10 @@ pub fn matmul_wt_blocked(
     k: usize,
     accumulate: bool,
 ) {
-    if m == 0 || n == 0 {
+    if !wt_product_needed(y, x, ldx, w, ldw, m, n, k, accumulate) {
         return;
     }
     count_macs(m * n * k);
-    assert!(y.len() >= m * n, "matmul_wt: output too short");
-    assert!(
-        k == 0 || x.len() >= (m - 1) * ldx + k,
-        "matmul_wt: input too short"
-    );
-    assert!(
-        k == 0 || w.len() >= (n - 1) * ldw + k,
-        "matmul_wt: weight too short"
-    );
-    if k == 0 {
-        if !accumulate {
-            y[..m * n].fill(0.0);
-        }
-        return;
-    }
     let par = if m * n * k >= PARALLEL_MACS && threads() > 1 {
         gemm::Parallelism::Rayon(threads())
     } else {
@@ -347,25 +366,6 @@ thread_local! {
     static PACKED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// `W[:n, :k]` (row stride `ldw`) as `ceil(n/16)` panels of `k` x 16 values, column `j` of
-/// panel `c` being row `16c + j` of `W` (zero past `n`).
-fn pack_panels(out: &mut Vec<f32>, w: &[f32], ldw: usize, n: usize, k: usize, width: usize) {
-    let panels = n.div_ceil(width);
-    out.clear();
-    out.resize(panels * k * width, 0.0);
-    if k == 0 {
-        return;
-    }
-    for (c, panel) in out.chunks_exact_mut(k * width).enumerate() {
-        for j in 0..width.min(n - c * width) {
-            let row = &w[(c * width + j) * ldw..(c * width + j) * ldw + k];
-            for (p, &v) in row.iter().enumerate() {
-                panel[p * width + j] = v;
-            }
-        }
-    }
-}
-
 simd_fn! {
     /// [`tiles`] over 16-column panels, portable or AVX2+FMA.
     #[allow(clippy::too_many_arguments)]
@@ -431,7 +431,7 @@ fn tile<const R: usize, const W: usize>(
         let mut acc = [[0.0f32; W]; R];
         let wp = panel.as_ptr();
         for p in 0..k {
-            // SAFETY: p < k, r < R: inside x (asserted above) and inside the panel (k x 16).
+            // SAFETY: p < k, r < R: inside x (asserted above) and inside the panel (k x W).
             let wv: &[f32; W] = unsafe { &*(wp.add(p * W) as *const [f32; W]) };
             for r in 0..R {
                 let xv = unsafe { *xp.add(r * ldx + p) };
@@ -599,50 +599,6 @@ pub fn dot_tanh(a: &[f32], c: &[f32], w: &[f32]) -> f32 {
     dot_tanh_portable(&a[..n], &c[..n], &w[..n])
 }
 
-/// [`dot_tanh_avx2`] on sixteen lanes (the reciprocal estimate has 14 bits here, 12 there, so
-/// the two agree to rounding, not bit for bit, as neither does with the portable version).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn dot_tanh_avx512(a: &[f32], c: &[f32], w: &[f32]) -> f32 {
-    use std::arch::x86_64::*;
-    let n = a.len();
-    let n16 = n / 16 * 16;
-    let k = |v: f32| _mm512_set1_ps(v);
-    let (lo, hi) = (k(-TANH_CLAMP), k(TANH_CLAMP));
-    let mut acc = [_mm512_setzero_ps(), _mm512_setzero_ps()];
-    let mut i = 0;
-    while i < n16 {
-        // SAFETY: i + 16 <= n for every slice.
-        let x = _mm512_add_ps(
-            _mm512_loadu_ps(a.as_ptr().add(i)),
-            _mm512_loadu_ps(c.as_ptr().add(i)),
-        );
-        let x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
-        let x2 = _mm512_mul_ps(x, x);
-        let mut p = _mm512_fmadd_ps(x2, k(TANH_A[6]), k(TANH_A[5]));
-        for &coef in TANH_A[..5].iter().rev() {
-            p = _mm512_fmadd_ps(x2, p, k(coef));
-        }
-        let p = _mm512_mul_ps(x, p);
-        let mut q = _mm512_fmadd_ps(x2, k(TANH_B[3]), k(TANH_B[2]));
-        q = _mm512_fmadd_ps(x2, q, k(TANH_B[1]));
-        q = _mm512_fmadd_ps(x2, q, k(TANH_B[0]));
-        let r = _mm512_rcp14_ps(q);
-        let r = _mm512_mul_ps(r, _mm512_fnmadd_ps(q, r, k(2.0)));
-        let t = _mm512_mul_ps(p, r);
-        let j = (i / 16) & 1;
-        acc[j] = _mm512_fmadd_ps(_mm512_loadu_ps(w.as_ptr().add(i)), t, acc[j]);
-        i += 16;
-    }
-    let mut lanes = [0.0f32; 16];
-    _mm512_storeu_ps(lanes.as_mut_ptr(), _mm512_add_ps(acc[0], acc[1]));
-    let mut total = lanes.iter().sum::<f32>();
-    for j in n16..n {
-        total += w[j] * fast_tanh(a[j] + c[j]);
-    }
-    total
-}
-
 fn dot_tanh_portable(a: &[f32], c: &[f32], w: &[f32]) -> f32 {
     // Eight independent partial sums over fixed-size blocks, so the compiler keeps them in
     // vector lanes with no bounds checks.
@@ -669,51 +625,77 @@ fn dot_tanh_portable(a: &[f32], c: &[f32], w: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// [`fast_tanh`]'s rational function on eight lanes with fused multiply-adds.
+/// The AVX versions of [`dot_tanh`]: [`fast_tanh`]'s rational function on `$lanes` lanes with
+/// fused multiply-adds, and the quotient through the reciprocal estimate and one Newton step,
+/// cheaper than a division (about 23 bits from AVX2's 12-bit estimate, more from AVX-512's
+/// 14-bit one, so the two agree to rounding, not bit for bit, as neither does with the
+/// portable version). Two accumulators take alternate blocks; then the lanes are summed in
+/// order and the tail added.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_tanh_avx2(a: &[f32], c: &[f32], w: &[f32]) -> f32 {
-    use std::arch::x86_64::*;
-    let n = a.len();
-    let n8 = n / 8 * 8;
-    let k = |v: f32| _mm256_set1_ps(v);
-    let (lo, hi) = (k(-TANH_CLAMP), k(TANH_CLAMP));
-    let mut acc = [_mm256_setzero_ps(), _mm256_setzero_ps()];
-    let mut i = 0;
-    while i < n8 {
-        // SAFETY: i + 8 <= n for every slice.
-        let x = _mm256_add_ps(
-            _mm256_loadu_ps(a.as_ptr().add(i)),
-            _mm256_loadu_ps(c.as_ptr().add(i)),
-        );
-        let x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-        let x2 = _mm256_mul_ps(x, x);
-        let mut p = _mm256_fmadd_ps(x2, k(TANH_A[6]), k(TANH_A[5]));
-        for &coef in TANH_A[..5].iter().rev() {
-            p = _mm256_fmadd_ps(x2, p, k(coef));
+macro_rules! dot_tanh_lanes {
+    ($(#[$m:meta])* $name:ident, $feature:literal, $lanes:literal,
+     set1 = $set1:ident, zero = $zero:ident, load = $load:ident, store = $store:ident,
+     add = $add:ident, mul = $mul:ident, min = $min:ident, max = $max:ident,
+     fmadd = $fmadd:ident, fnmadd = $fnmadd:ident, rcp = $rcp:ident) => {
+        $(#[$m])*
+        #[target_feature(enable = $feature)]
+        unsafe fn $name(a: &[f32], c: &[f32], w: &[f32]) -> f32 {
+            use std::arch::x86_64::*;
+            let n = a.len();
+            let whole = n / $lanes * $lanes;
+            let k = |v: f32| $set1(v);
+            let (lo, hi) = (k(-TANH_CLAMP), k(TANH_CLAMP));
+            let mut acc = [$zero(), $zero()];
+            let mut i = 0;
+            while i < whole {
+                // SAFETY: i + $lanes <= n for every slice.
+                let x = $add($load(a.as_ptr().add(i)), $load(c.as_ptr().add(i)));
+                let x = $min($max(x, lo), hi);
+                let x2 = $mul(x, x);
+                let mut p = $fmadd(x2, k(TANH_A[6]), k(TANH_A[5]));
+                for &coef in TANH_A[..5].iter().rev() {
+                    p = $fmadd(x2, p, k(coef));
+                }
+                let p = $mul(x, p);
+                let mut q = $fmadd(x2, k(TANH_B[3]), k(TANH_B[2]));
+                q = $fmadd(x2, q, k(TANH_B[1]));
+                q = $fmadd(x2, q, k(TANH_B[0]));
+                let r = $rcp(q);
+                let r = $mul(r, $fnmadd(q, r, k(2.0)));
+                let t = $mul(p, r);
+                let j = (i / $lanes) & 1;
+                acc[j] = $fmadd($load(w.as_ptr().add(i)), t, acc[j]);
+                i += $lanes;
+            }
+            let mut lanes = [0.0f32; $lanes];
+            $store(lanes.as_mut_ptr(), $add(acc[0], acc[1]));
+            let mut total = lanes.iter().sum::<f32>();
+            for j in whole..n {
+                total += w[j] * fast_tanh(a[j] + c[j]);
+            }
+            total
         }
-        let p = _mm256_mul_ps(x, p);
-        let mut q = _mm256_fmadd_ps(x2, k(TANH_B[3]), k(TANH_B[2]));
-        q = _mm256_fmadd_ps(x2, q, k(TANH_B[1]));
-        q = _mm256_fmadd_ps(x2, q, k(TANH_B[0]));
-        // p / q through the reciprocal estimate and one Newton step (about 23 bits), cheaper
-        // than a division.
-        let r = _mm256_rcp_ps(q);
-        let r = _mm256_mul_ps(r, _mm256_fnmadd_ps(q, r, k(2.0)));
-        let t = _mm256_mul_ps(p, r);
-        let j = (i / 8) & 1;
-        acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(w.as_ptr().add(i)), t, acc[j]);
-        i += 8;
-    }
-    let sum = _mm256_add_ps(acc[0], acc[1]);
-    let mut lanes = [0.0f32; 8];
-    _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
-    let mut total = lanes.iter().sum::<f32>();
-    for j in n8..n {
-        total += w[j] * fast_tanh(a[j] + c[j]);
-    }
-    total
+    };
 }
+
+#[cfg(target_arch = "x86_64")]
+dot_tanh_lanes!(
+    /// [`dot_tanh`] on eight lanes (AVX2 and FMA).
+    dot_tanh_avx2, "avx2,fma", 8,
+    set1 = _mm256_set1_ps, zero = _mm256_setzero_ps, load = _mm256_loadu_ps,
+    store = _mm256_storeu_ps, add = _mm256_add_ps, mul = _mm256_mul_ps, min = _mm256_min_ps,
+    max = _mm256_max_ps, fmadd = _mm256_fmadd_ps, fnmadd = _mm256_fnmadd_ps, rcp = _mm256_rcp_ps
+);
+
+#[cfg(target_arch = "x86_64")]
+dot_tanh_lanes!(
+    /// [`dot_tanh`] on sixteen lanes (AVX-512F).
+    dot_tanh_avx512, "avx512f", 16,
+    set1 = _mm512_set1_ps, zero = _mm512_setzero_ps, load = _mm512_loadu_ps,
+    store = _mm512_storeu_ps, add = _mm512_add_ps, mul = _mm512_mul_ps, min = _mm512_min_ps,
+    max = _mm512_max_ps, fmadd = _mm512_fmadd_ps, fnmadd = _mm512_fnmadd_ps,
+    rcp = _mm512_rcp14_ps
+);
 
 simd_fn! {
     /// `Σ_j w[j] · max(a[j] + b[j], 0)`.
@@ -858,16 +840,7 @@ mod tests {
         let rows: Vec<f32> = (0..m).flat_map(|_| bias.iter().copied()).collect();
         let want = fma_chain(&x, k, &w, k, m, n, k, &rows);
         let same = |y: &[f32]| y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
-        let narrow = Panels {
-            data: {
-                let mut d = Vec::new();
-                pack_panels(&mut d, &w, k, n, k, PANEL);
-                d
-            },
-            n,
-            k,
-            width: PANEL,
-        };
+        let narrow = Panels::pack_into(Vec::new(), &w, k, n, k, PANEL);
         let mut y = vec![0.0; m * n];
         tiles::<PANEL>(&mut y, &x, k, &narrow.data, m, n, k, Init::Bias(&bias));
         assert!(same(&y), "portable");
