@@ -428,7 +428,9 @@ impl Engine {
             // The predictor's set samples do not depend on the candidates: they are encoded
             // beside the generator's first set samples, where the cores are not both busy.
             let mut sets = None;
-            let side: SideWork = Box::new(|| sets = Some(self.ranking_sets(data, cfg)));
+            let side: SideWork = Box::new(|| {
+                sets = Some(self.ranking_sets(data, cfg.per_class, &ranking_samples(data, cfg)))
+            });
             let archs =
                 self.generate_inner(data, cfg, &within, &mut counts, &mut t, control, Some(side));
             ranking_sets = sets;
@@ -728,8 +730,7 @@ impl Engine {
                 return self.rank_on_device(d, data, cfg.per_class, &samples, &codes, t0, t);
             }
         }
-        let mut sets = SetEmbedder::new(&self.predictor.set_encoder, data, cfg.per_class);
-        let (d, ids) = sets.embed_distinct(&samples);
+        let (d, ids) = self.ranking_sets(data, cfg.per_class, &samples);
         t.sets_ms += ms(t0);
         self.rank_with(cfg, archs, &d, &ids, t)
     }
@@ -737,15 +738,18 @@ impl Engine {
     /// The predictor's embeddings of the ranking's set samples: the distinct ones (`[K,
     /// out_dim]`) and each sample's index among them. Equal samples (e.g. every sample, when
     /// classes have exactly `per_class` rows) give equal dataset terms: each distinct one is
-    /// evaluated once, weighted by its count.
-    /// Also checks the graph cache's content if that is still to be done (the ranking reports
-    /// the outcome).
-    fn ranking_sets(&self, data: &Dataset, cfg: &SearchConfig) -> (Vec<f32>, Vec<usize>) {
+    /// evaluated once, weighted by its count. Also checks the graph cache's content if that is
+    /// still to be done (the ranking reports the outcome).
+    fn ranking_sets(
+        &self,
+        data: &Dataset,
+        per_class: usize,
+        samples: &[SetSample],
+    ) -> (Vec<f32>, Vec<usize>) {
         if let Some(c) = &self.graph_cache {
             let _ = c.verified();
         }
-        let samples = ranking_samples(data, cfg);
-        SetEmbedder::new(&self.predictor.set_encoder, data, cfg.per_class).embed_distinct(&samples)
+        SetEmbedder::new(&self.predictor.set_encoder, data, per_class).embed_distinct(samples)
     }
 
     /// Scores of `archs` against the distinct ranking embeddings `d` (sample `i` is `d[ids[i]]`)
@@ -913,8 +917,6 @@ impl Engine {
     }
 }
 
-/// The weight of each of `distinct` dataset embeddings when sample `i` of a ranking has
-/// embedding `ids[i]`: its share of the samples.
 /// Work run beside the first generation batch's set encoding.
 type SideWork<'a> = Box<dyn FnOnce() + Send + 'a>;
 
@@ -928,6 +930,8 @@ fn ranking_samples(data: &Dataset, cfg: &SearchConfig) -> Vec<SetSample> {
         .collect()
 }
 
+/// The weight of each of `distinct` dataset embeddings when sample `i` of a ranking has
+/// embedding `ids[i]`: its share of the samples.
 fn sample_weights(ids: &[usize], distinct: usize) -> Vec<f32> {
     let mut weights = vec![0.0f32; distinct];
     for &i in ids {
