@@ -169,33 +169,26 @@ impl Dataset {
         use std::io::Read;
         let path = path.as_ref();
         let label = path.display().to_string();
+        // Files over the limit (read_limited says so), rows that would need byte swapping and
+        // files that change size while read take the plain way.
+        let plain = || {
+            let bytes = crate::util::read_limited(path, MAX_FEATURE_FILE_BYTES, "a feature file")?;
+            Self::from_safetensors(&bytes, &label)
+        };
         let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
         if len > MAX_FEATURE_FILE_BYTES || !cfg!(target_endian = "little") {
-            // Over the limit (read_limited says so), or rows that need byte swapping.
-            let bytes = crate::util::read_limited(path, MAX_FEATURE_FILE_BYTES, "a feature file")?;
-            return Self::from_safetensors(&bytes, &label);
+            return plain();
         }
         let len = len as usize;
         let mut words = vec![0.0f32; len.div_ceil(4)];
-        let mut got = 0;
-        {
-            let buf = words_as_bytes_mut(&mut words);
-            while got < len {
-                match f.read(&mut buf[got..len]) {
-                    Ok(0) => break,
-                    Ok(k) => got += k,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(Error::io(path, e)),
-                }
-            }
+        match f.read_exact(&mut words_as_bytes_mut(&mut words)[..len]) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return plain(),
+            Err(e) => return Err(Error::io(path, e)),
         }
-        let mut probe = [0u8; 1];
-        let grew = f.read(&mut probe).map_err(|e| Error::io(path, e))? != 0;
-        if got != len || grew {
-            // The file changed size while being read: read it again the plain way.
-            let bytes = crate::util::read_limited(path, MAX_FEATURE_FILE_BYTES, "a feature file")?;
-            return Self::from_safetensors(&bytes, &label);
+        if f.read(&mut [0u8; 1]).map_err(|e| Error::io(path, e))? != 0 {
+            return plain();
         }
         let parsed = Parsed::new(&words_as_bytes(&words)[..len], &label)?;
         let features = match parsed.features {
