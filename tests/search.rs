@@ -615,33 +615,59 @@ fn engine_load_detects_damaged_directories() {
     metad2a::search::graph_cache::GraphCache::write(&cache, &emb, 56, "0123").unwrap();
     let e = Engine::load(&d).unwrap_err().to_string();
     assert!(e.contains("graph cache was computed from predictor"), "{e}");
-    let d = copy("cache2");
-    let cache = d.join(metad2a::search::graph_cache::FILE_NAME);
-    let mut b = std::fs::read(&cache).unwrap();
-    let k = b.len() - 7;
-    b[k] ^= 1;
-    std::fs::write(&cache, &b).unwrap();
-    // the content is checked before the cache is first used: the search fails, so does
-    // verify(), and the load does not
-    let damaged = Engine::load(&d).unwrap();
+    // The content is checked block by block as a search reads it (every block for an
+    // exhaustive search), the whole of it by verify(); the load does not check it. One byte changed in the
+    // row of a cell the search ranks, and in a block of rows it never reads:
     let data = fixture_data(&shared, "x.c10");
-    let e = damaged
-        .search(&data, &small_cfg(1))
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("does not match its checksum"), "{e}");
-    let e = damaged.verify().unwrap_err().to_string();
-    assert!(e.contains("does not match its checksum"), "{e}");
+    let intact = engine(&shared).search(&data, &small_cfg(1)).unwrap();
+    let ranked: Vec<usize> = intact
+        .candidates
+        .iter()
+        .map(|c| c.arch.as_nb201().unwrap().code())
+        .collect();
+    let block = metad2a::search::graph_cache::BLOCK_ROWS;
+    let unread = (0..NUM_ARCHS)
+        .find(|&c| ranked.iter().all(|&r| r / block != c / block))
+        .unwrap();
+    let damage = |tag: &str, code: usize| {
+        let d = copy(tag);
+        let cache = d.join(metad2a::search::graph_cache::FILE_NAME);
+        let mut b = std::fs::read(&cache).unwrap();
+        let header = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+        b[8 + header + code * 56 * 4 + 5] ^= 1;
+        std::fs::write(&cache, &b).unwrap();
+        d
+    };
     let exhaustive = SearchConfig {
         exhaustive: true,
         ..small_cfg(1)
     };
+    let d = damage("cache2", ranked[0]);
+    let damaged = Engine::load(&d).unwrap();
+    let e = damaged
+        .search(&data, &small_cfg(1))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("do not match their checksum"), "{e}");
+    let e = damaged.verify().unwrap_err().to_string();
+    assert!(e.contains("does not match its checksum"), "{e}");
     let e = Engine::load(&d)
         .unwrap()
         .search(&data, &exhaustive)
         .unwrap_err()
         .to_string();
+    assert!(e.contains("do not match their checksum"), "{e}");
+    let d = damage("cache3", unread);
+    let damaged = Engine::load(&d).unwrap();
+    assert_eq!(
+        key(&damaged.search(&data, &small_cfg(1)).unwrap()),
+        key(&intact),
+        "a search that reads only intact rows"
+    );
+    let e = damaged.verify().unwrap_err().to_string();
     assert!(e.contains("does not match its checksum"), "{e}");
+    let e = damaged.search(&data, &exhaustive).unwrap_err().to_string();
+    assert!(e.contains("do not match their checksum"), "{e}");
     // files changed after loading: the engine keeps working, verify() says so
     let d = copy("later");
     let engine = Engine::load(&d).unwrap();

@@ -107,9 +107,10 @@ impl Engine {
     /// content by the manifest's per-tensor BLAKE3s, each tensor when first read (older
     /// manifests: the whole file's BLAKE3 or sha256, now)) and, when present, the
     /// graph-embedding cache (bound to the predictor's checksum now; its content checked
-    /// against its own checksum before first use, which a search does beside its first
-    /// generation batch, so a damaged cache fails the first search that needs it, or
-    /// [`Engine::verify`]).
+    /// against its checksums before use: the blocks of rows a search reads when it reads them
+    /// (all of them for an exhaustive search; the whole content's BLAKE3 for a cache without
+    /// block checksums), so a damaged cache fails the first search that reads a damaged row,
+    /// and [`Engine::verify`]).
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let manifest = Manifest::read(dir)?;
@@ -329,9 +330,9 @@ impl Engine {
     pub fn graph_embeddings(&self, archs: &[Arch]) -> Result<Vec<f32>> {
         self.check_space(archs)?;
         if let Some(c) = &self.graph_cache {
-            let c = c.verified()?;
             let cells: Option<Vec<&Nb201Arch>> = archs.iter().map(Arch::as_nb201).collect();
             if let Some(cells) = cells {
+                let c = c.rows_verified(cells.iter().map(|a| a.code()))?;
                 return Ok(cells
                     .iter()
                     .flat_map(|a| c.get(a).iter().copied())
@@ -738,15 +739,16 @@ impl Engine {
     /// The predictor's embeddings of the ranking's set samples: the distinct ones (`[K,
     /// out_dim]`) and each sample's index among them. Equal samples (e.g. every sample, when
     /// classes have exactly `per_class` rows) give equal dataset terms: each distinct one is
-    /// evaluated once, weighted by its count. Also checks the graph cache's content if that is
-    /// still to be done (the ranking reports the outcome).
+    /// evaluated once, weighted by its count. Also checks the whole content of a graph cache
+    /// that has no block checksums, if that is still to be done (the ranking reports the
+    /// outcome); one with them has the blocks it reads checked when it reads them.
     fn ranking_sets(
         &self,
         data: &Dataset,
         per_class: usize,
         samples: &[SetSample],
     ) -> (Vec<f32>, Vec<usize>) {
-        if let Some(c) = &self.graph_cache {
+        if let Some(c) = self.graph_cache.as_ref().filter(|c| !c.checks_blocks()) {
             let _ = c.verified();
         }
         SetEmbedder::new(&self.predictor.set_encoder, data, per_class).embed_distinct(samples)
@@ -768,7 +770,7 @@ impl Engine {
         let mix = self.predictor.mix_values(d, &weights);
         let fit = self.data_fit(mix.as_ref());
         let scores = if let (true, Some(graph_cache)) = (cfg.exhaustive, &self.graph_cache) {
-            let graph_cache = graph_cache.verified()?;
+            let graph_cache = graph_cache.rows_verified(0..NUM_ARCHS)?;
             // The first exhaustive search of an engine computes the graph half of the head
             // chunk by chunk (no 32 MB table to allocate and fill for a one-off search); later
             // ones keep and reuse the table. Each element is the same product either way.
