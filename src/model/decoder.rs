@@ -17,7 +17,9 @@
 //! What is fused relative to the reference: a vertex's message `m_u` and its half of the first
 //! `add_edge` layer (`W_a h_u + b`) are computed once when the vertex is final, not at every
 //! step; the state is recomputed only when an edge was actually added (when none is, the
-//! official recomputation yields the same state).
+//! official recomputation yields the same state). What nothing reads is not computed: the END
+//! vertex's state, and the message and `add_edge` half of the vertex at position `max_n-2`
+//! (the next one is END for every graph).
 
 use super::dims::GeneratorDims;
 use crate::error::{Error, Result};
@@ -139,18 +141,9 @@ impl GraphDecoder {
                     for v in 0..idx {
                         has_succ |= st.preds[g][v];
                     }
-                    let loose = !has_succ & ((1u64 << idx) - 1);
-                    st.preds[g][idx] = loose;
+                    // (The END vertex's state is not computed: nothing reads it.)
+                    st.preds[g][idx] = !has_succ & ((1u64 << idx) - 1);
                     st.finished[g] = true;
-                    if loose != 0 {
-                        self.refresh(
-                            &mut st,
-                            &[g],
-                            idx,
-                            &[END_TYPE],
-                            &mut hc[i * self.hs..(i + 1) * self.hs],
-                        );
-                    }
                 } else {
                     cont.push(i);
                 }
@@ -164,7 +157,9 @@ impl GraphDecoder {
                 st.h_mut(g, idx)
                     .copy_from_slice(&hc[i * self.hs..(i + 1) * self.hs]);
             }
-            if idx + 1 < self.max_n {
+            // The next position, when there is one, is END for every graph: it reads no
+            // vertex's message or `add_edge` half.
+            if idx + 2 < self.max_n {
                 let live: Vec<usize> = active
                     .iter()
                     .copied()
