@@ -221,6 +221,8 @@ enum metad2a_status metad2a_engine_load(const char *dir, struct metad2a_engine *
  `generator` and `predictor` (the files of a weights directory), and optionally the graph
  cache (`graph_cache` NULL and `graph_cache_len` 0 for none; searches are then slower).
  The buffers are NOT copied: they must stay valid and unchanged until the engine is freed.
+ Align each to at least 4 bytes (e.g. `_Alignas(64)`): f32 tensors of a buffer that is not
+ aligned are read correctly, but copied into memory first.
 
  # Safety
  Each non-NULL pointer addresses at least its length in readable bytes, for the lifetime of

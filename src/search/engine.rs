@@ -213,7 +213,9 @@ impl Engine {
 
     /// An engine from safetensors images in memory (generator, predictor and optionally the
     /// graph cache), e.g. weights linked into a firmware image. Nothing is copied except the
-    /// f16/bf16 tensors that are widened to f32.
+    /// f16/bf16 tensors that are widened to f32, and f32 tensors that are not 4-byte aligned
+    /// in memory (`include_bytes!` alone promises no alignment: wrap it in a
+    /// `#[repr(align(64))]` struct, as the `metad2a` program does).
     pub fn from_static(
         generator: &'static [u8],
         predictor: &'static [u8],

@@ -331,14 +331,46 @@ struct WeightsArg {
 /// The default weights (`weights/nb201-lite0-ranker`), compiled into the program so that an
 /// installed `metad2a` needs no file from the source tree. They were checked against their
 /// manifest when the program was built (`tests/default_weights.rs`).
+/// Each file is aligned to 64 bytes: `include_bytes!` alone promises no alignment, and an image
+/// whose f32 tensors are not 4-byte aligned is copied tensor by tensor (for these weights 13 ms
+/// and 30 MB more per process) instead of being read in place.
 mod builtin_weights {
     pub const NAME: &str = "built-in nb201-lite0-ranker";
-    pub static GENERATOR: &[u8] =
-        include_bytes!("../../../weights/nb201-lite0-ranker/generator.safetensors");
-    pub static PREDICTOR: &[u8] =
-        include_bytes!("../../../weights/nb201-lite0-ranker/predictor.safetensors");
-    pub static GRAPH_CACHE: &[u8] =
-        include_bytes!("../../../weights/nb201-lite0-ranker/graph_cache.safetensors");
+    #[repr(C, align(64))]
+    pub struct Aligned<B: ?Sized>(pub B);
+    pub static GENERATOR: &Aligned<[u8]> = &Aligned(*include_bytes!(
+        "../../../weights/nb201-lite0-ranker/generator.safetensors"
+    ));
+    pub static PREDICTOR: &Aligned<[u8]> = &Aligned(*include_bytes!(
+        "../../../weights/nb201-lite0-ranker/predictor.safetensors"
+    ));
+    pub static GRAPH_CACHE: &Aligned<[u8]> = &Aligned(*include_bytes!(
+        "../../../weights/nb201-lite0-ranker/graph_cache.safetensors"
+    ));
+
+    #[cfg(test)]
+    mod tests {
+        use metad2a::weights::WeightStore;
+
+        #[test]
+        fn builtin_weights_are_read_in_place() {
+            for (name, bytes) in [
+                ("generator", &super::GENERATOR.0),
+                ("predictor", &super::PREDICTOR.0),
+                ("graph cache", &super::GRAPH_CACHE.0),
+            ] {
+                let store = WeightStore::from_static(name, bytes).unwrap();
+                let names: Vec<String> = store.names().map(str::to_string).collect();
+                assert!(!names.is_empty(), "{name}");
+                for t in names {
+                    assert!(
+                        store.param_any(&t).unwrap().is_mapped(),
+                        "{name}: {t} was copied, not read in place"
+                    );
+                }
+            }
+        }
+    }
 }
 
 impl WeightsArg {
@@ -356,9 +388,9 @@ impl WeightsArg {
             Some(d) => Ok((Engine::load(&d)?, d.display().to_string())),
             None => Ok((
                 Engine::from_static(
-                    builtin_weights::GENERATOR,
-                    builtin_weights::PREDICTOR,
-                    Some(builtin_weights::GRAPH_CACHE),
+                    &builtin_weights::GENERATOR.0,
+                    &builtin_weights::PREDICTOR.0,
+                    Some(&builtin_weights::GRAPH_CACHE.0),
                 )?,
                 builtin_weights::NAME.to_string(),
             )),
