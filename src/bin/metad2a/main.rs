@@ -630,6 +630,8 @@ fn search(a: SearchArgs) -> metad2a::Result<()> {
             ms_since(t0)
         );
     }
+    // The process ends next: its memory goes back whole, so nothing is freed piece by piece.
+    std::mem::forget((engine, data, report));
     Ok(())
 }
 
