@@ -89,14 +89,18 @@ impl Blocks {
         if hex.len() != n * 8 || !hex.is_ascii() {
             return Err(bad());
         }
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        };
         let want = hex
             .as_bytes()
-            .chunks(8)
+            .chunks_exact(8)
             .map(|h| {
-                std::str::from_utf8(h)
-                    .ok()
-                    .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
-                    .and_then(|h| u32::from_str_radix(h, 16).ok())
+                h.iter()
+                    .try_fold(0u32, |acc, &c| Some(acc << 4 | u32::from(nibble(c)?)))
                     .ok_or_else(bad)
             })
             .collect::<std::result::Result<Vec<_>, String>>()?;
