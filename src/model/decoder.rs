@@ -102,38 +102,59 @@ impl GraphDecoder {
                 rngs.len()
             )));
         }
-        let mut st = State::new(self, n);
+        let mut st = State::take(self, n);
+        let result = self.decode_in(&mut st, z, n, mode, rngs);
+        State::put_back(st);
+        Ok(result)
+    }
 
+    /// [`decode`](Self::decode) in a prepared state.
+    fn decode_in(
+        &self,
+        st: &mut State,
+        z: &[f32],
+        n: usize,
+        mode: DecodeMode,
+        rngs: &mut [Rng],
+    ) -> Vec<Dag> {
+        let hs = self.hs;
         // Vertex 0: START, its hidden input comes from the latent.
         let mut h0 = self.fc3.forward(z, n);
         tanh_inplace(&mut h0);
-        let mut out = vec![0.0; n * self.hs];
+        let mut out = vec![0.0; n * hs];
         self.grud
             .step_onehot(&vec![START_TYPE; n], Some(&h0), &mut out, &mut st.scratch);
-        let all: Vec<usize> = (0..n).collect();
+        let mut rows = std::mem::take(&mut st.b.rows);
+        rows.clear();
+        rows.extend(0..n);
         for g in 0..n {
             st.types[g].push(START_TYPE);
             st.preds[g].push(0);
-            st.h_mut(g, 0)
-                .copy_from_slice(&out[g * self.hs..(g + 1) * self.hs]);
+            st.h_mut(g, 0).copy_from_slice(&out[g * hs..(g + 1) * hs]);
         }
-        self.finalize(&mut st, 0, &all);
+        self.finalize(st, 0, &rows);
 
+        let mut active = std::mem::take(&mut st.b.active);
+        let mut new_types = std::mem::take(&mut st.b.new_types);
+        let mut cont = std::mem::take(&mut st.b.cont);
+        let mut hc = std::mem::take(&mut st.b.hc);
         for idx in 1..self.max_n {
-            let active: Vec<usize> = (0..n).filter(|&g| !st.finished[g]).collect();
+            active.clear();
+            active.extend((0..n).filter(|&g| !st.finished[g]));
             if active.is_empty() {
                 break;
             }
-            let new_types = self.choose_types(&mut st, idx, &active, mode, rngs);
+            self.choose_types(st, idx, &active, mode, rngs, &mut new_types);
             for (&g, &t) in active.iter().zip(&new_types) {
                 st.types[g].push(t);
                 st.preds[g].push(0);
             }
-            let mut hc = vec![0.0; active.len() * self.hs];
+            // Every row is written (from the zero-state table).
+            hc.resize(active.len() * hs, 0.0);
             self.grud
                 .step_onehot(&new_types, None, &mut hc, &mut st.scratch);
 
-            let mut cont = Vec::new();
+            cont.clear();
             for (i, &g) in active.iter().enumerate() {
                 if new_types[i] == END_TYPE {
                     // Connect every loose end (no successor yet) to the new END vertex.
@@ -149,34 +170,33 @@ impl GraphDecoder {
                 }
             }
             if !cont.is_empty() {
-                self.decide_edges(
-                    &mut st, idx, &active, &new_types, &cont, &mut hc, mode, rngs,
-                );
+                self.decide_edges(st, idx, &active, &new_types, &cont, &mut hc, mode, rngs);
             }
             for (i, &g) in active.iter().enumerate() {
-                st.h_mut(g, idx)
-                    .copy_from_slice(&hc[i * self.hs..(i + 1) * self.hs]);
+                st.h_mut(g, idx).copy_from_slice(&hc[i * hs..(i + 1) * hs]);
             }
             // The next position, when there is one, is END for every graph: it reads no
             // vertex's message or `add_edge` half.
             if idx + 2 < self.max_n {
-                let live: Vec<usize> = active
-                    .iter()
-                    .copied()
-                    .filter(|&g| !st.finished[g])
-                    .collect();
-                self.finalize(&mut st, idx, &live);
+                rows.clear();
+                rows.extend(active.iter().copied().filter(|&g| !st.finished[g]));
+                self.finalize(st, idx, &rows);
             }
         }
-        Ok((0..n)
+        st.b.rows = rows;
+        st.b.active = active;
+        st.b.new_types = new_types;
+        st.b.cont = cont;
+        st.b.hc = hc;
+        (0..n)
             .map(|g| Dag {
                 types: std::mem::take(&mut st.types[g]),
                 preds: std::mem::take(&mut st.preds[g]),
             })
-            .collect())
+            .collect()
     }
 
-    /// Vertex types for position `idx` of the `active` graphs.
+    /// Vertex types for position `idx` of the `active` graphs, into `out`.
     fn choose_types(
         &self,
         st: &mut State,
@@ -184,30 +204,43 @@ impl GraphDecoder {
         active: &[usize],
         mode: DecodeMode,
         rngs: &mut [Rng],
-    ) -> Vec<u8> {
+        out: &mut Vec<u8>,
+    ) {
+        out.clear();
         if idx == self.max_n - 1 {
-            return vec![END_TYPE; active.len()];
+            out.resize(active.len(), END_TYPE);
+            return;
         }
         let hs = self.hs;
-        let mut hg = vec![0.0; active.len() * hs];
+        let na = active.len();
+        let mut hg = std::mem::take(&mut st.b.gather);
+        hg.resize(na * hs, 0.0);
         for (i, &g) in active.iter().enumerate() {
             let last = st.types[g].len() - 1;
             hg[i * hs..(i + 1) * hs].copy_from_slice(st.h(g, last));
         }
-        let mut hidden = self.add_vertex[0].forward(&hg, active.len());
+        let mut hidden = std::mem::take(&mut st.b.hidden);
+        hidden.resize(na * self.add_vertex[0].out_dim, 0.0);
+        self.add_vertex[0].forward_into(&hg, na, &mut hidden);
         relu_inplace(&mut hidden);
-        let mut logits = self.add_vertex[1].forward(&hidden, active.len());
-        logits
-            .chunks_exact_mut(self.nvt)
-            .zip(active)
-            .map(|(row, &g)| match mode {
-                DecodeMode::Argmax => argmax(row) as u8,
-                DecodeMode::Sample => {
-                    softmax_inplace(row);
-                    sample_categorical(row, &mut rngs[g]) as u8
-                }
-            })
-            .collect()
+        let mut logits = std::mem::take(&mut st.b.logits);
+        logits.resize(na * self.nvt, 0.0);
+        self.add_vertex[1].forward_into(&hidden, na, &mut logits);
+        out.extend(
+            logits
+                .chunks_exact_mut(self.nvt)
+                .zip(active)
+                .map(|(row, &g)| match mode {
+                    DecodeMode::Argmax => argmax(row) as u8,
+                    DecodeMode::Sample => {
+                        softmax_inplace(row);
+                        sample_categorical(row, &mut rngs[g]) as u8
+                    }
+                }),
+        );
+        st.b.gather = hg;
+        st.b.hidden = hidden;
+        st.b.logits = logits;
     }
 
     /// Edge decisions `vi → idx` for `vi = idx-1 .. 0`, for the rows `cont` of `active`.
@@ -225,9 +258,14 @@ impl GraphDecoder {
     ) {
         let (hs, eh) = (self.hs, self.add_edge[0].out_dim);
         let nc = cont.len();
-        let graphs: Vec<usize> = cont.iter().map(|&i| active[i]).collect();
-        let types: Vec<u8> = cont.iter().map(|&i| new_types[i]).collect();
-        let mut cur = vec![0.0; nc * hs];
+        let mut graphs = std::mem::take(&mut st.b.graphs);
+        graphs.clear();
+        graphs.extend(cont.iter().map(|&i| active[i]));
+        let mut types = std::mem::take(&mut st.b.types);
+        types.clear();
+        types.extend(cont.iter().map(|&i| new_types[i]));
+        let mut cur = std::mem::take(&mut st.b.cur);
+        cur.resize(nc * hs, 0.0);
         for (r, &i) in cont.iter().enumerate() {
             cur[r * hs..(r + 1) * hs].copy_from_slice(&hc[i * hs..(i + 1) * hs]);
         }
@@ -249,14 +287,18 @@ impl GraphDecoder {
             );
             t
         });
-        let mut eb = Vec::with_capacity(nc * eh);
+        let mut eb = std::mem::take(&mut st.b.eb);
+        eb.clear();
         for &ty in &types {
             eb.extend_from_slice(&table[ty as usize * eh..(ty as usize + 1) * eh]);
         }
-        let mut fresh = Vec::new();
-        let mut fresh_eb = Vec::new();
+        let mut fresh = std::mem::take(&mut st.b.fresh);
+        let mut fresh_eb = std::mem::take(&mut st.b.fresh_eb);
+        let mut changed = std::mem::take(&mut st.b.changed);
+        let mut cg = std::mem::take(&mut st.b.changed_graphs);
+        let mut ct = std::mem::take(&mut st.b.changed_types);
         for vi in (0..idx).rev() {
-            let mut changed = Vec::new();
+            changed.clear();
             for (r, &g) in graphs.iter().enumerate() {
                 let logit = b2 + dot_relu(&eb[r * eh..(r + 1) * eh], st.ea(g, vi), w2);
                 let p = sigmoid(logit);
@@ -270,10 +312,13 @@ impl GraphDecoder {
                 }
             }
             if !changed.is_empty() {
-                let cg: Vec<usize> = changed.iter().map(|&r| graphs[r]).collect();
-                let ct: Vec<u8> = changed.iter().map(|&r| types[r]).collect();
+                cg.clear();
+                cg.extend(changed.iter().map(|&r| graphs[r]));
+                ct.clear();
+                ct.extend(changed.iter().map(|&r| types[r]));
+                // Every row is written by the GRU step.
                 fresh.resize(changed.len() * hs, 0.0);
-                self.refresh(st, &cg, idx, &ct, &mut fresh);
+                self.refresh(st, &cg, idx, &ct, &mut fresh[..changed.len() * hs]);
                 for (k, &r) in changed.iter().enumerate() {
                     cur[r * hs..(r + 1) * hs].copy_from_slice(&fresh[k * hs..(k + 1) * hs]);
                 }
@@ -297,13 +342,24 @@ impl GraphDecoder {
         for (r, &i) in cont.iter().enumerate() {
             hc[i * hs..(i + 1) * hs].copy_from_slice(&cur[r * hs..(r + 1) * hs]);
         }
+        st.b.graphs = graphs;
+        st.b.types = types;
+        st.b.cur = cur;
+        st.b.eb = eb;
+        st.b.fresh = fresh;
+        st.b.fresh_eb = fresh_eb;
+        st.b.changed = changed;
+        st.b.changed_graphs = cg;
+        st.b.changed_types = ct;
     }
 
     /// `h_idx = GRU(e_type, Σ_{u ∈ pred(idx)} m_u)` for each graph of `graphs` (with its type in
     /// `types`), written row by row into `out` (`[graphs.len(), hs]`).
     fn refresh(&self, st: &mut State, graphs: &[usize], idx: usize, types: &[u8], out: &mut [f32]) {
         let hs = self.hs;
-        let mut hsum = vec![0.0; graphs.len() * hs];
+        let mut hsum = std::mem::take(&mut st.b.hsum);
+        hsum.clear();
+        hsum.resize(graphs.len() * hs, 0.0);
         for (r, &g) in graphs.iter().enumerate() {
             let preds = st.preds[g][idx];
             let row = &mut hsum[r * hs..(r + 1) * hs];
@@ -317,6 +373,7 @@ impl GraphDecoder {
         }
         self.grud
             .step_onehot(types, Some(&hsum), out, &mut st.scratch);
+        st.b.hsum = hsum;
     }
 
     /// Caches the message and the `add_edge` half of vertex `v` of each graph in `rows`.
@@ -326,20 +383,28 @@ impl GraphDecoder {
         }
         let (hs, eh) = (self.hs, self.add_edge[0].out_dim);
         let nr = rows.len();
-        let mut hb = vec![0.0; nr * hs];
+        let mut hb = std::mem::take(&mut st.b.gather);
+        hb.resize(nr * hs, 0.0);
         for (r, &g) in rows.iter().enumerate() {
             hb[r * hs..(r + 1) * hs].copy_from_slice(st.h(g, v));
         }
-        let mut m = vec![0.0; nr * hs];
+        // Every row of both is written by the products.
+        let mut m = std::mem::take(&mut st.b.msg);
+        m.resize(nr * hs, 0.0);
         let mut scratch = std::mem::take(&mut st.scratch);
-        self.message.messages(&hb, nr, v, &mut m, &mut scratch);
+        self.message
+            .messages(&hb, nr, v, &mut m[..nr * hs], &mut scratch);
         st.scratch = scratch;
-        let mut ea = vec![0.0; nr * eh];
+        let mut ea = std::mem::take(&mut st.b.ea);
+        ea.resize(nr * eh, 0.0);
         self.add_edge[0].forward_cols_into(&hb, hs, nr, 0, hs, &mut ea, true);
         for (r, &g) in rows.iter().enumerate() {
             st.msg_mut(g, v).copy_from_slice(&m[r * hs..(r + 1) * hs]);
             st.ea_mut(g, v).copy_from_slice(&ea[r * eh..(r + 1) * eh]);
         }
+        st.b.gather = hb;
+        st.b.msg = m;
+        st.b.ea = ea;
     }
 }
 
@@ -358,7 +423,9 @@ pub fn sample_categorical(probs: &[f32], rng: &mut Rng) -> usize {
     probs.iter().rposition(|&p| p > 0.0).unwrap_or(0)
 }
 
-/// Per-batch decoding state: types and predecessor masks per graph, and per-vertex caches.
+/// Per-batch decoding state: types and predecessor masks per graph, per-vertex caches, and the
+/// working buffers of the steps (kept, with the caches, for the thread's next batch).
+#[derive(Default)]
 struct State {
     types: Vec<Vec<u8>>,
     preds: Vec<Vec<u64>>,
@@ -367,25 +434,70 @@ struct State {
     msg: Vec<f32>,
     ea: Vec<f32>,
     scratch: Vec<f32>,
+    b: Buffers,
     hs: usize,
     eh: usize,
     max_n: usize,
 }
 
+/// The steps' working buffers (taken out of the state while a step fills them).
+#[derive(Default)]
+struct Buffers {
+    rows: Vec<usize>,
+    active: Vec<usize>,
+    new_types: Vec<u8>,
+    cont: Vec<usize>,
+    graphs: Vec<usize>,
+    types: Vec<u8>,
+    changed: Vec<usize>,
+    changed_graphs: Vec<usize>,
+    changed_types: Vec<u8>,
+    hc: Vec<f32>,
+    gather: Vec<f32>,
+    hidden: Vec<f32>,
+    logits: Vec<f32>,
+    cur: Vec<f32>,
+    eb: Vec<f32>,
+    fresh: Vec<f32>,
+    fresh_eb: Vec<f32>,
+    hsum: Vec<f32>,
+    msg: Vec<f32>,
+    ea: Vec<f32>,
+}
+
+thread_local! {
+    /// This thread's last decoding state, reused by its next batch (fresh memory costs a page
+    /// fault per 4 kB on first write).
+    static SPARE: std::cell::Cell<Option<State>> = const { std::cell::Cell::new(None) };
+}
+
+/// The most per-vertex cache values (`h`, `msg`, `ea`) a thread keeps between batches (32 MB).
+const SPARE_VALUES: usize = 8 << 20;
+
 impl State {
-    fn new(d: &GraphDecoder, n: usize) -> Self {
+    /// A state for `n` graphs: this thread's spare one when there is one, else a new one. The
+    /// per-vertex caches start zeroed either way.
+    fn take(d: &GraphDecoder, n: usize) -> Self {
         let (hs, eh, mn) = (d.hs, d.add_edge[0].out_dim, d.max_n);
-        State {
-            types: vec![Vec::with_capacity(mn); n],
-            preds: vec![Vec::with_capacity(mn); n],
-            finished: vec![false; n],
-            h: vec![0.0; n * mn * hs],
-            msg: vec![0.0; n * mn * hs],
-            ea: vec![0.0; n * mn * eh],
-            scratch: Vec::new(),
-            hs,
-            eh,
-            max_n: mn,
+        let mut st = SPARE.with(|s| s.take()).unwrap_or_default();
+        st.types.clear();
+        st.types.resize_with(n, || Vec::with_capacity(mn));
+        st.preds.clear();
+        st.preds.resize_with(n, || Vec::with_capacity(mn));
+        st.finished.clear();
+        st.finished.resize(n, false);
+        for (v, w) in [(&mut st.h, hs), (&mut st.msg, hs), (&mut st.ea, eh)] {
+            v.clear();
+            v.resize(n * mn * w, 0.0);
+        }
+        (st.hs, st.eh, st.max_n) = (hs, eh, mn);
+        st
+    }
+
+    /// Keeps `self` for the thread's next batch, unless its caches are large.
+    fn put_back(self) {
+        if self.h.len() + self.msg.len() + self.ea.len() <= SPARE_VALUES {
+            SPARE.with(|s| s.set(Some(self)));
         }
     }
     fn at(&self, g: usize, v: usize, w: usize) -> std::ops::Range<usize> {
