@@ -160,12 +160,14 @@ impl WeightStore {
                 bytes.len()
             )));
         }
-        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
-        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
-        let base = bytes.as_ptr() as usize;
+        // One parse of the header, validated (offsets inside the data, in order, no gaps, the
+        // data ending where the file does).
+        let (header_len, meta) =
+            SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+        let header_end = 8 + header_len;
         let mut entries = BTreeMap::new();
-        for (name, view) in st.tensors() {
-            let dtype = match view.dtype() {
+        for (name, info) in meta.tensors() {
+            let dtype = match info.dtype {
                 Dtype::F32 => StoredDtype::F32,
                 Dtype::F16 => StoredDtype::F16,
                 Dtype::BF16 => StoredDtype::BF16,
@@ -177,15 +179,14 @@ impl WeightStore {
                     })
                 }
             };
-            let data = view.data();
-            let start = data.as_ptr() as usize - base;
+            let (start, end) = info.data_offsets;
             entries.insert(
                 name,
                 Entry {
                     dtype,
-                    shape: view.shape().to_vec(),
-                    start,
-                    end: start + data.len(),
+                    shape: info.shape.clone(),
+                    start: header_end + start,
+                    end: header_end + end,
                     want: None,
                     checked: Arc::new(AtomicBool::new(false)),
                 },
@@ -196,9 +197,6 @@ impl WeightStore {
             .as_ref()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
-        drop(st);
-        let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-        let header_end = 8 + header_len as usize; // in bounds: `deserialize` read the header
         Ok(WeightStore {
             label,
             backing: Arc::new(backing),
