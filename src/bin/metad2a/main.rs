@@ -487,6 +487,10 @@ struct ImportArgs {
 /// (Re)compute the graph-embedding cache of a weights directory, and add per-tensor checksums
 /// to a manifest that lacks them (after checking the files against the checksums it has):
 /// loading then checks each tensor when first read instead of hashing whole files.
+///
+/// The cache records a checksum of every block of 16 rows, so a search checks only the rows it
+/// reads; a cache written by an earlier version (whole-content checksum only) is checked whole
+/// before its first use until this command rewrites it.
 #[derive(Args)]
 struct CacheArgs {
     #[command(flatten)]
