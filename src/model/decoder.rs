@@ -118,88 +118,97 @@ impl GraphDecoder {
         rngs: &mut [Rng],
     ) -> Vec<Dag> {
         let hs = self.hs;
+        let State {
+            c,
+            step,
+            choose,
+            edges,
+            fin,
+        } = st;
         // Vertex 0: START, its hidden input comes from the latent.
         let mut h0 = self.fc3.forward(z, n);
         tanh_inplace(&mut h0);
         let mut out = vec![0.0; n * hs];
         self.grud
-            .step_onehot(&vec![START_TYPE; n], Some(&h0), &mut out, &mut st.scratch);
-        let mut rows = std::mem::take(&mut st.b.rows);
-        rows.clear();
-        rows.extend(0..n);
+            .step_onehot(&vec![START_TYPE; n], Some(&h0), &mut out, &mut c.scratch);
+        step.rows.clear();
+        step.rows.extend(0..n);
         for g in 0..n {
-            st.types[g].push(START_TYPE);
-            st.preds[g].push(0);
-            st.h_mut(g, 0).copy_from_slice(&out[g * hs..(g + 1) * hs]);
+            c.types[g].push(START_TYPE);
+            c.preds[g].push(0);
+            c.h_mut(g, 0).copy_from_slice(&out[g * hs..(g + 1) * hs]);
         }
-        self.finalize(st, 0, &rows);
+        self.finalize(c, fin, 0, &step.rows);
 
-        let mut active = std::mem::take(&mut st.b.active);
-        let mut new_types = std::mem::take(&mut st.b.new_types);
-        let mut cont = std::mem::take(&mut st.b.cont);
-        let mut hc = std::mem::take(&mut st.b.hc);
         for idx in 1..self.max_n {
-            active.clear();
-            active.extend((0..n).filter(|&g| !st.finished[g]));
-            if active.is_empty() {
+            step.active.clear();
+            step.active.extend((0..n).filter(|&g| !c.finished[g]));
+            if step.active.is_empty() {
                 break;
             }
-            self.choose_types(st, idx, &active, mode, rngs, &mut new_types);
-            for (&g, &t) in active.iter().zip(&new_types) {
-                st.types[g].push(t);
-                st.preds[g].push(0);
+            self.choose_types(
+                c,
+                choose,
+                idx,
+                &step.active,
+                mode,
+                rngs,
+                &mut step.new_types,
+            );
+            for (&g, &t) in step.active.iter().zip(&step.new_types) {
+                c.types[g].push(t);
+                c.preds[g].push(0);
             }
             // Every row is written (from the zero-state table).
-            hc.resize(active.len() * hs, 0.0);
+            step.hc.resize(step.active.len() * hs, 0.0);
             self.grud
-                .step_onehot(&new_types, None, &mut hc, &mut st.scratch);
+                .step_onehot(&step.new_types, None, &mut step.hc, &mut c.scratch);
 
-            cont.clear();
-            for (i, &g) in active.iter().enumerate() {
-                if new_types[i] == END_TYPE {
+            step.cont.clear();
+            for (i, &g) in step.active.iter().enumerate() {
+                if step.new_types[i] == END_TYPE {
                     // Connect every loose end (no successor yet) to the new END vertex.
                     let mut has_succ = 0u64;
                     for v in 0..idx {
-                        has_succ |= st.preds[g][v];
+                        has_succ |= c.preds[g][v];
                     }
                     // (The END vertex's state is not computed: nothing reads it.)
-                    st.preds[g][idx] = !has_succ & ((1u64 << idx) - 1);
-                    st.finished[g] = true;
+                    c.preds[g][idx] = !has_succ & ((1u64 << idx) - 1);
+                    c.finished[g] = true;
                 } else {
-                    cont.push(i);
+                    step.cont.push(i);
                 }
             }
-            if !cont.is_empty() {
-                self.decide_edges(st, idx, &active, &new_types, &cont, &mut hc, mode, rngs);
+            if !step.cont.is_empty() {
+                self.decide_edges(c, edges, idx, step, mode, rngs);
             }
-            for (i, &g) in active.iter().enumerate() {
-                st.h_mut(g, idx).copy_from_slice(&hc[i * hs..(i + 1) * hs]);
+            for (i, &g) in step.active.iter().enumerate() {
+                c.h_mut(g, idx)
+                    .copy_from_slice(&step.hc[i * hs..(i + 1) * hs]);
             }
             // The next position, when there is one, is END for every graph: it reads no
             // vertex's message or `add_edge` half.
             if idx + 2 < self.max_n {
-                rows.clear();
-                rows.extend(active.iter().copied().filter(|&g| !st.finished[g]));
-                self.finalize(st, idx, &rows);
+                step.rows.clear();
+                step.rows
+                    .extend(step.active.iter().copied().filter(|&g| !c.finished[g]));
+                self.finalize(c, fin, idx, &step.rows);
             }
         }
-        st.b.rows = rows;
-        st.b.active = active;
-        st.b.new_types = new_types;
-        st.b.cont = cont;
-        st.b.hc = hc;
         (0..n)
             .map(|g| Dag {
-                types: std::mem::take(&mut st.types[g]),
-                preds: std::mem::take(&mut st.preds[g]),
+                types: std::mem::take(&mut c.types[g]),
+                preds: std::mem::take(&mut c.preds[g]),
             })
             .collect()
     }
 
     /// Vertex types for position `idx` of the `active` graphs, into `out`.
+    #[allow(clippy::too_many_arguments)]
     fn choose_types(
         &self,
-        st: &mut State,
+        c: &Caches,
+        b: &mut ChooseBuffers,
         idx: usize,
         active: &[usize],
         mode: DecodeMode,
@@ -213,21 +222,18 @@ impl GraphDecoder {
         }
         let hs = self.hs;
         let na = active.len();
-        let mut hg = std::mem::take(&mut st.b.gather);
-        hg.resize(na * hs, 0.0);
+        b.hg.resize(na * hs, 0.0);
         for (i, &g) in active.iter().enumerate() {
-            let last = st.types[g].len() - 1;
-            hg[i * hs..(i + 1) * hs].copy_from_slice(st.h(g, last));
+            let last = c.types[g].len() - 1;
+            b.hg[i * hs..(i + 1) * hs].copy_from_slice(c.h(g, last));
         }
-        let mut hidden = std::mem::take(&mut st.b.hidden);
-        hidden.resize(na * self.add_vertex[0].out_dim, 0.0);
-        self.add_vertex[0].forward_into(&hg, na, &mut hidden);
-        relu_inplace(&mut hidden);
-        let mut logits = std::mem::take(&mut st.b.logits);
-        logits.resize(na * self.nvt, 0.0);
-        self.add_vertex[1].forward_into(&hidden, na, &mut logits);
+        b.hidden.resize(na * self.add_vertex[0].out_dim, 0.0);
+        self.add_vertex[0].forward_into(&b.hg, na, &mut b.hidden);
+        relu_inplace(&mut b.hidden);
+        b.logits.resize(na * self.nvt, 0.0);
+        self.add_vertex[1].forward_into(&b.hidden, na, &mut b.logits);
         out.extend(
-            logits
+            b.logits
                 .chunks_exact_mut(self.nvt)
                 .zip(active)
                 .map(|(row, &g)| match mode {
@@ -238,36 +244,29 @@ impl GraphDecoder {
                     }
                 }),
         );
-        st.b.gather = hg;
-        st.b.hidden = hidden;
-        st.b.logits = logits;
     }
 
-    /// Edge decisions `vi → idx` for `vi = idx-1 .. 0`, for the rows `cont` of `active`.
-    #[allow(clippy::too_many_arguments)]
+    /// Edge decisions `vi → idx` for `vi = idx-1 .. 0`, for the rows `step.cont` of
+    /// `step.active`, whose states `step.hc` holds.
     fn decide_edges(
         &self,
-        st: &mut State,
+        c: &mut Caches,
+        b: &mut EdgeBuffers,
         idx: usize,
-        active: &[usize],
-        new_types: &[u8],
-        cont: &[usize],
-        hc: &mut [f32],
+        step: &mut StepBuffers,
         mode: DecodeMode,
         rngs: &mut [Rng],
     ) {
         let (hs, eh) = (self.hs, self.add_edge[0].out_dim);
+        let (cont, hc) = (&step.cont, &mut step.hc);
         let nc = cont.len();
-        let mut graphs = std::mem::take(&mut st.b.graphs);
-        graphs.clear();
-        graphs.extend(cont.iter().map(|&i| active[i]));
-        let mut types = std::mem::take(&mut st.b.types);
-        types.clear();
-        types.extend(cont.iter().map(|&i| new_types[i]));
-        let mut cur = std::mem::take(&mut st.b.cur);
-        cur.resize(nc * hs, 0.0);
+        b.graphs.clear();
+        b.graphs.extend(cont.iter().map(|&i| step.active[i]));
+        b.types.clear();
+        b.types.extend(cont.iter().map(|&i| step.new_types[i]));
+        b.cur.resize(nc * hs, 0.0);
         for (r, &i) in cont.iter().enumerate() {
-            cur[r * hs..(r + 1) * hs].copy_from_slice(&hc[i * hs..(i + 1) * hs]);
+            b.cur[r * hs..(r + 1) * hs].copy_from_slice(&hc[i * hs..(i + 1) * hs]);
         }
         let w2 = &self.add_edge[1].weight;
         let b2 = self.add_edge[1].bias.as_ref().map_or(0.0, |b| b[0]);
@@ -287,124 +286,118 @@ impl GraphDecoder {
             );
             t
         });
-        let mut eb = std::mem::take(&mut st.b.eb);
-        eb.clear();
-        for &ty in &types {
-            eb.extend_from_slice(&table[ty as usize * eh..(ty as usize + 1) * eh]);
+        b.eb.clear();
+        for &ty in &b.types {
+            b.eb.extend_from_slice(&table[ty as usize * eh..(ty as usize + 1) * eh]);
         }
-        let mut fresh = std::mem::take(&mut st.b.fresh);
-        let mut fresh_eb = std::mem::take(&mut st.b.fresh_eb);
-        let mut changed = std::mem::take(&mut st.b.changed);
-        let mut cg = std::mem::take(&mut st.b.changed_graphs);
-        let mut ct = std::mem::take(&mut st.b.changed_types);
         for vi in (0..idx).rev() {
-            changed.clear();
-            for (r, &g) in graphs.iter().enumerate() {
-                let logit = b2 + dot_relu(&eb[r * eh..(r + 1) * eh], st.ea(g, vi), w2);
+            b.changed.clear();
+            for (r, &g) in b.graphs.iter().enumerate() {
+                let logit = b2 + dot_relu(&b.eb[r * eh..(r + 1) * eh], c.ea(g, vi), w2);
                 let p = sigmoid(logit);
                 let add = match mode {
                     DecodeMode::Argmax => p > 0.5,
                     DecodeMode::Sample => rngs[g].next_f32() < p,
                 };
                 if add {
-                    st.preds[g][idx] |= 1 << vi;
-                    changed.push(r);
+                    c.preds[g][idx] |= 1 << vi;
+                    b.changed.push(r);
                 }
             }
-            if !changed.is_empty() {
-                cg.clear();
-                cg.extend(changed.iter().map(|&r| graphs[r]));
-                ct.clear();
-                ct.extend(changed.iter().map(|&r| types[r]));
+            if !b.changed.is_empty() {
+                let nch = b.changed.len();
+                b.changed_graphs.clear();
+                b.changed_graphs
+                    .extend(b.changed.iter().map(|&r| b.graphs[r]));
+                b.changed_types.clear();
+                b.changed_types
+                    .extend(b.changed.iter().map(|&r| b.types[r]));
                 // Every row is written by the GRU step.
-                fresh.resize(changed.len() * hs, 0.0);
-                self.refresh(st, &cg, idx, &ct, &mut fresh[..changed.len() * hs]);
-                for (k, &r) in changed.iter().enumerate() {
-                    cur[r * hs..(r + 1) * hs].copy_from_slice(&fresh[k * hs..(k + 1) * hs]);
+                b.fresh.resize(nch * hs, 0.0);
+                self.refresh(
+                    c,
+                    &mut b.hsum,
+                    &b.changed_graphs,
+                    idx,
+                    &b.changed_types,
+                    &mut b.fresh,
+                );
+                for (k, &r) in b.changed.iter().enumerate() {
+                    b.cur[r * hs..(r + 1) * hs].copy_from_slice(&b.fresh[k * hs..(k + 1) * hs]);
                 }
                 if vi > 0 {
-                    fresh_eb.resize(changed.len() * eh, 0.0);
+                    b.fresh_eb.resize(nch * eh, 0.0);
                     self.add_edge[0].forward_cols_into(
-                        &fresh,
+                        &b.fresh,
                         hs,
-                        changed.len(),
+                        nch,
                         hs,
                         hs,
-                        &mut fresh_eb,
+                        &mut b.fresh_eb,
                         false,
                     );
-                    for (k, &r) in changed.iter().enumerate() {
-                        eb[r * eh..(r + 1) * eh].copy_from_slice(&fresh_eb[k * eh..(k + 1) * eh]);
+                    for (k, &r) in b.changed.iter().enumerate() {
+                        b.eb[r * eh..(r + 1) * eh]
+                            .copy_from_slice(&b.fresh_eb[k * eh..(k + 1) * eh]);
                     }
                 }
             }
         }
         for (r, &i) in cont.iter().enumerate() {
-            hc[i * hs..(i + 1) * hs].copy_from_slice(&cur[r * hs..(r + 1) * hs]);
+            hc[i * hs..(i + 1) * hs].copy_from_slice(&b.cur[r * hs..(r + 1) * hs]);
         }
-        st.b.graphs = graphs;
-        st.b.types = types;
-        st.b.cur = cur;
-        st.b.eb = eb;
-        st.b.fresh = fresh;
-        st.b.fresh_eb = fresh_eb;
-        st.b.changed = changed;
-        st.b.changed_graphs = cg;
-        st.b.changed_types = ct;
     }
 
     /// `h_idx = GRU(e_type, Σ_{u ∈ pred(idx)} m_u)` for each graph of `graphs` (with its type in
-    /// `types`), written row by row into `out` (`[graphs.len(), hs]`).
-    fn refresh(&self, st: &mut State, graphs: &[usize], idx: usize, types: &[u8], out: &mut [f32]) {
+    /// `types`), written row by row into `out` (`[graphs.len(), hs]`); `hsum` is working memory.
+    fn refresh(
+        &self,
+        c: &mut Caches,
+        hsum: &mut Vec<f32>,
+        graphs: &[usize],
+        idx: usize,
+        types: &[u8],
+        out: &mut [f32],
+    ) {
         let hs = self.hs;
-        let mut hsum = std::mem::take(&mut st.b.hsum);
         hsum.clear();
         hsum.resize(graphs.len() * hs, 0.0);
         for (r, &g) in graphs.iter().enumerate() {
-            let preds = st.preds[g][idx];
+            let preds = c.preds[g][idx];
             let row = &mut hsum[r * hs..(r + 1) * hs];
             for u in 0..idx {
                 if preds >> u & 1 == 1 {
-                    for (a, b) in row.iter_mut().zip(st.msg(g, u)) {
+                    for (a, b) in row.iter_mut().zip(c.msg(g, u)) {
                         *a += b;
                     }
                 }
             }
         }
         self.grud
-            .step_onehot(types, Some(&hsum), out, &mut st.scratch);
-        st.b.hsum = hsum;
+            .step_onehot(types, Some(hsum.as_slice()), out, &mut c.scratch);
     }
 
     /// Caches the message and the `add_edge` half of vertex `v` of each graph in `rows`.
-    fn finalize(&self, st: &mut State, v: usize, rows: &[usize]) {
+    fn finalize(&self, c: &mut Caches, b: &mut FinalizeBuffers, v: usize, rows: &[usize]) {
         if rows.is_empty() {
             return;
         }
         let (hs, eh) = (self.hs, self.add_edge[0].out_dim);
         let nr = rows.len();
-        let mut hb = std::mem::take(&mut st.b.gather);
-        hb.resize(nr * hs, 0.0);
+        b.hb.resize(nr * hs, 0.0);
         for (r, &g) in rows.iter().enumerate() {
-            hb[r * hs..(r + 1) * hs].copy_from_slice(st.h(g, v));
+            b.hb[r * hs..(r + 1) * hs].copy_from_slice(c.h(g, v));
         }
         // Every row of both is written by the products.
-        let mut m = std::mem::take(&mut st.b.msg);
-        m.resize(nr * hs, 0.0);
-        let mut scratch = std::mem::take(&mut st.scratch);
+        b.m.resize(nr * hs, 0.0);
         self.message
-            .messages(&hb, nr, v, &mut m[..nr * hs], &mut scratch);
-        st.scratch = scratch;
-        let mut ea = std::mem::take(&mut st.b.ea);
-        ea.resize(nr * eh, 0.0);
-        self.add_edge[0].forward_cols_into(&hb, hs, nr, 0, hs, &mut ea, true);
+            .messages(&b.hb, nr, v, &mut b.m, &mut c.scratch);
+        b.ea.resize(nr * eh, 0.0);
+        self.add_edge[0].forward_cols_into(&b.hb, hs, nr, 0, hs, &mut b.ea, true);
         for (r, &g) in rows.iter().enumerate() {
-            st.msg_mut(g, v).copy_from_slice(&m[r * hs..(r + 1) * hs]);
-            st.ea_mut(g, v).copy_from_slice(&ea[r * eh..(r + 1) * eh]);
+            c.msg_mut(g, v).copy_from_slice(&b.m[r * hs..(r + 1) * hs]);
+            c.ea_mut(g, v).copy_from_slice(&b.ea[r * eh..(r + 1) * eh]);
         }
-        st.b.gather = hb;
-        st.b.msg = m;
-        st.b.ea = ea;
     }
 }
 
@@ -423,10 +416,20 @@ pub fn sample_categorical(probs: &[f32], rng: &mut Rng) -> usize {
     probs.iter().rposition(|&p| p > 0.0).unwrap_or(0)
 }
 
-/// Per-batch decoding state: types and predecessor masks per graph, per-vertex caches, and the
-/// working buffers of the steps (kept, with the caches, for the thread's next batch).
+/// Per-batch decoding state: the graphs and per-vertex caches, and the working buffers of each
+/// kind of step (all kept for the thread's next batch).
 #[derive(Default)]
 struct State {
+    c: Caches,
+    step: StepBuffers,
+    choose: ChooseBuffers,
+    edges: EdgeBuffers,
+    fin: FinalizeBuffers,
+}
+
+/// Types and predecessor masks per graph, and per-vertex caches (`[graph, vertex, width]`).
+#[derive(Default)]
+struct Caches {
     types: Vec<Vec<u8>>,
     preds: Vec<Vec<u64>>,
     finished: Vec<bool>,
@@ -434,34 +437,51 @@ struct State {
     msg: Vec<f32>,
     ea: Vec<f32>,
     scratch: Vec<f32>,
-    b: Buffers,
     hs: usize,
     eh: usize,
     max_n: usize,
 }
 
-/// The steps' working buffers (taken out of the state while a step fills them).
+/// One position's graphs: `rows` (those to finalize), `active`, their `new_types` and states
+/// `hc`, and `cont`, the rows of `active` that are not END.
 #[derive(Default)]
-struct Buffers {
+struct StepBuffers {
     rows: Vec<usize>,
     active: Vec<usize>,
     new_types: Vec<u8>,
     cont: Vec<usize>,
+    hc: Vec<f32>,
+}
+
+/// [`GraphDecoder::choose_types`]'s gathered states and `add_vertex` layers.
+#[derive(Default)]
+struct ChooseBuffers {
+    hg: Vec<f32>,
+    hidden: Vec<f32>,
+    logits: Vec<f32>,
+}
+
+/// [`GraphDecoder::decide_edges`]'s rows, their states and `add_edge` halves, and the rows an
+/// edge changed.
+#[derive(Default)]
+struct EdgeBuffers {
     graphs: Vec<usize>,
     types: Vec<u8>,
+    cur: Vec<f32>,
+    eb: Vec<f32>,
     changed: Vec<usize>,
     changed_graphs: Vec<usize>,
     changed_types: Vec<u8>,
-    hc: Vec<f32>,
-    gather: Vec<f32>,
-    hidden: Vec<f32>,
-    logits: Vec<f32>,
-    cur: Vec<f32>,
-    eb: Vec<f32>,
     fresh: Vec<f32>,
     fresh_eb: Vec<f32>,
     hsum: Vec<f32>,
-    msg: Vec<f32>,
+}
+
+/// [`GraphDecoder::finalize`]'s gathered states, messages and `add_edge` halves.
+#[derive(Default)]
+struct FinalizeBuffers {
+    hb: Vec<f32>,
+    m: Vec<f32>,
     ea: Vec<f32>,
 }
 
@@ -481,26 +501,30 @@ impl State {
     fn take(d: &GraphDecoder, n: usize) -> Self {
         let (hs, eh, mn) = (d.hs, d.add_edge[0].out_dim, d.max_n);
         let mut st = SPARE.with(|s| s.take()).unwrap_or_default();
-        st.types.clear();
-        st.types.resize_with(n, || Vec::with_capacity(mn));
-        st.preds.clear();
-        st.preds.resize_with(n, || Vec::with_capacity(mn));
-        st.finished.clear();
-        st.finished.resize(n, false);
-        for (v, w) in [(&mut st.h, hs), (&mut st.msg, hs), (&mut st.ea, eh)] {
+        let c = &mut st.c;
+        c.types.clear();
+        c.types.resize_with(n, || Vec::with_capacity(mn));
+        c.preds.clear();
+        c.preds.resize_with(n, || Vec::with_capacity(mn));
+        c.finished.clear();
+        c.finished.resize(n, false);
+        for (v, w) in [(&mut c.h, hs), (&mut c.msg, hs), (&mut c.ea, eh)] {
             v.clear();
             v.resize(n * mn * w, 0.0);
         }
-        (st.hs, st.eh, st.max_n) = (hs, eh, mn);
+        (c.hs, c.eh, c.max_n) = (hs, eh, mn);
         st
     }
 
     /// Keeps `self` for the thread's next batch, unless its caches are large.
     fn put_back(self) {
-        if self.h.len() + self.msg.len() + self.ea.len() <= SPARE_VALUES {
+        if self.c.h.len() + self.c.msg.len() + self.c.ea.len() <= SPARE_VALUES {
             SPARE.with(|s| s.set(Some(self)));
         }
     }
+}
+
+impl Caches {
     fn at(&self, g: usize, v: usize, w: usize) -> std::ops::Range<usize> {
         let o = (g * self.max_n + v) * w;
         o..o + w
