@@ -298,6 +298,21 @@ fn stochastic_decoding_is_deterministic_by_seed_and_independent_of_batching() {
         );
     }
     assert_eq!(whole, parts);
+    // All 64 latents are equal: the decoder computes what graphs drew alike once. Each graph
+    // decoded alone (nothing shared) must be the same graph.
+    let alone: Vec<_> = (0..64u64)
+        .flat_map(|i| {
+            g.decode(&zs[..56], DecodeMode::Sample, &mut [Rng::new(5, i)])
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(whole, alone);
+    let distinct: std::collections::HashSet<_> = whole.iter().collect();
+    assert!(
+        distinct.len() > 8,
+        "the graphs should differ: {} distinct",
+        distinct.len()
+    );
     let other = g
         .decode(
             &zs,

@@ -20,6 +20,11 @@
 //! official recomputation yields the same state). What nothing reads is not computed: the END
 //! vertex's state, and the message and `add_edge` half of the vertex at position `max_n-2`
 //! (the next one is END for every graph).
+//!
+//! Graphs with equal latents share their work: graphs that have drawn the same types and edges
+//! so far from the same latent have the same states, so each such group is computed once and
+//! splits when a draw differs (see `decode_in`). A search whose set samples are all the whole
+//! dataset decodes every graph from one latent; most of its graphs repeat earlier ones.
 
 use super::dims::GeneratorDims;
 use crate::error::{Error, Result};
@@ -86,7 +91,8 @@ impl GraphDecoder {
     }
 
     /// Decodes one graph per latent row of `z` (`[n, nz]`). In [`DecodeMode::Sample`], graph
-    /// `i` draws from `rngs[i]` only, so results do not depend on how graphs are batched.
+    /// `i` draws from `rngs[i]` only, so results do not depend on how graphs are batched;
+    /// graphs with bit-for-bit equal latents share the computation of what they drew alike.
     pub fn decode(&self, z: &[f32], mode: DecodeMode, rngs: &mut [Rng]) -> Result<Vec<Dag>> {
         if z.is_empty() || !z.len().is_multiple_of(self.nz) {
             return Err(Error::invalid(format!(
@@ -109,6 +115,15 @@ impl GraphDecoder {
     }
 
     /// [`decode`](Self::decode) in a prepared state.
+    ///
+    /// Graphs whose latents are bit for bit equal (every set sample the same, as when each
+    /// class has no more rows than a sample takes) compute the same states until their random
+    /// draws set them apart. Each group of graphs that has drawn the same so far (same latent,
+    /// same types, same edges) is computed once, on its lowest-numbered graph, its *lead*;
+    /// every graph still draws from its own random stream, from its lead's probabilities.
+    /// A graph whose draw differs from its lead's starts a group of its own with a copy of the
+    /// lead's caches. The products are row by row independent, so each graph gets the bits
+    /// it would get decoded alone.
     fn decode_in(
         &self,
         st: &mut State,
@@ -125,18 +140,27 @@ impl GraphDecoder {
             edges,
             fin,
         } = st;
+        c.group_equal_latents(z, self.nz);
         // Vertex 0: START, its hidden input comes from the latent.
-        let mut h0 = self.fc3.forward(z, n);
-        tanh_inplace(&mut h0);
-        let mut out = vec![0.0; n * hs];
-        self.grud
-            .step_onehot(&vec![START_TYPE; n], Some(&h0), &mut out, &mut c.scratch);
         step.rows.clear();
-        step.rows.extend(0..n);
+        step.rows.extend((0..n).filter(|&g| c.lead[g] == g));
+        let nl = step.rows.len();
+        step.zl.clear();
+        for &g in &step.rows {
+            step.zl
+                .extend_from_slice(&z[g * self.nz..(g + 1) * self.nz]);
+        }
+        let mut h0 = self.fc3.forward(&step.zl, nl);
+        tanh_inplace(&mut h0);
+        let mut out = vec![0.0; nl * hs];
+        self.grud
+            .step_onehot(&vec![START_TYPE; nl], Some(&h0), &mut out, &mut c.scratch);
         for g in 0..n {
             c.types[g].push(START_TYPE);
             c.preds[g].push(0);
-            c.h_mut(g, 0).copy_from_slice(&out[g * hs..(g + 1) * hs]);
+        }
+        for (r, &g) in step.rows.iter().enumerate() {
+            c.h_mut(g, 0).copy_from_slice(&out[r * hs..(r + 1) * hs]);
         }
         self.finalize(c, fin, 0, &step.rows);
 
@@ -159,10 +183,34 @@ impl GraphDecoder {
                 c.types[g].push(t);
                 c.preds[g].push(0);
             }
-            // Every row is written (from the zero-state table).
-            step.hc.resize(step.active.len() * hs, 0.0);
+            c.regroup(
+                &mut step.firsts,
+                &step.active,
+                &step.new_types,
+                self.nvt,
+                idx,
+                None,
+            );
+            // Each lead's state from the zero-state table.
+            step.lead_types.clear();
+            step.lead_types.extend(
+                step.active
+                    .iter()
+                    .zip(&step.new_types)
+                    .filter(|&(&g, _)| c.lead[g] == g)
+                    .map(|(_, &t)| t),
+            );
+            step.hc.resize(step.lead_types.len() * hs, 0.0);
             self.grud
-                .step_onehot(&step.new_types, None, &mut step.hc, &mut c.scratch);
+                .step_onehot(&step.lead_types, None, &mut step.hc, &mut c.scratch);
+            let mut r = 0;
+            for &g in &step.active {
+                if c.lead[g] == g {
+                    c.h_mut(g, idx)
+                        .copy_from_slice(&step.hc[r * hs..(r + 1) * hs]);
+                    r += 1;
+                }
+            }
 
             step.cont.clear();
             for (i, &g) in step.active.iter().enumerate() {
@@ -176,22 +224,18 @@ impl GraphDecoder {
                     c.preds[g][idx] = !has_succ & ((1u64 << idx) - 1);
                     c.finished[g] = true;
                 } else {
-                    step.cont.push(i);
+                    step.cont.push(g);
                 }
             }
             if !step.cont.is_empty() {
-                self.decide_edges(c, edges, idx, step, mode, rngs);
-            }
-            for (i, &g) in step.active.iter().enumerate() {
-                c.h_mut(g, idx)
-                    .copy_from_slice(&step.hc[i * hs..(i + 1) * hs]);
+                self.decide_edges(c, edges, idx, &step.cont, mode, rngs);
             }
             // The next position, when there is one, is END for every graph: it reads no
             // vertex's message or `add_edge` half.
             if idx + 2 < self.max_n {
                 step.rows.clear();
                 step.rows
-                    .extend(step.active.iter().copied().filter(|&g| !c.finished[g]));
+                    .extend(step.cont.iter().copied().filter(|&g| c.lead[g] == g));
                 self.finalize(c, fin, idx, &step.rows);
             }
         }
@@ -220,59 +264,54 @@ impl GraphDecoder {
             out.resize(active.len(), END_TYPE);
             return;
         }
-        let hs = self.hs;
-        let na = active.len();
-        b.hg.resize(na * hs, 0.0);
-        for (i, &g) in active.iter().enumerate() {
-            let last = c.types[g].len() - 1;
-            b.hg[i * hs..(i + 1) * hs].copy_from_slice(c.h(g, last));
+        // The leads' states (each graph's last vertex is at `idx - 1`).
+        b.row.resize(c.lead.len(), 0);
+        b.hg.clear();
+        let mut nl = 0;
+        for &g in active {
+            if c.lead[g] == g {
+                b.hg.extend_from_slice(c.h(g, idx - 1));
+                b.row[g] = nl;
+                nl += 1;
+            }
         }
-        b.hidden.resize(na * self.add_vertex[0].out_dim, 0.0);
-        self.add_vertex[0].forward_into(&b.hg, na, &mut b.hidden);
+        b.hidden.resize(nl * self.add_vertex[0].out_dim, 0.0);
+        self.add_vertex[0].forward_into(&b.hg, nl, &mut b.hidden);
         relu_inplace(&mut b.hidden);
-        b.logits.resize(na * self.nvt, 0.0);
-        self.add_vertex[1].forward_into(&b.hidden, na, &mut b.logits);
-        out.extend(
-            b.logits
-                .chunks_exact_mut(self.nvt)
-                .zip(active)
-                .map(|(row, &g)| match mode {
-                    DecodeMode::Argmax => argmax(row) as u8,
-                    DecodeMode::Sample => {
-                        softmax_inplace(row);
-                        sample_categorical(row, &mut rngs[g]) as u8
-                    }
-                }),
-        );
+        b.logits.resize(nl * self.nvt, 0.0);
+        self.add_vertex[1].forward_into(&b.hidden, nl, &mut b.logits);
+        if mode == DecodeMode::Sample {
+            for row in b.logits.chunks_exact_mut(self.nvt) {
+                softmax_inplace(row);
+            }
+        }
+        out.extend(active.iter().map(|&g| {
+            let r = b.row[c.lead[g]];
+            let row = &b.logits[r * self.nvt..(r + 1) * self.nvt];
+            match mode {
+                DecodeMode::Argmax => argmax(row) as u8,
+                DecodeMode::Sample => sample_categorical(row, &mut rngs[g]) as u8,
+            }
+        }));
     }
 
-    /// Edge decisions `vi → idx` for `vi = idx-1 .. 0`, for the rows `step.cont` of
-    /// `step.active`, whose states `step.hc` holds.
+    /// Edge decisions `vi → idx` for `vi = idx-1 .. 0`, for the graphs `cont` (ascending),
+    /// whose leads' states for vertex `idx` are in the caches.
     fn decide_edges(
         &self,
         c: &mut Caches,
         b: &mut EdgeBuffers,
         idx: usize,
-        step: &mut StepBuffers,
+        cont: &[usize],
         mode: DecodeMode,
         rngs: &mut [Rng],
     ) {
         let (hs, eh) = (self.hs, self.add_edge[0].out_dim);
-        let (cont, hc) = (&step.cont, &mut step.hc);
-        let nc = cont.len();
-        b.graphs.clear();
-        b.graphs.extend(cont.iter().map(|&i| step.active[i]));
-        b.types.clear();
-        b.types.extend(cont.iter().map(|&i| step.new_types[i]));
-        b.cur.resize(nc * hs, 0.0);
-        for (r, &i) in cont.iter().enumerate() {
-            b.cur[r * hs..(r + 1) * hs].copy_from_slice(&hc[i * hs..(i + 1) * hs]);
-        }
         let w2 = &self.add_edge[1].weight;
         let b2 = self.add_edge[1].bias.as_ref().map_or(0.0, |b| b[0]);
-        // The h_idx half of add_edge.0 for each row (the h_vi half, with the bias, was cached at
-        // finalize); recomputed only for rows whose state changed.
-        // Every row of `cur` is still its type's zero-state row: its half comes from a table.
+        // The h_idx half of add_edge.0 of each lead (the h_vi half, with the bias, was cached
+        // at finalize), by graph; recomputed only for leads whose state changed.
+        // Every lead's state is still its type's zero-state row: its half comes from a table.
         let table = self.fresh_edge_half.get_or_init(|| {
             let mut t = vec![0.0; self.nvt * eh];
             self.add_edge[0].forward_cols_into(
@@ -286,65 +325,86 @@ impl GraphDecoder {
             );
             t
         });
-        b.eb.clear();
-        for &ty in &b.types {
-            b.eb.extend_from_slice(&table[ty as usize * eh..(ty as usize + 1) * eh]);
+        b.eb.resize(c.nslots * eh, 0.0);
+        for &g in cont {
+            if c.lead[g] == g {
+                let (ty, s) = (c.types[g][idx] as usize, c.slot[g]);
+                b.eb[s * eh..(s + 1) * eh].copy_from_slice(&table[ty * eh..(ty + 1) * eh]);
+            }
         }
         for vi in (0..idx).rev() {
-            b.changed.clear();
-            for (r, &g) in b.graphs.iter().enumerate() {
-                let logit = b2 + dot_relu(&b.eb[r * eh..(r + 1) * eh], c.ea(g, vi), w2);
-                let p = sigmoid(logit);
+            // Each graph draws from its lead's probability.
+            b.logit.resize(c.nslots, 0.0);
+            for &g in cont {
+                if c.lead[g] == g {
+                    let s = c.slot[g];
+                    b.logit[s] = b2 + dot_relu(&b.eb[s * eh..(s + 1) * eh], c.ea(g, vi), w2);
+                }
+            }
+            b.adds.clear();
+            for &g in cont {
+                let p = sigmoid(b.logit[c.slot[c.lead[g]]]);
                 let add = match mode {
                     DecodeMode::Argmax => p > 0.5,
                     DecodeMode::Sample => rngs[g].next_f32() < p,
                 };
                 if add {
                     c.preds[g][idx] |= 1 << vi;
-                    b.changed.push(r);
                 }
+                b.adds.push(add as u8);
             }
-            if !b.changed.is_empty() {
-                let nch = b.changed.len();
-                b.changed_graphs.clear();
-                b.changed_graphs
-                    .extend(b.changed.iter().map(|&r| b.graphs[r]));
-                b.changed_types.clear();
-                b.changed_types
-                    .extend(b.changed.iter().map(|&r| b.types[r]));
-                // Every row is written by the GRU step.
-                b.fresh.resize(nch * hs, 0.0);
-                self.refresh(
-                    c,
-                    &mut b.hsum,
-                    &b.changed_graphs,
-                    idx,
-                    &b.changed_types,
-                    &mut b.fresh,
+            c.regroup(
+                &mut b.firsts,
+                cont,
+                &b.adds,
+                2,
+                idx + 1,
+                Some((&mut b.eb, eh)),
+            );
+            b.changed.clear();
+            b.changed.extend(
+                cont.iter()
+                    .zip(&b.adds)
+                    .filter(|&(&g, &a)| a == 1 && c.lead[g] == g)
+                    .map(|(&g, _)| g),
+            );
+            if b.changed.is_empty() {
+                continue;
+            }
+            let nch = b.changed.len();
+            b.changed_types.clear();
+            b.changed_types
+                .extend(b.changed.iter().map(|&g| c.types[g][idx]));
+            // Every row is written by the GRU step.
+            b.fresh.resize(nch * hs, 0.0);
+            self.refresh(
+                c,
+                &mut b.hsum,
+                &b.changed,
+                idx,
+                &b.changed_types,
+                &mut b.fresh,
+            );
+            for (k, &g) in b.changed.iter().enumerate() {
+                c.h_mut(g, idx)
+                    .copy_from_slice(&b.fresh[k * hs..(k + 1) * hs]);
+            }
+            if vi > 0 {
+                b.fresh_eb.resize(nch * eh, 0.0);
+                self.add_edge[0].forward_cols_into(
+                    &b.fresh,
+                    hs,
+                    nch,
+                    hs,
+                    hs,
+                    &mut b.fresh_eb,
+                    false,
                 );
-                for (k, &r) in b.changed.iter().enumerate() {
-                    b.cur[r * hs..(r + 1) * hs].copy_from_slice(&b.fresh[k * hs..(k + 1) * hs]);
-                }
-                if vi > 0 {
-                    b.fresh_eb.resize(nch * eh, 0.0);
-                    self.add_edge[0].forward_cols_into(
-                        &b.fresh,
-                        hs,
-                        nch,
-                        hs,
-                        hs,
-                        &mut b.fresh_eb,
-                        false,
-                    );
-                    for (k, &r) in b.changed.iter().enumerate() {
-                        b.eb[r * eh..(r + 1) * eh]
-                            .copy_from_slice(&b.fresh_eb[k * eh..(k + 1) * eh]);
-                    }
+                for (k, &g) in b.changed.iter().enumerate() {
+                    let s = c.slot[g];
+                    b.eb[s * eh..(s + 1) * eh].copy_from_slice(&b.fresh_eb[k * eh..(k + 1) * eh]);
                 }
             }
-        }
-        for (r, &i) in cont.iter().enumerate() {
-            hc[i * hs..(i + 1) * hs].copy_from_slice(&b.cur[r * hs..(r + 1) * hs]);
         }
     }
 
@@ -433,6 +493,11 @@ struct Caches {
     types: Vec<Vec<u8>>,
     preds: Vec<Vec<u64>>,
     finished: Vec<bool>,
+    /// Each graph's lead: the graph whose caches it reads (see `decode_in`)...
+    lead: Vec<usize>,
+    /// ... and each lead's slot in the per-vertex caches (`[slot, vertex, width]`).
+    slot: Vec<usize>,
+    nslots: usize,
     h: Vec<f32>,
     msg: Vec<f32>,
     ea: Vec<f32>,
@@ -442,35 +507,40 @@ struct Caches {
     max_n: usize,
 }
 
-/// One position's graphs: `rows` (those to finalize), `active`, their `new_types` and states
-/// `hc`, and `cont`, the rows of `active` that are not END.
+/// One position's graphs: `rows` (leads to finalize, or of vertex 0), `active`, their
+/// `new_types`, the leads' types and states (`lead_types`, `hc`), `cont`, the `active` graphs
+/// that are not END, the latents of vertex 0's leads `zl`, and regrouping's working memory.
 #[derive(Default)]
 struct StepBuffers {
     rows: Vec<usize>,
     active: Vec<usize>,
     new_types: Vec<u8>,
+    lead_types: Vec<u8>,
     cont: Vec<usize>,
     hc: Vec<f32>,
+    zl: Vec<f32>,
+    firsts: Vec<usize>,
 }
 
-/// [`GraphDecoder::choose_types`]'s gathered states and `add_vertex` layers.
+/// [`GraphDecoder::choose_types`]'s gathered lead states, their `add_vertex` layers, and each
+/// lead's row in them.
 #[derive(Default)]
 struct ChooseBuffers {
     hg: Vec<f32>,
     hidden: Vec<f32>,
     logits: Vec<f32>,
+    row: Vec<usize>,
 }
 
-/// [`GraphDecoder::decide_edges`]'s rows, their states and `add_edge` halves, and the rows an
-/// edge changed.
+/// [`GraphDecoder::decide_edges`]'s `add_edge` halves and logits of the leads (by graph), the
+/// draws, the leads an edge changed, and their refreshed states.
 #[derive(Default)]
 struct EdgeBuffers {
-    graphs: Vec<usize>,
-    types: Vec<u8>,
-    cur: Vec<f32>,
     eb: Vec<f32>,
+    logit: Vec<f32>,
+    adds: Vec<u8>,
+    firsts: Vec<usize>,
     changed: Vec<usize>,
-    changed_graphs: Vec<usize>,
     changed_types: Vec<u8>,
     fresh: Vec<f32>,
     fresh_eb: Vec<f32>,
@@ -508,10 +578,12 @@ impl State {
         c.preds.resize_with(n, || Vec::with_capacity(mn));
         c.finished.clear();
         c.finished.resize(n, false);
-        for (v, w) in [(&mut c.h, hs), (&mut c.msg, hs), (&mut c.ea, eh)] {
+        for v in [&mut c.h, &mut c.msg, &mut c.ea] {
             v.clear();
-            v.resize(n * mn * w, 0.0);
         }
+        c.slot.clear();
+        c.slot.resize(n, usize::MAX);
+        c.nslots = 0;
         (c.hs, c.eh, c.max_n) = (hs, eh, mn);
         st
     }
@@ -525,8 +597,82 @@ impl State {
 }
 
 impl Caches {
+    /// Sets each graph's lead to the first graph whose latent row has the same bits (a
+    /// float's `==` would also group 0.0 with -0.0).
+    fn group_equal_latents(&mut self, z: &[f32], nz: usize) {
+        let n = z.len() / nz;
+        let mut firsts: std::collections::HashMap<Vec<u32>, usize> =
+            std::collections::HashMap::with_capacity(n);
+        self.lead.clear();
+        for (g, row) in z.chunks_exact(nz).enumerate() {
+            let bits = row.iter().map(|x| x.to_bits()).collect();
+            let first = *firsts.entry(bits).or_insert(g);
+            self.lead.push(first);
+            if first == g {
+                self.new_slot(g);
+            }
+        }
+    }
+
+    /// Gives lead `g` the next slot of the per-vertex caches.
+    fn new_slot(&mut self, g: usize) {
+        self.slot[g] = self.nslots;
+        self.nslots += 1;
+        let (mn, hs, eh, n) = (self.max_n, self.hs, self.eh, self.nslots);
+        self.h.resize(n * mn * hs, 0.0);
+        self.msg.resize(n * mn * hs, 0.0);
+        self.ea.resize(n * mn * eh, 0.0);
+    }
+
+    /// After the graphs `graphs` (ascending, whole groups) each took decision
+    /// `decisions[k] < nd` at position `idx`: the graphs of a group that decided as its lead
+    /// did stay with it; the others form one group per decision, led by its lowest-numbered
+    /// graph, which gets a copy of the old lead's caches of the vertices before `idx` (and of
+    /// its state at `idx` and its row of `current`, `(rows by graph, width)`, when given).
+    fn regroup(
+        &mut self,
+        firsts: &mut Vec<usize>,
+        graphs: &[usize],
+        decisions: &[u8],
+        nd: usize,
+        idx: usize,
+        mut current: Option<(&mut Vec<f32>, usize)>,
+    ) {
+        const NONE: usize = usize::MAX;
+        firsts.clear();
+        firsts.resize(self.lead.len() * nd, NONE);
+        let (mn, hs, eh) = (self.max_n, self.hs, self.eh);
+        let h_upto = idx + usize::from(current.is_some());
+        for (&g, &d) in graphs.iter().zip(decisions) {
+            let old = self.lead[g];
+            let first = &mut firsts[old * nd + d as usize];
+            if *first == NONE {
+                *first = g;
+            }
+            self.lead[g] = *first;
+            if *first != g || g == old {
+                continue;
+            }
+            // A new group: its lead starts from the old lead's caches.
+            self.new_slot(g);
+            let (from, to) = (self.slot[old], self.slot[g]);
+            let copy = |v: &mut Vec<f32>, w: usize, upto: usize| {
+                v.copy_within(from * mn * w..(from * mn + upto) * w, to * mn * w);
+            };
+            copy(&mut self.h, hs, h_upto);
+            copy(&mut self.msg, hs, idx);
+            copy(&mut self.ea, eh, idx);
+            if let Some((rows, w)) = current.as_mut() {
+                let w = *w;
+                rows.resize(self.nslots * w, 0.0);
+                rows.copy_within(from * w..(from + 1) * w, to * w);
+            }
+        }
+    }
+
+    /// Where lead `g`'s values of vertex `v` are in a cache of width `w`.
     fn at(&self, g: usize, v: usize, w: usize) -> std::ops::Range<usize> {
-        let o = (g * self.max_n + v) * w;
+        let o = (self.slot[g] * self.max_n + v) * w;
         o..o + w
     }
     fn h(&self, g: usize, v: usize) -> &[f32] {
