@@ -541,6 +541,13 @@ impl Engine {
         // random stream, so the graphs are the ones sequential batches would give; graphs past
         // the point where enough candidates were found are discarded and not counted).
         let lookahead = self.decode_lookahead.max(1);
+        // When every set sample is the whole dataset, every graph has the same latent and the
+        // decoder computes what graphs have drawn alike once (see `GraphDecoder::decode`):
+        // graphs are then decoded ahead of the batches, up to `DECODE_AHEAD` at a time, so
+        // that more of them share their work. The batches, and what is counted, stay as they
+        // are; graphs decoded past the end are discarded.
+        let ahead = lookahead == 1 && every_sample_is_the_data(data, cfg);
+        let mut pending = std::collections::VecDeque::new();
         'batches: while out.len() < cfg.num_archs {
             if counts.decoded >= cap {
                 counts.capped = true;
@@ -551,7 +558,12 @@ impl Engine {
             // On the CPU a batch decodes about what is still needed at the yield so far; a GPU
             // launch decodes whole batches.
             let size = if lookahead == 1 {
-                batch_size(cfg.num_archs - out.len(), counts.decoded, out.len())
+                batch_size(
+                    cfg.num_archs - out.len(),
+                    counts.decoded,
+                    out.len(),
+                    GENERATION_BATCH,
+                )
             } else {
                 GENERATION_BATCH
             };
@@ -561,27 +573,31 @@ impl Engine {
                 planned += n;
             }
             let total: usize = sizes.iter().sum();
-            let t0 = Instant::now();
-            let samples: Vec<SetSample> = (0..total)
-                .map(|i| {
-                    let mut rng =
-                        Rng::new(cfg.seed, STREAM_GENERATION_SET + (batch_start + i) as u64);
-                    draw(data, cfg.per_class, cfg.with_replacement, &mut rng)
-                })
-                .collect();
-            t.sets_ms += ms(t0);
-            let mut rngs: Vec<Rng> = (0..total)
-                .map(|i| Rng::new(cfg.seed, STREAM_DECODE + (batch_start + i) as u64))
-                .collect();
-            let dags = self.latents_and_decode(
-                &mut sets,
-                data,
-                cfg.per_class,
-                &samples,
-                &mut rngs,
-                t,
-                side.take(),
-            )?;
+            if pending.len() < total {
+                // Decode from the first graph not decoded yet: this batch's graphs, or more
+                // when the latents repeat (see `ahead`).
+                let from = batch_start + pending.len();
+                let upto = if ahead {
+                    let chunk = batch_size(
+                        cfg.num_archs - out.len(),
+                        counts.decoded,
+                        out.len(),
+                        DECODE_AHEAD,
+                    );
+                    (batch_start + chunk.max(total)).min(cap)
+                } else {
+                    batch_start + total
+                };
+                pending.extend(self.decode_range(
+                    &mut sets,
+                    data,
+                    cfg,
+                    from..upto,
+                    t,
+                    side.take(),
+                )?);
+            }
+            let dags: Vec<_> = pending.drain(..total).collect();
             let mut at = 0;
             for n in sizes {
                 counts.set_samples += n;
@@ -621,6 +637,32 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// Graphs `range` of a search: their set samples and random streams (indexed by graph),
+    /// then [`latents_and_decode`](Self::latents_and_decode).
+    fn decode_range(
+        &self,
+        sets: &mut SetEmbedder,
+        data: &Dataset,
+        cfg: &SearchConfig,
+        range: std::ops::Range<usize>,
+        t: &mut Timings,
+        side: Option<SideWork>,
+    ) -> Result<Vec<crate::model::Dag>> {
+        let t0 = Instant::now();
+        let samples: Vec<SetSample> = range
+            .clone()
+            .map(|i| {
+                let mut rng = Rng::new(cfg.seed, STREAM_GENERATION_SET + i as u64);
+                draw(data, cfg.per_class, cfg.with_replacement, &mut rng)
+            })
+            .collect();
+        t.sets_ms += ms(t0);
+        let mut rngs: Vec<Rng> = range
+            .map(|i| Rng::new(cfg.seed, STREAM_DECODE + i as u64))
+            .collect();
+        self.latents_and_decode(sets, data, cfg.per_class, &samples, &mut rngs, t, side)
     }
 
     /// The graphs of a generation batch: the generator's latents of the set samples, then
@@ -947,19 +989,28 @@ fn sample_weights(ids: &[usize], distinct: usize) -> Vec<f32> {
 /// The fewest graphs a CPU generation batch decodes (two halves of at least 16 rows).
 const MIN_GENERATION_BATCH: usize = 32;
 
+/// The most graphs decoded at a time when every graph has the same latent.
+const DECODE_AHEAD: usize = 400;
+
 /// Graphs to decode for `need` more candidates after `decoded` graphs gave `accepted`: the
 /// need at the yield so far with a quarter more and 8 to spare, between
-/// [`MIN_GENERATION_BATCH`] and [`GENERATION_BATCH`] (a full batch while nothing was accepted
-/// from decoded graphs). Graph `i` of a search is the same whatever the batches: its set
+/// [`MIN_GENERATION_BATCH`] and `most` ([`GENERATION_BATCH`] for a batch, [`DECODE_AHEAD`] for
+/// graphs decoded ahead; `most` while nothing was accepted from decoded graphs). Graph `i` of a search is the same whatever the batches: its set
 /// sample and random stream are indexed by `i`.
-fn batch_size(need: usize, decoded: usize, accepted: usize) -> usize {
+fn batch_size(need: usize, decoded: usize, accepted: usize, most: usize) -> usize {
     let per = match (decoded, accepted) {
         (0, _) => 1.0,
-        (_, 0) => return GENERATION_BATCH,
+        (_, 0) => return most,
         (d, a) => d as f64 / a as f64,
     };
     let want = (need as f64 * per * 1.25).ceil() as usize + 8;
-    want.clamp(MIN_GENERATION_BATCH, GENERATION_BATCH)
+    want.clamp(MIN_GENERATION_BATCH, most)
+}
+
+/// Whether every set sample of a search is the whole dataset (each class has exactly
+/// `per_class` rows, drawn without replacement), so that every graph has the same latent.
+fn every_sample_is_the_data(data: &Dataset, cfg: &SearchConfig) -> bool {
+    !cfg.with_replacement && data.class_rows.iter().all(|r| r.len() == cfg.per_class)
 }
 
 fn ms(t: Instant) -> f64 {
@@ -984,13 +1035,17 @@ mod batch_tests {
     #[test]
     fn batches_follow_the_need_at_the_yield_so_far() {
         // nothing decoded yet: the need and a quarter more and 8, at least 32, at most 100
-        assert_eq!(batch_size(7, 0, 0), 32);
-        assert_eq!(batch_size(40, 0, 0), 58);
-        assert_eq!(batch_size(500, 0, 0), 100);
+        assert_eq!(batch_size(7, 0, 0, GENERATION_BATCH), 32);
+        assert_eq!(batch_size(40, 0, 0, GENERATION_BATCH), 58);
+        assert_eq!(batch_size(500, 0, 0, GENERATION_BATCH), 100);
         // 144 graphs gave 100 candidates: 1.44 graphs each
-        assert_eq!(batch_size(20, 144, 100), 44);
-        assert_eq!(batch_size(1, 144, 100), 32);
+        assert_eq!(batch_size(20, 144, 100, GENERATION_BATCH), 44);
+        assert_eq!(batch_size(1, 144, 100, GENERATION_BATCH), 32);
         // decoded graphs and nothing accepted (all over budget so far): a full batch
-        assert_eq!(batch_size(5, 100, 0), 100);
+        assert_eq!(batch_size(5, 100, 0, GENERATION_BATCH), 100);
+        // decoding ahead: the same rule, up to the larger bound
+        assert_eq!(batch_size(500, 0, 0, DECODE_AHEAD), 400);
+        assert_eq!(batch_size(100, 0, 0, DECODE_AHEAD), 133);
+        assert_eq!(batch_size(5, 100, 0, DECODE_AHEAD), 400);
     }
 }

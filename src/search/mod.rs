@@ -157,7 +157,9 @@ pub struct Counts {
     pub capped: bool,
     /// Set samples drawn for generation: one per graph decoded, including the graphs of the
     /// last batch past the one that completed the candidates (CPU batches are sized to the
-    /// need at the yield so far; a GPU launch decodes whole batches of 100).
+    /// need at the yield so far; a GPU launch decodes whole batches of 100). Graphs the CPU
+    /// decodes ahead of the batches (when every set sample is the whole dataset) count only
+    /// once their batch is reached.
     pub set_samples: usize,
 }
 
