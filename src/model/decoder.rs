@@ -310,7 +310,7 @@ impl GraphDecoder {
         let w2 = &self.add_edge[1].weight;
         let b2 = self.add_edge[1].bias.as_ref().map_or(0.0, |b| b[0]);
         // The h_idx half of add_edge.0 of each lead (the h_vi half, with the bias, was cached
-        // at finalize), by graph; recomputed only for leads whose state changed.
+        // at finalize), by slot; recomputed only for leads whose state changed.
         // Every lead's state is still its type's zero-state row: its half comes from a table.
         let table = self.fresh_edge_half.get_or_init(|| {
             let mut t = vec![0.0; self.nvt * eh];
@@ -353,14 +353,7 @@ impl GraphDecoder {
                 }
                 b.adds.push(add as u8);
             }
-            c.regroup(
-                &mut b.firsts,
-                cont,
-                &b.adds,
-                2,
-                idx + 1,
-                Some((&mut b.eb, eh)),
-            );
+            c.regroup(&mut b.firsts, cont, &b.adds, 2, idx, Some((&mut b.eb, eh)));
             b.changed.clear();
             b.changed.extend(
                 cont.iter()
@@ -487,7 +480,7 @@ struct State {
     fin: FinalizeBuffers,
 }
 
-/// Types and predecessor masks per graph, and per-vertex caches (`[graph, vertex, width]`).
+/// Types and predecessor masks per graph, and per-vertex caches (by lead: see `slot`).
 #[derive(Default)]
 struct Caches {
     types: Vec<Vec<u8>>,
@@ -532,7 +525,7 @@ struct ChooseBuffers {
     row: Vec<usize>,
 }
 
-/// [`GraphDecoder::decide_edges`]'s `add_edge` halves and logits of the leads (by graph), the
+/// [`GraphDecoder::decide_edges`]'s `add_edge` halves and logits of the leads (by slot), the
 /// draws, the leads an edge changed, and their refreshed states.
 #[derive(Default)]
 struct EdgeBuffers {
@@ -628,7 +621,7 @@ impl Caches {
     /// `decisions[k] < nd` at position `idx`: the graphs of a group that decided as its lead
     /// did stay with it; the others form one group per decision, led by its lowest-numbered
     /// graph, which gets a copy of the old lead's caches of the vertices before `idx` (and of
-    /// its state at `idx` and its row of `current`, `(rows by graph, width)`, when given).
+    /// its state at `idx` and its row of `current`, `(rows by slot, width)`, when given).
     fn regroup(
         &mut self,
         firsts: &mut Vec<usize>,
