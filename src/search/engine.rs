@@ -8,7 +8,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use super::graph_cache::{self, GraphCache};
-use super::sets::{draw, SetEmbedder, SetSample};
+use super::sets::{draw, every_sample_is_the_data, SetEmbedder, SetSample};
 use super::{
     Candidate, Counts, DataFit, Progress, SearchConfig, SearchMode, SearchReport, Timings,
     GENERATION_BATCH,
@@ -546,7 +546,8 @@ impl Engine {
         // graphs are then decoded ahead of the batches, up to `DECODE_AHEAD` at a time, so
         // that more of them share their work. The batches, and what is counted, stay as they
         // are; graphs decoded past the end are discarded.
-        let ahead = lookahead == 1 && every_sample_is_the_data(data, cfg);
+        let ahead =
+            lookahead == 1 && every_sample_is_the_data(data, cfg.per_class, cfg.with_replacement);
         let mut pending = std::collections::VecDeque::new();
         'batches: while out.len() < cfg.num_archs {
             if counts.decoded >= cap {
@@ -995,8 +996,9 @@ const DECODE_AHEAD: usize = 400;
 /// Graphs to decode for `need` more candidates after `decoded` graphs gave `accepted`: the
 /// need at the yield so far with a quarter more and 8 to spare, between
 /// [`MIN_GENERATION_BATCH`] and `most` ([`GENERATION_BATCH`] for a batch, [`DECODE_AHEAD`] for
-/// graphs decoded ahead; `most` while nothing was accepted from decoded graphs). Graph `i` of a search is the same whatever the batches: its set
-/// sample and random stream are indexed by `i`.
+/// graphs decoded ahead; `most` while nothing was accepted from decoded graphs). Graph `i` of
+/// a search is the same whatever the batches: its set sample and random stream are indexed by
+/// `i`.
 fn batch_size(need: usize, decoded: usize, accepted: usize, most: usize) -> usize {
     let per = match (decoded, accepted) {
         (0, _) => 1.0,
@@ -1005,12 +1007,6 @@ fn batch_size(need: usize, decoded: usize, accepted: usize, most: usize) -> usiz
     };
     let want = (need as f64 * per * 1.25).ceil() as usize + 8;
     want.clamp(MIN_GENERATION_BATCH, most)
-}
-
-/// Whether every set sample of a search is the whole dataset (each class has exactly
-/// `per_class` rows, drawn without replacement), so that every graph has the same latent.
-fn every_sample_is_the_data(data: &Dataset, cfg: &SearchConfig) -> bool {
-    !cfg.with_replacement && data.class_rows.iter().all(|r| r.len() == cfg.per_class)
 }
 
 fn ms(t: Instant) -> f64 {

@@ -27,7 +27,7 @@ pub fn draw(data: &Dataset, per_class: usize, replace: bool, rng: &mut Rng) -> S
     let mut idx: Vec<usize> = Vec::with_capacity(per_class);
     for rows in &data.class_rows {
         let n = rows.len();
-        if !replace && n == per_class {
+        if takes_whole_class(n, per_class, replace) {
             // The whole class: nothing to draw (rows are in increasing order already).
             out.extend_from_slice(rows);
             continue;
@@ -50,6 +50,19 @@ pub fn draw(data: &Dataset, per_class: usize, replace: bool, rng: &mut Rng) -> S
         out[at..].sort_unstable();
     }
     out
+}
+
+/// Whether [`draw`] takes every row of a class of `rows` rows (so every sample holds it).
+fn takes_whole_class(rows: usize, per_class: usize, replace: bool) -> bool {
+    !replace && rows == per_class
+}
+
+/// Whether every set sample [`draw`] makes from `data` is the whole dataset, so that every
+/// sample is the same set.
+pub fn every_sample_is_the_data(data: &Dataset, per_class: usize, replace: bool) -> bool {
+    data.class_rows
+        .iter()
+        .all(|r| takes_whole_class(r.len(), per_class, replace))
 }
 
 /// The distinct samples among `samples`, in order of first appearance, and for each sample the
