@@ -652,23 +652,29 @@ impl Engine {
         side: Option<SideWork>,
     ) -> Result<Vec<crate::model::Dag>> {
         let t0 = Instant::now();
-        let samples: Vec<SetSample> = range
-            .clone()
-            .map(|i| {
-                let mut rng = Rng::new(cfg.seed, STREAM_GENERATION_SET + i as u64);
-                draw(data, cfg.per_class, cfg.with_replacement, &mut rng)
-            })
-            .collect();
+        let sample = |i: usize| {
+            let mut rng = Rng::new(cfg.seed, STREAM_GENERATION_SET + i as u64);
+            draw(data, cfg.per_class, cfg.with_replacement, &mut rng)
+        };
+        // When every sample is the whole dataset, `draw` takes no randomness and returns the
+        // same rows for every graph: drawn once, not once per graph.
+        let (samples, of): (Vec<SetSample>, Vec<usize>) =
+            if every_sample_is_the_data(data, cfg.per_class, cfg.with_replacement) {
+                (vec![sample(range.start)], vec![0; range.len()])
+            } else {
+                (range.clone().map(sample).collect(), (0..range.len()).collect())
+            };
         t.sets_ms += ms(t0);
         let mut rngs: Vec<Rng> = range
             .map(|i| Rng::new(cfg.seed, STREAM_DECODE + i as u64))
             .collect();
-        self.latents_and_decode(sets, data, cfg.per_class, &samples, &mut rngs, t, side)
+        self.latents_and_decode(sets, data, cfg.per_class, &samples, &of, &mut rngs, t, side)
     }
 
-    /// The graphs of a generation batch: the generator's latents of the set samples, then
-    /// one graph decoded from each with its random stream (on the GPU after
-    /// [`Engine::use_cuda`], where the latents stay in device memory).
+    /// The graphs of a generation batch: the generator's latents of the set samples (graph
+    /// `i`'s sample is `samples[of[i]]`), then one graph decoded from each with its random
+    /// stream (on the GPU after [`Engine::use_cuda`], where the latents stay in device
+    /// memory). On the CPU each distinct sample is encoded once.
     #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
     #[allow(clippy::too_many_arguments)]
     fn latents_and_decode(
@@ -677,6 +683,7 @@ impl Engine {
         data: &Dataset,
         per_class: usize,
         samples: &[SetSample],
+        of: &[usize],
         rngs: &mut [Rng],
         t: &mut Timings,
         side: Option<SideWork>,
@@ -692,7 +699,7 @@ impl Engine {
                 let name = &d.gpu.name;
                 move |e: String| Error::Device(format!("{what} on {name}: {e}"))
             };
-            let refs: Vec<&[u32]> = samples.iter().map(Vec::as_slice).collect();
+            let refs: Vec<&[u32]> = of.iter().map(|&s| samples[s].as_slice()).collect();
             let mu = d
                 .model
                 .latents(&d.gpu, data, &refs, per_class)
@@ -707,11 +714,21 @@ impl Engine {
             t.decode_ms += ms(t0);
             return Ok(dags);
         }
-        let v = match side {
-            Some(side) => rayon::join(|| sets.embed(samples), side).0,
-            None => sets.embed(samples),
+        let (v, ids) = match side {
+            Some(side) => rayon::join(|| sets.embed_distinct(samples), side).0,
+            None => sets.embed_distinct(samples),
         };
-        let (mu, _) = self.generator.heads(&v, samples.len());
+        // The heads of each distinct embedding, then a row per graph (rows of a product are
+        // computed independently: the bits are those of the heads of every graph's row).
+        let (mu, _) = self
+            .generator
+            .heads(&v, v.len() / self.generator.dims.set.out_dim);
+        let nz = self.generator.dims.nz;
+        let mu: Vec<f32> = of
+            .iter()
+            .flat_map(|&s| &mu[ids[s] * nz..(ids[s] + 1) * nz])
+            .copied()
+            .collect();
         t.sets_ms += ms(t0);
         let t0 = Instant::now();
         let dags = self.decode_parallel(&mu, rngs)?;
