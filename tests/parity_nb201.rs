@@ -313,6 +313,18 @@ fn stochastic_decoding_is_deterministic_by_seed_and_independent_of_batching() {
         "the graphs should differ: {} distinct",
         distinct.len()
     );
+    // What the engine splits batches by: each graph's first drawn type (drawn from copies of
+    // the random streams). None when every latent differs.
+    let rngs: Vec<Rng> = (0..64).map(|i| Rng::new(5, i)).collect();
+    let first = g.decoder.first_types(&zs, &rngs).unwrap();
+    let drawn: Vec<u8> = whole.iter().map(|d| d.types[1]).collect();
+    assert_eq!(first, drawn);
+    assert!(
+        drawn.iter().collect::<std::collections::HashSet<_>>().len() > 1,
+        "the first types should differ"
+    );
+    let differ: Vec<f32> = (0..4 * 56).map(|i| z[i % 56] + (i / 56) as f32).collect();
+    assert!(g.decoder.first_types(&differ, &rngs[..4]).is_none());
     let other = g
         .decode(
             &zs,

@@ -150,11 +150,7 @@ impl GraphDecoder {
             step.zl
                 .extend_from_slice(&z[g * self.nz..(g + 1) * self.nz]);
         }
-        let mut h0 = self.fc3.forward(&step.zl, nl);
-        tanh_inplace(&mut h0);
-        let mut out = vec![0.0; nl * hs];
-        self.grud
-            .step_onehot(&vec![START_TYPE; nl], Some(&h0), &mut out, &mut c.scratch);
+        let out = self.start_states(&step.zl, nl, &mut c.scratch);
         for g in 0..n {
             c.types[g].push(START_TYPE);
             c.preds[g].push(0);
@@ -247,6 +243,80 @@ impl GraphDecoder {
             .collect()
     }
 
+    /// The START vertex's state for each latent row of `zl` (`[nl, nz]`): `[nl, hs]`.
+    fn start_states(&self, zl: &[f32], nl: usize, scratch: &mut Vec<f32>) -> Vec<f32> {
+        let mut h0 = self.fc3.forward(zl, nl);
+        tanh_inplace(&mut h0);
+        let mut out = vec![0.0; nl * self.hs];
+        self.grud
+            .step_onehot(&vec![START_TYPE; nl], Some(&h0), &mut out, scratch);
+        out
+    }
+
+    /// The next vertex's type scores for each last state of `hg` (`[nl, hs]`) into `logits`
+    /// (`[nl, nvt]`): probabilities in [`DecodeMode::Sample`], logits otherwise.
+    fn type_scores(
+        &self,
+        hg: &[f32],
+        nl: usize,
+        mode: DecodeMode,
+        hidden: &mut Vec<f32>,
+        logits: &mut Vec<f32>,
+    ) {
+        hidden.resize(nl * self.add_vertex[0].out_dim, 0.0);
+        self.add_vertex[0].forward_into(hg, nl, hidden);
+        relu_inplace(hidden);
+        logits.resize(nl * self.nvt, 0.0);
+        self.add_vertex[1].forward_into(hidden, nl, logits);
+        if mode == DecodeMode::Sample {
+            for row in logits.chunks_exact_mut(self.nvt) {
+                softmax_inplace(row);
+            }
+        }
+    }
+
+    /// The type each graph of `z` (`[n, nz]`) draws for its first vertex after START when
+    /// [`decode`](Self::decode) samples it with `rngs` (left as they are: the draws use
+    /// copies), or `None` when no two latents are equal (then no graphs share work). The work
+    /// of one decoding step per distinct latent; callers use it to split a batch where the
+    /// graphs' shared work parts ways.
+    pub fn first_types(&self, z: &[f32], rngs: &[Rng]) -> Option<Vec<u8>> {
+        let n = z.len() / self.nz;
+        let mut firsts: std::collections::HashMap<Vec<u32>, usize> = Default::default();
+        let mut zl = Vec::new();
+        let row: Vec<usize> = z
+            .chunks_exact(self.nz)
+            .map(|r| {
+                let next = firsts.len();
+                *firsts
+                    .entry(r.iter().map(|x| x.to_bits()).collect())
+                    .or_insert_with(|| {
+                        zl.extend_from_slice(r);
+                        next
+                    })
+            })
+            .collect();
+        let nl = firsts.len();
+        if nl == n {
+            return None;
+        }
+        if self.max_n <= 2 {
+            return Some(vec![END_TYPE; n]);
+        }
+        let h = self.start_states(&zl, nl, &mut Vec::new());
+        let (mut hidden, mut probs) = (Vec::new(), Vec::new());
+        self.type_scores(&h, nl, DecodeMode::Sample, &mut hidden, &mut probs);
+        let types = row
+            .iter()
+            .zip(rngs)
+            .map(|(&r, rng)| {
+                let p = &probs[r * self.nvt..(r + 1) * self.nvt];
+                sample_categorical(p, &mut rng.clone()) as u8
+            })
+            .collect();
+        Some(types)
+    }
+
     /// Vertex types for position `idx` of the `active` graphs, into `out`.
     #[allow(clippy::too_many_arguments)]
     fn choose_types(
@@ -275,16 +345,7 @@ impl GraphDecoder {
                 nl += 1;
             }
         }
-        b.hidden.resize(nl * self.add_vertex[0].out_dim, 0.0);
-        self.add_vertex[0].forward_into(&b.hg, nl, &mut b.hidden);
-        relu_inplace(&mut b.hidden);
-        b.logits.resize(nl * self.nvt, 0.0);
-        self.add_vertex[1].forward_into(&b.hidden, nl, &mut b.logits);
-        if mode == DecodeMode::Sample {
-            for row in b.logits.chunks_exact_mut(self.nvt) {
-                softmax_inplace(row);
-            }
-        }
+        self.type_scores(&b.hg, nl, mode, &mut b.hidden, &mut b.logits);
         out.extend(active.iter().map(|&g| {
             let r = b.row[c.lead[g]];
             let row = &b.logits[r * self.nvt..(r + 1) * self.nvt];

@@ -662,7 +662,10 @@ impl Engine {
             if every_sample_is_the_data(data, cfg.per_class, cfg.with_replacement) {
                 (vec![sample(range.start)], vec![0; range.len()])
             } else {
-                (range.clone().map(sample).collect(), (0..range.len()).collect())
+                (
+                    range.clone().map(sample).collect(),
+                    (0..range.len()).collect(),
+                )
             };
         t.sets_ms += ms(t0);
         let mut rngs: Vec<Rng> = range
@@ -736,8 +739,11 @@ impl Engine {
         Ok(dags)
     }
 
-    /// Decodes a batch in fixed halves on two threads (results do not depend on the split:
-    /// each graph has its own random stream and its own rows), or in one launch on the GPU.
+    /// Decodes a batch in two halves on two threads, or in one launch on the GPU. Results do
+    /// not depend on the split: each graph has its own random stream and its own rows. Graphs
+    /// with equal latents share their work while they draw alike, so such a batch is split by
+    /// what its graphs draw first (graphs in order of their first vertex type, then index, cut
+    /// in the middle): the halves then share little; otherwise by index.
     fn decode_parallel(&self, z: &[f32], rngs: &mut [Rng]) -> Result<Vec<crate::model::Dag>> {
         #[cfg(feature = "cuda")]
         if let Some(d) = &self.device {
@@ -752,17 +758,47 @@ impl Engine {
         if n < 16 {
             return self.generator.decode(z, DecodeMode::Sample, rngs);
         }
-        let half = n / 2;
-        let (ra, rb) = rngs.split_at_mut(half);
-        let (za, zb) = z.split_at(half * nz);
         let dec = &self.generator;
+        let Some(first) = dec.decoder.first_types(z, rngs) else {
+            let half = n / 2;
+            let (ra, rb) = rngs.split_at_mut(half);
+            let (za, zb) = z.split_at(half * nz);
+            let (a, b) = rayon::join(
+                || dec.decode(za, DecodeMode::Sample, ra),
+                || dec.decode(zb, DecodeMode::Sample, rb),
+            );
+            let mut a = a?;
+            a.extend(b?);
+            return Ok(a);
+        };
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&g| first[g]);
+        let (oa, ob) = order.split_at(n / 2);
+        let gather = |part: &[usize]| -> (Vec<f32>, Vec<Rng>) {
+            let z = part
+                .iter()
+                .flat_map(|&g| &z[g * nz..(g + 1) * nz])
+                .copied()
+                .collect();
+            (z, part.iter().map(|&g| rngs[g].clone()).collect())
+        };
+        let ((za, mut ra), (zb, mut rb)) = (gather(oa), gather(ob));
         let (a, b) = rayon::join(
-            || dec.decode(za, DecodeMode::Sample, ra),
-            || dec.decode(zb, DecodeMode::Sample, rb),
+            || dec.decode(&za, DecodeMode::Sample, &mut ra),
+            || dec.decode(&zb, DecodeMode::Sample, &mut rb),
         );
-        let mut a = a?;
-        a.extend(b?);
-        Ok(a)
+        // Back in graph order, the random streams as decoding in place would leave them.
+        let mut out: Vec<Option<crate::model::Dag>> = vec![None; n];
+        for (part, dags, used) in [(oa, a?, ra), (ob, b?, rb)] {
+            for ((&g, dag), rng) in part.iter().zip(dags).zip(used) {
+                out[g] = Some(dag);
+                rngs[g] = rng;
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|d| d.expect("every graph decoded"))
+            .collect())
     }
 
     /// Mean predictor score of each architecture over `cfg.resamples` shared set samples, and
