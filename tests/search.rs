@@ -322,7 +322,7 @@ fn decoding_several_batches_at_once_changes_nothing() {
     many.set_decode_lookahead(8);
     // `one` decodes batches sized to the need (32 to 100 graphs), `many` 8 full batches at once.
     // On the fixture data every set sample is the whole dataset: `one` then decodes ahead of
-    // its batches, up to 400 graphs at a time, and graphs share their work.
+    // its batches, up to 800 graphs at a time, and graphs share their work.
     for (wide, data) in [
         (true, wider_data(&shared)),
         (false, fixture_data(&shared, "x.c10")),
