@@ -159,25 +159,48 @@ impl Panels {
     /// [`Panels::pack`] into `buf` (its old content dropped, its allocation reused), in
     /// panels of `width` columns: column `j` of panel `c` is row `width c + j` of `W`, zero
     /// past `n`.
-    fn pack_into(
-        mut buf: Vec<f32>,
-        w: &[f32],
-        ldw: usize,
-        n: usize,
-        k: usize,
-        width: usize,
-    ) -> Self {
+    fn pack_into(buf: Vec<f32>, w: &[f32], ldw: usize, n: usize, k: usize, width: usize) -> Self {
         assert!(
             k == 0 || n == 0 || w.len() >= (n - 1) * ldw + k,
             "Panels::pack: weight too short"
         );
+        Self::pack_rows(buf, n, k, width, |r| &w[r * ldw..r * ldw + k])
+    }
+
+    /// Packs the weights `parts` stacked row after row (each row-major with rows of `k`
+    /// values) as one weight, without copying them together first.
+    pub fn pack_stacked(parts: &[&[f32]], k: usize) -> Self {
+        assert!(
+            k > 0 && parts.iter().all(|p| p.len().is_multiple_of(k)),
+            "Panels::pack_stacked: parts are not whole rows of {k}"
+        );
+        let mut starts = Vec::with_capacity(parts.len());
+        let mut n = 0;
+        for p in parts {
+            starts.push(n);
+            n += p.len() / k;
+        }
+        Self::pack_rows(Vec::new(), n, k, panel_width(), |r| {
+            let i = starts.partition_point(|&s| s <= r) - 1;
+            let at = (r - starts[i]) * k;
+            &parts[i][at..at + k]
+        })
+    }
+
+    /// Packs `n` rows of `k` values, row `r` given by `row(r)`, in panels of `width`.
+    fn pack_rows<'w>(
+        mut buf: Vec<f32>,
+        n: usize,
+        k: usize,
+        width: usize,
+        row: impl Fn(usize) -> &'w [f32],
+    ) -> Self {
         buf.clear();
         buf.resize(n.div_ceil(width) * k * width, 0.0);
         if k > 0 {
             for (c, panel) in buf.chunks_exact_mut(k * width).enumerate() {
                 for j in 0..width.min(n - c * width) {
-                    let row = &w[(c * width + j) * ldw..(c * width + j) * ldw + k];
-                    for (p, &v) in row.iter().enumerate() {
+                    for (p, &v) in row(c * width + j)[..k].iter().enumerate() {
                         panel[p * width + j] = v;
                     }
                 }
@@ -741,6 +764,22 @@ simd_fn! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stacked_parts_pack_as_their_concatenation() {
+        let k = 7;
+        let parts: Vec<Vec<f32>> = [3usize, 40, 1]
+            .iter()
+            .enumerate()
+            .map(|(p, &rows)| (0..rows * k).map(|i| (p * 1000 + i) as f32).collect())
+            .collect();
+        let whole: Vec<f32> = parts.concat();
+        let refs: Vec<&[f32]> = parts.iter().map(Vec::as_slice).collect();
+        let stacked = Panels::pack_stacked(&refs, k);
+        let packed = Panels::pack(&whole, k, 44, k);
+        assert_eq!((stacked.n, stacked.k), (44, k));
+        assert_eq!(stacked.data, packed.data);
+    }
 
     #[test]
     fn matmul_matches_naive_with_strides_and_accumulation() {

@@ -80,16 +80,15 @@ impl Mab {
                 din, self.fc_k.in_dim,
                 "project_qkv: not a self-attention block"
             );
-            let mut w = Vec::with_capacity(3 * dv * din);
             let mut b = Vec::with_capacity(3 * dv);
             for l in [&self.fc_q, &self.fc_k, &self.fc_v] {
-                w.extend_from_slice(&l.weight);
                 match &l.bias {
                     Some(lb) => b.extend_from_slice(lb),
                     None => b.resize(b.len() + dv, 0.0),
                 }
             }
-            (Panels::pack(&w, din, 3 * dv, din), b)
+            let w = [&self.fc_q, &self.fc_k, &self.fc_v].map(|l| &l.weight[..dv * din]);
+            (Panels::pack_stacked(&w, din), b)
         });
         matmul_panels(out, x, ldx, w, rows, Init::Bias(b));
     }
