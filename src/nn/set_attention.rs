@@ -512,7 +512,7 @@ mod avx512 {
                 dh16,
                 b8: nk.div_ceil(8),
                 // Scores of padding keys: as the AVX2 kernel's, where it has them.
-                pad_max: if nk % 8 != 0 {
+                pad_max: if !nk.is_multiple_of(8) {
                     -1e30
                 } else {
                     f32::NEG_INFINITY
@@ -547,9 +547,10 @@ mod avx512 {
         #[target_feature(enable = "avx512f,avx2,fma")]
         unsafe fn queries(&mut self, q: [&[f32]; G], out: [&mut [f32]; G]) {
             let (nk, nk16, dh, dh16) = (self.nk, self.nk16, self.dh, self.dh16);
-            for g in 0..G {
-                for (x, &v) in self.qs[g].iter_mut().zip(q[g]) {
-                    *x = v * self.scale;
+            let scale = self.scale;
+            for (qs, q) in self.qs.iter_mut().zip(q) {
+                for (x, &v) in qs.iter_mut().zip(q) {
+                    *x = v * scale;
                 }
             }
             // Raw pointers held in registers: no reloads through `self` in the loops.
@@ -687,7 +688,7 @@ mod avx512 {
                 if nq >= G {
                     four.load(kp, vp, s * nk * dv + c0, dv);
                 }
-                if nq % G != 0 {
+                if !nq.is_multiple_of(G) {
                     one.load(kp, vp, s * nk * dv + c0, dv);
                 }
                 let mut rest = blocks.as_mut_slice();
