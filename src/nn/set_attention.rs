@@ -481,6 +481,44 @@ mod avx512 {
         )
     }
 
+    /// For each of `G` coefficient rows `c[g]` (`len` values), the two multiply-add chains of
+    /// `Σ_t c[g][t] · rows[t]` over sixteen lanes, `rows[t]` at `rows + t * stride`: even `t`
+    /// in the first, odd `t` in the second, each from zero in order (the AVX2 kernel's two
+    /// chains, for scores over head dimensions and for outputs over keys).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; `c[g]` must hold `len` values and each `rows[t]` sixteen.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn two_chains<const G: usize>(
+        c: [*const f32; G],
+        rows: *const f32,
+        stride: usize,
+        len: usize,
+    ) -> ([__m512; G], [__m512; G]) {
+        let mut x0 = [_mm512_setzero_ps(); G];
+        let mut x1 = [_mm512_setzero_ps(); G];
+        let mut t = 0;
+        while t + 1 < len {
+            let (r0, r1) = (
+                _mm512_loadu_ps(rows.add(t * stride)),
+                _mm512_loadu_ps(rows.add((t + 1) * stride)),
+            );
+            for g in 0..G {
+                x0[g] = _mm512_fmadd_ps(_mm512_set1_ps(*c[g].add(t)), r0, x0[g]);
+                x1[g] = _mm512_fmadd_ps(_mm512_set1_ps(*c[g].add(t + 1)), r1, x1[g]);
+            }
+            t += 2;
+        }
+        if t < len {
+            let r0 = _mm512_loadu_ps(rows.add(t * stride));
+            for g in 0..G {
+                x0[g] = _mm512_fmadd_ps(_mm512_set1_ps(*c[g].add(t)), r0, x0[g]);
+            }
+        }
+        (x0, x1)
+    }
+
     /// Scratch of one (set, head): keys transposed and values padded as the kernel reads
     /// them, and per query of a group its scaled query, scores and weighted sum.
     struct Head<const G: usize> {
@@ -560,27 +598,7 @@ mod avx512 {
             // Scores, sixteen keys at a time: two chains per query (even and odd dimensions).
             let mut m = [_mm512_set1_ps(f32::NEG_INFINITY); G];
             for b in 0..nk16 / 16 {
-                let mut x0 = [_mm512_setzero_ps(); G];
-                let mut x1 = [_mm512_setzero_ps(); G];
-                let kb = kt.add(b * 16);
-                let mut d = 0;
-                while d + 1 < dh {
-                    let (k0, k1) = (
-                        _mm512_loadu_ps(kb.add(d * nk16)),
-                        _mm512_loadu_ps(kb.add((d + 1) * nk16)),
-                    );
-                    for g in 0..G {
-                        x0[g] = _mm512_fmadd_ps(_mm512_set1_ps(*qs[g].add(d)), k0, x0[g]);
-                        x1[g] = _mm512_fmadd_ps(_mm512_set1_ps(*qs[g].add(d + 1)), k1, x1[g]);
-                    }
-                    d += 2;
-                }
-                if d < dh {
-                    let k0 = _mm512_loadu_ps(kb.add(d * nk16));
-                    for g in 0..G {
-                        x0[g] = _mm512_fmadd_ps(_mm512_set1_ps(*qs[g].add(d)), k0, x0[g]);
-                    }
-                }
+                let (x0, x1) = two_chains(qs, kt.add(b * 16), nk16, dh);
                 // Lanes past the last key hold the padding score; they take no part in the max.
                 let live = nk - b * 16;
                 let keep: __mmask16 = if live < 16 {
@@ -613,28 +631,9 @@ mod avx512 {
                 inv[g] = _mm512_set1_ps(1.0 / super::avx2::hsum(sum));
             }
             // The weighted sum of the values: two chains per query (even and odd keys).
+            let weights = sc.map(|p| p as *const f32);
             for b in 0..dh16 / 16 {
-                let mut y0 = [_mm512_setzero_ps(); G];
-                let mut y1 = [_mm512_setzero_ps(); G];
-                let vb = vpad.add(b * 16);
-                let mut j = 0;
-                while j + 1 < nk {
-                    let (v0, v1) = (
-                        _mm512_loadu_ps(vb.add(j * dh16)),
-                        _mm512_loadu_ps(vb.add((j + 1) * dh16)),
-                    );
-                    for g in 0..G {
-                        y0[g] = _mm512_fmadd_ps(_mm512_set1_ps(*sc[g].add(j)), v0, y0[g]);
-                        y1[g] = _mm512_fmadd_ps(_mm512_set1_ps(*sc[g].add(j + 1)), v1, y1[g]);
-                    }
-                    j += 2;
-                }
-                if j < nk {
-                    let v0 = _mm512_loadu_ps(vb.add(j * dh16));
-                    for g in 0..G {
-                        y0[g] = _mm512_fmadd_ps(_mm512_set1_ps(*sc[g].add(j)), v0, y0[g]);
-                    }
-                }
+                let (y0, y1) = two_chains(weights, vpad.add(b * 16), dh16, nk);
                 for g in 0..G {
                     let a = _mm512_mul_ps(_mm512_add_ps(y0[g], y1[g]), inv[g]);
                     _mm512_storeu_ps(self.acc[g].as_mut_ptr().add(b * 16), a);
