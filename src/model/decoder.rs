@@ -282,21 +282,20 @@ impl GraphDecoder {
     /// graphs' shared work parts ways.
     pub fn first_types(&self, z: &[f32], rngs: &[Rng]) -> Option<Vec<u8>> {
         let n = z.len() / self.nz;
-        let mut firsts: std::collections::HashMap<Vec<u32>, usize> = Default::default();
+        let lead = first_equal_rows(z, self.nz);
+        // The distinct latents in order, and each graph's row among them.
         let mut zl = Vec::new();
-        let row: Vec<usize> = z
-            .chunks_exact(self.nz)
-            .map(|r| {
-                let next = firsts.len();
-                *firsts
-                    .entry(r.iter().map(|x| x.to_bits()).collect())
-                    .or_insert_with(|| {
-                        zl.extend_from_slice(r);
-                        next
-                    })
-            })
-            .collect();
-        let nl = firsts.len();
+        let mut row = vec![0; n];
+        let mut nl = 0;
+        for g in 0..n {
+            if lead[g] == g {
+                zl.extend_from_slice(&z[g * self.nz..(g + 1) * self.nz]);
+                row[g] = nl;
+                nl += 1;
+            } else {
+                row[g] = row[lead[g]];
+            }
+        }
         if nl == n {
             return None;
         }
@@ -650,19 +649,28 @@ impl State {
     }
 }
 
+/// For each row of `z` (`[n, width]`), the first row with the same bits (a float's `==` would
+/// also group 0.0 with -0.0): graphs decoded from such rows compute the same states while
+/// they draw alike.
+fn first_equal_rows(z: &[f32], width: usize) -> Vec<usize> {
+    let mut firsts: std::collections::HashMap<Vec<u32>, usize> =
+        std::collections::HashMap::with_capacity(z.len() / width);
+    z.chunks_exact(width)
+        .enumerate()
+        .map(|(g, row)| {
+            *firsts
+                .entry(row.iter().map(|x| x.to_bits()).collect())
+                .or_insert(g)
+        })
+        .collect()
+}
+
 impl Caches {
-    /// Sets each graph's lead to the first graph whose latent row has the same bits (a
-    /// float's `==` would also group 0.0 with -0.0).
+    /// Sets each graph's lead to the first graph with the same latent ([`first_equal_rows`]).
     fn group_equal_latents(&mut self, z: &[f32], nz: usize) {
-        let n = z.len() / nz;
-        let mut firsts: std::collections::HashMap<Vec<u32>, usize> =
-            std::collections::HashMap::with_capacity(n);
-        self.lead.clear();
-        for (g, row) in z.chunks_exact(nz).enumerate() {
-            let bits = row.iter().map(|x| x.to_bits()).collect();
-            let first = *firsts.entry(bits).or_insert(g);
-            self.lead.push(first);
-            if first == g {
+        self.lead = first_equal_rows(z, nz);
+        for g in 0..self.lead.len() {
+            if self.lead[g] == g {
                 self.new_slot(g);
             }
         }
