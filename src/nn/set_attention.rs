@@ -519,9 +519,8 @@ mod avx512 {
         (x0, x1)
     }
 
-    /// Scratch of one (set, head): keys transposed and values padded as the kernel reads
-    /// them, and per query of a group its scaled query, scores and weighted sum.
-    struct Head<const G: usize> {
+    /// One (set, head)'s keys transposed and values padded as the kernel reads them.
+    struct Head {
         kt: Vec<f32>,
         vpad: Vec<f32>,
         nk: usize,
@@ -533,12 +532,16 @@ mod avx512 {
         b8: usize,
         pad_max: f32,
         scale: f32,
+    }
+
+    /// The scratch of `G` queries: each one's scaled query, scores and weighted sum.
+    struct Group<const G: usize> {
         qs: [Vec<f32>; G],
         sc: [Vec<f32>; G],
         acc: [Vec<f32>; G],
     }
 
-    impl<const G: usize> Head<G> {
+    impl Head {
         fn new(nk: usize, dh: usize, scale: f32) -> Self {
             let (nk16, dh16) = (nk.div_ceil(16) * 16, dh.div_ceil(16) * 16);
             Head {
@@ -556,9 +559,6 @@ mod avx512 {
                     f32::NEG_INFINITY
                 },
                 scale,
-                qs: std::array::from_fn(|_| vec![0.0; dh]),
-                sc: std::array::from_fn(|_| vec![0.0; nk16]),
-                acc: std::array::from_fn(|_| vec![0.0; dh16]),
             }
         }
 
@@ -576,16 +576,26 @@ mod avx512 {
                 row[..dh].copy_from_slice(&vp[at + j * dv..at + j * dv + dh]);
             }
         }
+    }
 
-        /// `out[g] = q[g] + softmax(q[g] kᵀ / √dv) v` for the `G` queries of a group, their
-        /// independent chains interleaved.
+    impl<const G: usize> Group<G> {
+        fn new(head: &Head) -> Self {
+            Group {
+                qs: std::array::from_fn(|_| vec![0.0; head.dh]),
+                sc: std::array::from_fn(|_| vec![0.0; head.nk16]),
+                acc: std::array::from_fn(|_| vec![0.0; head.dh16]),
+            }
+        }
+
+        /// `out[g] = q[g] + softmax(q[g] kᵀ / √dv) v` for the `G` queries of a group against
+        /// `head`, their independent chains interleaved.
         ///
         /// # Safety
         /// The CPU must have AVX-512F, AVX2 and FMA; each query and output is `dh` long.
         #[target_feature(enable = "avx512f,avx2,fma")]
-        unsafe fn queries(&mut self, q: [&[f32]; G], out: [&mut [f32]; G]) {
-            let (nk, nk16, dh, dh16) = (self.nk, self.nk16, self.dh, self.dh16);
-            let scale = self.scale;
+        unsafe fn queries(&mut self, head: &Head, q: [&[f32]; G], out: [&mut [f32]; G]) {
+            let (nk, nk16, dh, dh16) = (head.nk, head.nk16, head.dh, head.dh16);
+            let scale = head.scale;
             for (qs, q) in self.qs.iter_mut().zip(q) {
                 for (x, &v) in qs.iter_mut().zip(q) {
                     *x = v * scale;
@@ -594,7 +604,7 @@ mod avx512 {
             // Raw pointers held in registers: no reloads through `self` in the loops.
             let qs: [*const f32; G] = std::array::from_fn(|g| self.qs[g].as_ptr());
             let sc: [*mut f32; G] = std::array::from_fn(|g| self.sc[g].as_mut_ptr());
-            let (kt, vpad) = (self.kt.as_ptr(), self.vpad.as_ptr());
+            let (kt, vpad) = (head.kt.as_ptr(), head.vpad.as_ptr());
             // Scores, sixteen keys at a time: two chains per query (even and odd dimensions).
             let mut m = [_mm512_set1_ps(f32::NEG_INFINITY); G];
             for b in 0..nk16 / 16 {
@@ -617,14 +627,14 @@ mod avx512 {
             // order.
             let mut inv = [_mm512_setzero_ps(); G];
             for g in 0..G {
-                let max = _mm512_set1_ps(_mm512_reduce_max_ps(m[g]).max(self.pad_max));
+                let max = _mm512_set1_ps(_mm512_reduce_max_ps(m[g]).max(head.pad_max));
                 let mut sum = _mm256_setzero_ps();
                 for b in 0..nk16 / 16 {
                     let e = exp16(_mm512_sub_ps(_mm512_loadu_ps(sc[g].add(b * 16)), max));
                     _mm512_storeu_ps(sc[g].add(b * 16), e);
                     let (lo, hi) = halves(e);
                     sum = _mm256_add_ps(sum, lo);
-                    if 2 * b + 1 < self.b8 {
+                    if 2 * b + 1 < head.b8 {
                         sum = _mm256_add_ps(sum, hi);
                     }
                 }
@@ -669,8 +679,8 @@ mod avx512 {
         const G: usize = 4;
         let dh = dv / heads;
         let scale = 1.0 / (dv as f32).sqrt();
-        let mut four = Head::<G>::new(nk, dh, scale);
-        let mut one = Head::<1>::new(nk, dh, scale);
+        let mut head = Head::new(nk, dh, scale);
+        let (mut four, mut one) = (Group::<G>::new(&head), Group::<1>::new(&head));
         let query = |s: usize, i: usize, c0: usize| {
             let row = if q_shared { i } else { s * nq + i };
             &qp[row * dv + c0..row * dv + c0 + dh]
@@ -684,12 +694,7 @@ mod avx512 {
                     .chunks_exact_mut(dv)
                     .map(|row| &mut row[c0..c0 + dh])
                     .collect();
-                if nq >= G {
-                    four.load(kp, vp, s * nk * dv + c0, dv);
-                }
-                if !nq.is_multiple_of(G) {
-                    one.load(kp, vp, s * nk * dv + c0, dv);
-                }
+                head.load(kp, vp, s * nk * dv + c0, dv);
                 let mut rest = blocks.as_mut_slice();
                 let mut i = 0;
                 while rest.len() >= G {
@@ -697,12 +702,12 @@ mod avx512 {
                     let mut it = group.iter_mut();
                     let outs: [&mut [f32]; G] =
                         std::array::from_fn(|_| &mut **it.next().expect("G blocks"));
-                    four.queries(std::array::from_fn(|g| query(s, i + g, c0)), outs);
+                    four.queries(&head, std::array::from_fn(|g| query(s, i + g, c0)), outs);
                     rest = tail;
                     i += G;
                 }
                 for out in rest.iter_mut() {
-                    one.queries([query(s, i, c0)], [&mut **out]);
+                    one.queries(&head, [query(s, i, c0)], [&mut **out]);
                     i += 1;
                 }
             }
