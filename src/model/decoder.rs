@@ -29,7 +29,9 @@
 use super::dims::GeneratorDims;
 use crate::error::{Error, Result};
 use crate::graph::{Dag, END_TYPE, START_TYPE};
-use crate::nn::linalg::{argmax, dot_relu, relu_inplace, sigmoid, softmax_inplace, tanh_inplace};
+use crate::nn::linalg::{
+    add_inplace, argmax, dot_relu, dot_relu4, relu_inplace, sigmoid, softmax_inplace, tanh_inplace,
+};
 use crate::nn::{GatedMessage, GruCell, Linear};
 use crate::rng::Rng;
 use crate::weights::WeightStore;
@@ -393,17 +395,31 @@ impl GraphDecoder {
             }
         }
         for vi in (0..idx).rev() {
-            // Each graph draws from its lead's probability.
-            b.logit.resize(c.nslots, 0.0);
-            for &g in cont {
-                if c.lead[g] == g {
-                    let s = c.slot[g];
-                    b.logit[s] = b2 + dot_relu(&b.eb[s * eh..(s + 1) * eh], c.ea(g, vi), w2);
+            // Each lead's edge probability, by slot (four leads at a time: independent
+            // chains); each graph draws from its lead's.
+            b.prob.resize(c.nslots, 0.0);
+            b.lead_slots.clear();
+            b.lead_slots
+                .extend(cont.iter().filter(|&&g| c.lead[g] == g).map(|&g| c.slot[g]));
+            let eb = |s: usize| &b.eb[s * eh..(s + 1) * eh];
+            let mut quads = b.lead_slots.chunks_exact(4);
+            for q in &mut quads {
+                let ea = |k: usize| c.slot_ea(q[k], vi);
+                let d = dot_relu4(
+                    [eb(q[0]), eb(q[1]), eb(q[2]), eb(q[3])],
+                    [ea(0), ea(1), ea(2), ea(3)],
+                    w2,
+                );
+                for (&s, d) in q.iter().zip(d) {
+                    b.prob[s] = sigmoid(b2 + d);
                 }
+            }
+            for &s in quads.remainder() {
+                b.prob[s] = sigmoid(b2 + dot_relu(eb(s), c.slot_ea(s, vi), w2));
             }
             b.adds.clear();
             for &g in cont {
-                let p = sigmoid(b.logit[c.slot[c.lead[g]]]);
+                let p = b.prob[c.slot[c.lead[g]]];
                 let add = match mode {
                     DecodeMode::Argmax => p > 0.5,
                     DecodeMode::Sample => rngs[g].next_f32() < p,
@@ -480,9 +496,7 @@ impl GraphDecoder {
             let row = &mut hsum[r * hs..(r + 1) * hs];
             for u in 0..idx {
                 if preds >> u & 1 == 1 {
-                    for (a, b) in row.iter_mut().zip(c.msg(g, u)) {
-                        *a += b;
-                    }
+                    add_inplace(row, c.msg(g, u));
                 }
             }
         }
@@ -572,7 +586,15 @@ struct StepBuffers {
     cont: Vec<usize>,
     hc: Vec<f32>,
     zl: Vec<f32>,
-    firsts: Vec<usize>,
+    firsts: Firsts,
+}
+
+/// Regrouping's working memory: the first graph of each (old lead, decision) pair, by
+/// `old * decisions + decision` (every entry unset between calls), and the entries set.
+#[derive(Default)]
+struct Firsts {
+    table: Vec<usize>,
+    set: Vec<usize>,
 }
 
 /// [`GraphDecoder::choose_types`]'s gathered lead states, their `add_vertex` layers, and each
@@ -590,9 +612,10 @@ struct ChooseBuffers {
 #[derive(Default)]
 struct EdgeBuffers {
     eb: Vec<f32>,
-    logit: Vec<f32>,
+    prob: Vec<f32>,
+    lead_slots: Vec<usize>,
     adds: Vec<u8>,
-    firsts: Vec<usize>,
+    firsts: Firsts,
     changed: Vec<usize>,
     changed_types: Vec<u8>,
     fresh: Vec<f32>,
@@ -693,7 +716,7 @@ impl Caches {
     /// its state at `idx` and its row of `current`, `(rows by slot, width)`, when given).
     fn regroup(
         &mut self,
-        firsts: &mut Vec<usize>,
+        firsts: &mut Firsts,
         graphs: &[usize],
         decisions: &[u8],
         nd: usize,
@@ -701,15 +724,20 @@ impl Caches {
         mut current: Option<(&mut Vec<f32>, usize)>,
     ) {
         const NONE: usize = usize::MAX;
-        firsts.clear();
-        firsts.resize(self.lead.len() * nd, NONE);
+        // Unset entries stay unset: only the entries this call sets are cleared after it.
+        let need = self.lead.len() * nd;
+        if firsts.table.len() < need {
+            firsts.table.resize(need, NONE);
+        }
         let (mn, hs, eh) = (self.max_n, self.hs, self.eh);
         let h_upto = idx + usize::from(current.is_some());
         for (&g, &d) in graphs.iter().zip(decisions) {
             let old = self.lead[g];
-            let first = &mut firsts[old * nd + d as usize];
+            let key = old * nd + d as usize;
+            let first = &mut firsts.table[key];
             if *first == NONE {
                 *first = g;
+                firsts.set.push(key);
             }
             self.lead[g] = *first;
             if *first != g || g == old {
@@ -729,6 +757,9 @@ impl Caches {
                 rows.resize(self.nslots * w, 0.0);
                 rows.copy_within(from * w..(from + 1) * w, to * w);
             }
+        }
+        for key in firsts.set.drain(..) {
+            firsts.table[key] = NONE;
         }
     }
 
@@ -751,8 +782,10 @@ impl Caches {
         let r = self.at(g, v, self.hs);
         &mut self.msg[r]
     }
-    fn ea(&self, g: usize, v: usize) -> &[f32] {
-        &self.ea[self.at(g, v, self.eh)]
+    /// The `add_edge` half of vertex `v` in slot `s`.
+    fn slot_ea(&self, s: usize, v: usize) -> &[f32] {
+        let o = (s * self.max_n + v) * self.eh;
+        &self.ea[o..o + self.eh]
     }
     fn ea_mut(&mut self, g: usize, v: usize) -> &mut [f32] {
         let r = self.at(g, v, self.eh);

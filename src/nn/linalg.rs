@@ -744,6 +744,49 @@ simd_fn! {
 }
 
 simd_fn! {
+    /// [`dot_relu`] of one `w` with four pairs `(a[i], b[i])` at once: the same operations in
+    /// the same order for each pair (so the same bits as four calls), as four independent
+    /// chains.
+    pub fn dot_relu4(a: [&[f32]; 4], b: [&[f32]; 4], w: &[f32]) -> [f32; 4] {
+        let mut n = w.len();
+        for i in 0..4 {
+            n = n.min(a[i].len()).min(b[i].len());
+        }
+        count_macs(4 * n);
+        let w = &w[..n];
+        let mut acc = [[0.0f32; 8]; 4];
+        for (blk, w8) in w.chunks_exact(8).enumerate() {
+            let w8: &[f32; 8] = w8.try_into().unwrap();
+            for i in 0..4 {
+                let a8: &[f32; 8] = a[i][blk * 8..blk * 8 + 8].try_into().unwrap();
+                let b8: &[f32; 8] = b[i][blk * 8..blk * 8 + 8].try_into().unwrap();
+                for l in 0..8 {
+                    acc[i][l] += w8[l] * (a8[l] + b8[l]).max(0.0);
+                }
+            }
+        }
+        let mut out = [0.0; 4];
+        for i in 0..4 {
+            let mut tail = 0.0;
+            for j in n / 8 * 8..n {
+                tail += w[j] * (a[i][j] + b[i][j]).max(0.0);
+            }
+            out[i] = acc[i].iter().sum::<f32>() + tail;
+        }
+        out
+    }
+}
+
+simd_fn! {
+    /// `o[j] += f[j]`.
+    pub fn add_inplace(o: &mut [f32], f: &[f32]) {
+        for (a, &b) in o.iter_mut().zip(f) {
+            *a += b;
+        }
+    }
+}
+
+simd_fn! {
     /// `o[j] += max(f[j], 0)`: the MAB's residual feed-forward step.
     pub fn add_relu(o: &mut [f32], f: &[f32]) {
         for (a, &b) in o.iter_mut().zip(f) {
@@ -764,6 +807,37 @@ simd_fn! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn four_way_dot_relu_has_the_bits_of_four_calls() {
+        for n in [0, 5, 8, 13, 224] {
+            let v = |seed: f32| -> Vec<f32> {
+                (0..n)
+                    .map(|j| ((j as f32 + seed) * 0.731).sin() * 3.0)
+                    .collect()
+            };
+            let (a, b) = (
+                [v(1.0), v(2.0), v(3.0), v(4.0)],
+                [v(5.0), v(6.0), v(7.0), v(8.0)],
+            );
+            let w = v(9.0);
+            let got = dot_relu4(
+                [&a[0], &a[1], &a[2], &a[3]],
+                [&b[0], &b[1], &b[2], &b[3]],
+                &w,
+            );
+            for i in 0..4 {
+                let want = dot_relu(&a[i], &b[i], &w);
+                assert_eq!(got[i].to_bits(), want.to_bits(), "n = {n}, pair {i}");
+                if n > 0 {
+                    assert_ne!(
+                        want, 0.0,
+                        "n = {n}: a test on all-zero sums would show nothing"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn stacked_parts_pack_as_their_concatenation() {
