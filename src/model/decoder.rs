@@ -676,16 +676,21 @@ impl State {
 /// also group 0.0 with -0.0): graphs decoded from such rows compute the same states while
 /// they draw alike.
 fn first_equal_rows(z: &[f32], width: usize) -> Vec<usize> {
-    let mut firsts: std::collections::HashMap<Vec<u32>, usize> =
-        std::collections::HashMap::with_capacity(z.len() / width);
-    z.chunks_exact(width)
-        .enumerate()
-        .map(|(g, row)| {
-            *firsts
-                .entry(row.iter().map(|x| x.to_bits()).collect())
-                .or_insert(g)
-        })
-        .collect()
+    let bits = |row: &[f32]| -> Vec<u32> { row.iter().map(|x| x.to_bits()).collect() };
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+    let rows: Vec<&[f32]> = z.chunks_exact(width).collect();
+    let mut firsts: std::collections::HashMap<Vec<u32>, usize> = std::collections::HashMap::new();
+    let mut out: Vec<usize> = Vec::with_capacity(rows.len());
+    for (g, row) in rows.iter().enumerate() {
+        // Equal rows usually come in runs (often one run: every set sample the same): a row
+        // equal to the one before has its lead, without hashing.
+        let lead = match out.last() {
+            Some(&l) if same(rows[l], row) => l,
+            _ => *firsts.entry(bits(row)).or_insert(g),
+        };
+        out.push(lead);
+    }
+    out
 }
 
 impl Caches {
@@ -790,5 +795,18 @@ impl Caches {
     fn ea_mut(&mut self, g: usize, v: usize) -> &mut [f32] {
         let r = self.at(g, v, self.eh);
         &mut self.ea[r]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_equal_rows;
+
+    #[test]
+    fn equal_rows_are_grouped_by_their_bits() {
+        let (a, b) = ([1.0, 2.0], [1.0, 3.0]);
+        // rows: a a b a b, then 0.0 and -0.0 (equal as floats, not as bits), then 0.0 again
+        let z: Vec<f32> = [a, a, b, a, b, [0.0, 0.0], [-0.0, 0.0], [0.0, 0.0]].concat();
+        assert_eq!(first_equal_rows(&z, 2), vec![0, 0, 2, 0, 2, 5, 6, 5]);
     }
 }
