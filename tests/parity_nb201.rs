@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use metad2a::model::{DecodeMode, Generator, Predictor};
+use metad2a::model::{DecodeMode, DrawTree, Generator, Predictor};
 use metad2a::rng::Rng;
 use metad2a::space::Nb201Arch;
 use metad2a::weights::import::ExportDtype;
@@ -267,6 +267,72 @@ fn stochastic_decodes_match_official_statistics() {
     let fx = Fixture::load(&shared, "nb201");
     let g = Generator::load_file(fx.dir.join("generator.safetensors")).unwrap();
     stochastic_check(&fx, &g);
+}
+
+#[test]
+#[cfg_attr(
+    shared_missing,
+    ignore = "needs ../shared (fixtures and data), which is missing"
+)]
+fn draw_tree_replays_the_graphs_and_streams_decoding_gives() {
+    let shared = need_shared!();
+    let fx = Fixture::load(&shared, "nb201");
+    let g = Generator::load_file(fx.dir.join("generator.safetensors")).unwrap();
+    let z = fx.want("gen.set_mu.c10");
+    let zs: Vec<f32> = z.iter().copied().cycle().take(200 * 56).collect();
+    let streams = |ids: std::ops::Range<u64>| ids.map(|i| Rng::new(7, i)).collect::<Vec<_>>();
+    // Tracing changes nothing decoded.
+    let plain = g
+        .decode(&zs, DecodeMode::Sample, &mut streams(0..200))
+        .unwrap();
+    let (dags, traces) = g.decoder.decode_traced(&zs, &mut streams(0..200)).unwrap();
+    assert_eq!(dags, plain);
+    let mut tree = DrawTree::new();
+    tree.bind(&zs[..56]);
+    for (dag, trace) in dags.iter().zip(&traces) {
+        tree.insert(&g.decoder, dag, trace);
+    }
+    assert!(!tree.is_empty());
+    // The streams that built the tree replay their own graphs.
+    for (i, dag) in (0..200).zip(&dags) {
+        let mut rng = Rng::new(7, i);
+        assert_eq!(tree.replay(&g.decoder, &mut rng).as_ref(), Some(dag));
+    }
+    // New streams: a replayed graph, and the stream after it, are those of decoding it; a
+    // stream that leaves the tree is left untouched.
+    let (mut replayed, mut left) = (0, 0);
+    for i in 200..600u64 {
+        let mut by_tree = Rng::new(7, i);
+        let mut decoded = Rng::new(7, i);
+        let want = g
+            .decode(
+                &zs[..56],
+                DecodeMode::Sample,
+                std::slice::from_mut(&mut decoded),
+            )
+            .unwrap()
+            .remove(0);
+        match tree.replay(&g.decoder, &mut by_tree) {
+            Some(dag) => {
+                assert_eq!(dag, want, "stream {i}");
+                assert_eq!(by_tree.next_f64(), decoded.next_f64(), "stream {i}");
+                replayed += 1;
+            }
+            None => {
+                assert_eq!(by_tree.next_f64(), Rng::new(7, i).next_f64(), "stream {i}");
+                left += 1;
+            }
+        }
+    }
+    assert!(
+        replayed > 100 && left > 10,
+        "replayed {replayed}, left {left}"
+    );
+    // Another latent empties the tree.
+    let other: Vec<f32> = z.iter().map(|x| x + 1.0).collect();
+    tree.bind(&other);
+    assert!(tree.is_empty());
+    assert!(tree.replay(&g.decoder, &mut Rng::new(7, 0)).is_none());
 }
 
 #[test]

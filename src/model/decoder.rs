@@ -96,6 +96,23 @@ impl GraphDecoder {
     /// `i` draws from `rngs[i]` only, so results do not depend on how graphs are batched;
     /// graphs with bit-for-bit equal latents share the computation of what they drew alike.
     pub fn decode(&self, z: &[f32], mode: DecodeMode, rngs: &mut [Rng]) -> Result<Vec<Dag>> {
+        Ok(self.decode_with(z, mode, rngs, false)?.0)
+    }
+
+    /// [`decode`](Self::decode) in [`DecodeMode::Sample`], with each graph's *trace*: the
+    /// probabilities it drew from, in the order it drew (a row of type probabilities per drawn
+    /// type, then one probability per edge decision), for a [`DrawTree`].
+    pub fn decode_traced(&self, z: &[f32], rngs: &mut [Rng]) -> Result<(Vec<Dag>, Vec<Vec<f32>>)> {
+        self.decode_with(z, DecodeMode::Sample, rngs, true)
+    }
+
+    fn decode_with(
+        &self,
+        z: &[f32],
+        mode: DecodeMode,
+        rngs: &mut [Rng],
+        traced: bool,
+    ) -> Result<(Vec<Dag>, Vec<Vec<f32>>)> {
         if z.is_empty() || !z.len().is_multiple_of(self.nz) {
             return Err(Error::invalid(format!(
                 "latent batch of {} values is not a positive multiple of nz = {}",
@@ -110,10 +127,17 @@ impl GraphDecoder {
                 rngs.len()
             )));
         }
+        let mut traces: Vec<Vec<f32>> = if traced {
+            // At most a type row per position before the last, and an edge draw per pair.
+            let most = self.max_n.saturating_sub(2) * self.nvt + self.max_n * self.max_n / 2;
+            (0..n).map(|_| Vec::with_capacity(most)).collect()
+        } else {
+            Vec::new()
+        };
         let mut st = State::take(self, n);
-        let result = self.decode_in(&mut st, z, n, mode, rngs);
+        let result = self.decode_in(&mut st, z, n, mode, rngs, &mut traces);
         State::put_back(st);
-        Ok(result)
+        Ok((result, traces))
     }
 
     /// [`decode`](Self::decode) in a prepared state.
@@ -126,6 +150,9 @@ impl GraphDecoder {
     /// A graph whose draw differs from its lead's starts a group of its own with a copy of the
     /// lead's caches. The products are row by row independent, so each graph gets the bits
     /// it would get decoded alone.
+    ///
+    /// `traces` is empty, or holds one trace per graph to append to (see
+    /// [`decode_traced`](Self::decode_traced)).
     fn decode_in(
         &self,
         st: &mut State,
@@ -133,6 +160,7 @@ impl GraphDecoder {
         n: usize,
         mode: DecodeMode,
         rngs: &mut [Rng],
+        traces: &mut [Vec<f32>],
     ) -> Vec<Dag> {
         let hs = self.hs;
         let State {
@@ -175,6 +203,7 @@ impl GraphDecoder {
                 &step.active,
                 mode,
                 rngs,
+                traces,
                 &mut step.new_types,
             );
             for (&g, &t) in step.active.iter().zip(&step.new_types) {
@@ -226,7 +255,7 @@ impl GraphDecoder {
                 }
             }
             if !step.cont.is_empty() {
-                self.decide_edges(c, edges, idx, &step.cont, mode, rngs);
+                self.decide_edges(c, edges, idx, &step.cont, mode, rngs, traces);
             }
             // The next position, when there is one, is END for every graph: it reads no
             // vertex's message or `add_edge` half.
@@ -328,6 +357,7 @@ impl GraphDecoder {
         active: &[usize],
         mode: DecodeMode,
         rngs: &mut [Rng],
+        traces: &mut [Vec<f32>],
         out: &mut Vec<u8>,
     ) {
         out.clear();
@@ -350,6 +380,9 @@ impl GraphDecoder {
         out.extend(active.iter().map(|&g| {
             let r = b.row[c.lead[g]];
             let row = &b.logits[r * self.nvt..(r + 1) * self.nvt];
+            if let Some(t) = traces.get_mut(g) {
+                t.extend_from_slice(row);
+            }
             match mode {
                 DecodeMode::Argmax => argmax(row) as u8,
                 DecodeMode::Sample => sample_categorical(row, &mut rngs[g]) as u8,
@@ -359,6 +392,7 @@ impl GraphDecoder {
 
     /// Edge decisions `vi → idx` for `vi = idx-1 .. 0`, for the graphs `cont` (ascending),
     /// whose leads' states for vertex `idx` are in the caches.
+    #[allow(clippy::too_many_arguments)]
     fn decide_edges(
         &self,
         c: &mut Caches,
@@ -367,6 +401,7 @@ impl GraphDecoder {
         cont: &[usize],
         mode: DecodeMode,
         rngs: &mut [Rng],
+        traces: &mut [Vec<f32>],
     ) {
         let (hs, eh) = (self.hs, self.add_edge[0].out_dim);
         let w2 = &self.add_edge[1].weight;
@@ -420,6 +455,9 @@ impl GraphDecoder {
             b.adds.clear();
             for &g in cont {
                 let p = b.prob[c.slot[c.lead[g]]];
+                if let Some(t) = traces.get_mut(g) {
+                    t.push(p);
+                }
                 let add = match mode {
                     DecodeMode::Argmax => p > 0.5,
                     DecodeMode::Sample => rngs[g].next_f32() < p,
@@ -541,6 +579,149 @@ pub fn sample_categorical(probs: &[f32], rng: &mut Rng) -> usize {
         }
     }
     probs.iter().rposition(|&p| p > 0.0).unwrap_or(0)
+}
+
+/// What graphs decoded from one latent drew, as a tree of their decisions: each node is a
+/// draw (a vertex type, or an edge `vi → idx`) reached by the draws before it, and holds the
+/// probabilities that draw is made from. Those depend only on the latent and the draws before
+/// (the decoder's states are functions of them), so a later graph from the same latent whose
+/// draws stay on known nodes is decoded by drawing alone ([`DrawTree::replay`]), with the
+/// graph and random stream that decoding it would give; only graphs that leave the tree need
+/// the decoder ([`GraphDecoder::decode_traced`], then [`DrawTree::insert`]).
+#[derive(Debug, Default)]
+pub struct DrawTree {
+    /// The latent's bits (empty until [`bind`](Self::bind)).
+    latent: Vec<u32>,
+    /// Per node: where its probabilities start in `probs` (`nvt` of them for a type draw, one
+    /// for an edge) and where its children start in `children` (`nvt` or 2, by outcome).
+    nodes: Vec<(usize, usize)>,
+    probs: Vec<f32>,
+    children: Vec<u32>,
+}
+
+const NO_NODE: u32 = u32::MAX;
+
+impl DrawTree {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the tree the one of latent `z` (`[nz]`): emptied when it held another latent's.
+    pub fn bind(&mut self, z: &[f32]) {
+        if !self
+            .latent
+            .iter()
+            .copied()
+            .eq(z.iter().map(|x| x.to_bits()))
+        {
+            *self = DrawTree {
+                latent: z.iter().map(|x| x.to_bits()).collect(),
+                ..Default::default()
+            };
+        }
+    }
+
+    /// Nodes so far.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The graph `dec` decodes from the bound latent with `rng`, when every draw it makes is
+    /// on a known node: then `rng` is left as decoding would leave it. `None` (and `rng`
+    /// untouched) when a draw leaves the tree.
+    pub fn replay(&self, dec: &GraphDecoder, rng: &mut Rng) -> Option<Dag> {
+        let (nvt, max_n) = (dec.nvt, dec.max_n);
+        let mut r = rng.clone();
+        let mut node = if self.nodes.is_empty() { NO_NODE } else { 0 };
+        let mut types = vec![START_TYPE];
+        let mut preds = vec![0u64];
+        for idx in 1..max_n {
+            let t = if idx == max_n - 1 {
+                END_TYPE
+            } else {
+                let (pa, ca) = *self.nodes.get(node as usize)?;
+                let t = sample_categorical(&self.probs[pa..pa + nvt], &mut r);
+                node = self.children[ca + t];
+                t as u8
+            };
+            types.push(t);
+            preds.push(0);
+            if t == END_TYPE {
+                let has_succ = preds[..idx].iter().fold(0, |a, &p| a | p);
+                preds[idx] = !has_succ & ((1u64 << idx) - 1);
+                break;
+            }
+            for vi in (0..idx).rev() {
+                let (pa, ca) = *self.nodes.get(node as usize)?;
+                let add = r.next_f32() < self.probs[pa];
+                if add {
+                    preds[idx] |= 1 << vi;
+                }
+                node = self.children[ca + usize::from(add)];
+            }
+        }
+        *rng = r;
+        Some(Dag { types, preds })
+    }
+
+    /// Adds the draws of `dag`, decoded by `dec` from the bound latent, with its `trace` (from
+    /// [`GraphDecoder::decode_traced`]).
+    pub fn insert(&mut self, dec: &GraphDecoder, dag: &Dag, trace: &[f32]) {
+        let (nvt, max_n) = (dec.nvt, dec.max_n);
+        let mut at = 0;
+        // The current node, and where its id is kept (`None`: the root).
+        let mut node = if self.nodes.is_empty() { NO_NODE } else { 0 };
+        let mut kept: Option<usize> = None;
+        for idx in 1..max_n.min(dag.types.len()) {
+            let ty = dag.types[idx];
+            if idx < max_n - 1 {
+                let ca = self.visit(node, kept, &trace[at..at + nvt], nvt);
+                at += nvt;
+                kept = Some(ca + ty as usize);
+                node = self.children[ca + ty as usize];
+            }
+            if ty == END_TYPE {
+                break;
+            }
+            for vi in (0..idx).rev() {
+                let ca = self.visit(node, kept, &trace[at..at + 1], 2);
+                at += 1;
+                let add = usize::from(dag.preds[idx] >> vi & 1 == 1);
+                kept = Some(ca + add);
+                node = self.children[ca + add];
+            }
+        }
+        debug_assert_eq!(at, trace.len(), "a trace holds every draw of its graph");
+    }
+
+    /// The draw at `node` (a new one, its id kept at `children[kept]`, when `node` is
+    /// [`NO_NODE`]), with probabilities `q` and `k` outcomes: where its children start.
+    fn visit(&mut self, node: u32, kept: Option<usize>, q: &[f32], k: usize) -> usize {
+        if node != NO_NODE {
+            let (pa, ca) = self.nodes[node as usize];
+            debug_assert!(
+                self.probs[pa..pa + q.len()]
+                    .iter()
+                    .zip(q)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "a known draw has the same probabilities"
+            );
+            return ca;
+        }
+        let id = self.nodes.len() as u32;
+        let ca = self.children.len();
+        self.nodes.push((self.probs.len(), ca));
+        self.probs.extend_from_slice(q);
+        self.children.resize(ca + k, NO_NODE);
+        if let Some(s) = kept {
+            self.children[s] = id;
+        }
+        ca
+    }
 }
 
 /// Per-batch decoding state: the graphs and per-vertex caches, and the working buffers of each

@@ -14,7 +14,7 @@ pub mod set_encoder;
 pub use crate::graph::{Dag, END_TYPE, START_TYPE};
 pub use cell_mix::CellMix;
 pub use cell_prior::CellPrior;
-pub use decoder::{DecodeMode, GraphDecoder};
+pub use decoder::{DecodeMode, DrawTree, GraphDecoder};
 pub use dims::{GeneratorDims, PredictorDims, SetEncoderDims, HEADS};
 pub use generator::Generator;
 pub use graph_encoder::GraphEncoder;

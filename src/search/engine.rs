@@ -15,7 +15,7 @@ use super::{
 };
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
-use crate::model::{DecodeMode, Generator, Predictor};
+use crate::model::{DecodeMode, DrawTree, Generator, Predictor};
 use crate::rng::Rng;
 use crate::space::nb201::{Nb201Arch, NUM_ARCHS};
 use crate::space::nb201_table::Nb201Table;
@@ -549,6 +549,9 @@ impl Engine {
         let ahead =
             lookahead == 1 && every_sample_is_the_data(data, cfg.per_class, cfg.with_replacement);
         let mut pending = std::collections::VecDeque::new();
+        // With one latent for every graph, what the search's graphs drew so far: later graphs
+        // that draw the same are replayed, not decoded (see `decode_parallel`).
+        let mut tree = ahead.then(DrawTree::new);
         'batches: while out.len() < cfg.num_archs {
             if counts.decoded >= cap {
                 counts.capped = true;
@@ -596,6 +599,7 @@ impl Engine {
                     from..upto,
                     t,
                     side.take(),
+                    tree.as_mut(),
                 )?);
             }
             let dags: Vec<_> = pending.drain(..total).collect();
@@ -650,6 +654,7 @@ impl Engine {
         range: std::ops::Range<usize>,
         t: &mut Timings,
         side: Option<SideWork>,
+        tree: Option<&mut DrawTree>,
     ) -> Result<Vec<crate::model::Dag>> {
         let t0 = Instant::now();
         let sample = |i: usize| {
@@ -671,7 +676,17 @@ impl Engine {
         let mut rngs: Vec<Rng> = range
             .map(|i| Rng::new(cfg.seed, STREAM_DECODE + i as u64))
             .collect();
-        self.latents_and_decode(sets, data, cfg.per_class, &samples, &of, &mut rngs, t, side)
+        self.latents_and_decode(
+            sets,
+            data,
+            cfg.per_class,
+            &samples,
+            &of,
+            &mut rngs,
+            t,
+            side,
+            tree,
+        )
     }
 
     /// The graphs of a generation batch: the generator's latents of the set samples (graph
@@ -690,6 +705,7 @@ impl Engine {
         rngs: &mut [Rng],
         t: &mut Timings,
         side: Option<SideWork>,
+        tree: Option<&mut DrawTree>,
     ) -> Result<Vec<crate::model::Dag>> {
         let t0 = Instant::now();
         #[cfg(feature = "cuda")]
@@ -734,17 +750,23 @@ impl Engine {
             .collect();
         t.sets_ms += ms(t0);
         let t0 = Instant::now();
-        let dags = self.decode_parallel(&mu, rngs)?;
+        let dags = self.decode_parallel(&mu, rngs, tree)?;
         t.decode_ms += ms(t0);
         Ok(dags)
     }
 
     /// Decodes a batch in two halves on two threads, or in one launch on the GPU. Results do
-    /// not depend on the split: each graph has its own random stream and its own rows. Graphs
-    /// with equal latents share their work while they draw alike, so such a batch is split by
-    /// what its graphs draw first (graphs in order of their first vertex type, then index, cut
-    /// in the middle): the halves then share little; otherwise by index.
-    fn decode_parallel(&self, z: &[f32], rngs: &mut [Rng]) -> Result<Vec<crate::model::Dag>> {
+    /// not depend on the split: each graph has its own random stream and its own rows.
+    ///
+    /// With `tree` (a search whose graphs all have one latent), graphs whose draws stay on
+    /// what earlier graphs of the search drew are replayed from the tree instead of decoded,
+    /// and the decoded ones are added to it: the same graphs and random streams.
+    fn decode_parallel(
+        &self,
+        z: &[f32],
+        rngs: &mut [Rng],
+        tree: Option<&mut DrawTree>,
+    ) -> Result<Vec<crate::model::Dag>> {
         #[cfg(feature = "cuda")]
         if let Some(d) = &self.device {
             return d
@@ -754,22 +776,69 @@ impl Engine {
                 .map_err(|e| Error::Device(format!("decoding on {}: {e}", d.gpu.name)));
         }
         let nz = self.generator.dims.nz;
+        let dec = &self.generator.decoder;
+        let one_latent = !rngs.is_empty()
+            && z.len() == rngs.len() * nz
+            && z.chunks_exact(nz).all(|row| {
+                row.iter()
+                    .zip(&z[..nz])
+                    .all(|(a, b)| a.to_bits() == b.to_bits())
+            });
+        let Some(tree) = tree.filter(|_| one_latent) else {
+            return Ok(self.decode_split(z, rngs, false)?.0);
+        };
+        tree.bind(&z[..nz]);
+        let mut out: Vec<Option<crate::model::Dag>> =
+            rngs.iter_mut().map(|r| tree.replay(dec, r)).collect();
+        let novel: Vec<usize> = (0..out.len()).filter(|&g| out[g].is_none()).collect();
+        if !novel.is_empty() {
+            let mut streams: Vec<Rng> = novel.iter().map(|&g| rngs[g].clone()).collect();
+            let (dags, traces) = self.decode_split(&z[..novel.len() * nz], &mut streams, true)?;
+            for (((&g, dag), trace), rng) in novel.iter().zip(dags).zip(&traces).zip(streams) {
+                tree.insert(dec, &dag, trace);
+                out[g] = Some(dag);
+                rngs[g] = rng;
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|d| d.expect("every graph replayed or decoded"))
+            .collect())
+    }
+
+    /// [`decode_parallel`](Self::decode_parallel) on the CPU, with the graphs' traces when
+    /// `traced` (see [`GraphDecoder::decode_traced`]). Graphs with equal latents share their
+    /// work while they draw alike, so such a batch is split by what its graphs draw first
+    /// (graphs in order of their first vertex type, then index, cut in the middle): the halves
+    /// then share little; otherwise by index.
+    fn decode_split(
+        &self,
+        z: &[f32],
+        rngs: &mut [Rng],
+        traced: bool,
+    ) -> Result<(Vec<crate::model::Dag>, Vec<Vec<f32>>)> {
+        let nz = self.generator.dims.nz;
+        let dec = &self.generator.decoder;
+        let decode = |z: &[f32], rngs: &mut [Rng]| {
+            if traced {
+                dec.decode_traced(z, rngs)
+            } else {
+                Ok((dec.decode(z, DecodeMode::Sample, rngs)?, Vec::new()))
+            }
+        };
         let n = rngs.len();
         if n < 16 {
-            return self.generator.decode(z, DecodeMode::Sample, rngs);
+            return decode(z, rngs);
         }
-        let dec = &self.generator;
-        let Some(first) = dec.decoder.first_types(z, rngs) else {
+        let Some(first) = dec.first_types(z, rngs) else {
             let half = n / 2;
             let (ra, rb) = rngs.split_at_mut(half);
             let (za, zb) = z.split_at(half * nz);
-            let (a, b) = rayon::join(
-                || dec.decode(za, DecodeMode::Sample, ra),
-                || dec.decode(zb, DecodeMode::Sample, rb),
-            );
-            let mut a = a?;
-            a.extend(b?);
-            return Ok(a);
+            let (a, b) = rayon::join(|| decode(za, ra), || decode(zb, rb));
+            let ((mut dags, mut traces), (dags_b, traces_b)) = (a?, b?);
+            dags.extend(dags_b);
+            traces.extend(traces_b);
+            return Ok((dags, traces));
         };
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&g| first[g]);
@@ -783,22 +852,24 @@ impl Engine {
             (z, part.iter().map(|&g| rngs[g].clone()).collect())
         };
         let ((za, mut ra), (zb, mut rb)) = (gather(oa), gather(ob));
-        let (a, b) = rayon::join(
-            || dec.decode(&za, DecodeMode::Sample, &mut ra),
-            || dec.decode(&zb, DecodeMode::Sample, &mut rb),
-        );
+        let (a, b) = rayon::join(|| decode(&za, &mut ra), || decode(&zb, &mut rb));
         // Back in graph order, the random streams as decoding in place would leave them.
         let mut out: Vec<Option<crate::model::Dag>> = vec![None; n];
-        for (part, dags, used) in [(oa, a?, ra), (ob, b?, rb)] {
+        let mut traces = vec![Vec::new(); if traced { n } else { 0 }];
+        for (part, (dags, part_traces), used) in [(oa, a?, ra), (ob, b?, rb)] {
             for ((&g, dag), rng) in part.iter().zip(dags).zip(used) {
                 out[g] = Some(dag);
                 rngs[g] = rng;
             }
+            for (&g, trace) in part.iter().zip(part_traces) {
+                traces[g] = trace;
+            }
         }
-        Ok(out
+        let dags = out
             .into_iter()
             .map(|d| d.expect("every graph decoded"))
-            .collect())
+            .collect();
+        Ok((dags, traces))
     }
 
     /// Mean predictor score of each architecture over `cfg.resamples` shared set samples, and
