@@ -92,29 +92,35 @@ impl Dag {
 
     /// True when the edges admit a topological order.
     pub fn is_acyclic(&self) -> bool {
+        // Kahn's rule on bit sets: remove, pass by pass, every vertex whose predecessors are
+        // all removed; the edges admit an order when every vertex goes. (A predecessor bit
+        // naming no vertex is never removed: such a graph has no order, as with counting.)
         let n = self.len();
-        let mut indeg: Vec<u32> = self.preds.iter().map(|p| p.count_ones()).collect();
-        let mut stack: Vec<usize> = (0..n).filter(|&v| indeg[v] == 0).collect();
-        let mut seen = 0;
-        while let Some(u) = stack.pop() {
-            seen += 1;
-            let succ = self.successor_mask(u);
-            for (w, d) in indeg.iter_mut().enumerate() {
-                if succ >> w & 1 == 1 {
-                    *d -= 1;
-                    if *d == 0 {
-                        stack.push(w);
-                    }
+        let mut removed = 0u64;
+        let mut left = n;
+        loop {
+            let before = left;
+            for (v, &p) in self.preds.iter().enumerate() {
+                if removed >> v & 1 == 0 && p & !removed == 0 {
+                    removed |= 1 << v;
+                    left -= 1;
                 }
             }
+            if left == 0 {
+                return true;
+            }
+            if left == before {
+                return false;
+            }
         }
-        seen == n
     }
 
     /// The official validity rule for a computation DAG: acyclic, exactly one START and one END
     /// vertex, every non-START vertex has an input and every non-END vertex an output.
     pub fn is_valid_dag(&self) -> bool {
         let n = self.len();
+        // Bit u: vertex u has a successor.
+        let has_succ = self.preds.iter().fold(0u64, |a, &p| a | p);
         let (mut starts, mut ends) = (0, 0);
         for v in 0..n {
             let t = self.types[v];
@@ -126,7 +132,7 @@ impl Dag {
             if self.preds[v] == 0 && t != START_TYPE {
                 return false;
             }
-            if self.successor_mask(v) == 0 && t != END_TYPE {
+            if has_succ >> v & 1 == 0 && t != END_TYPE {
                 return false;
             }
         }
@@ -164,5 +170,67 @@ mod tests {
         assert!(!cyc.is_acyclic() && !cyc.is_valid_dag());
         assert_eq!(chain.successors(0), vec![1]);
         assert_eq!(chain.adjacency()[1][2], 1);
+    }
+
+    /// Kahn's algorithm with in-degree counts and successor lists, and the validity rule
+    /// spelled out vertex by vertex: the reference for the bit-set versions.
+    fn reference(g: &Dag) -> (bool, bool) {
+        let n = g.len();
+        let succ: Vec<Vec<usize>> = (0..n).map(|u| g.successors(u)).collect();
+        let mut indeg: Vec<usize> = (0..n).map(|v| g.predecessors(v).len()).collect();
+        let mut ready: Vec<usize> = (0..n).filter(|&v| indeg[v] == 0).collect();
+        let mut seen = 0;
+        while let Some(u) = ready.pop() {
+            seen += 1;
+            for &w in &succ[u] {
+                indeg[w] -= 1;
+                if indeg[w] == 0 {
+                    ready.push(w);
+                }
+            }
+        }
+        let acyclic = seen == n;
+        let count = |t: u8| g.types.iter().filter(|&&x| x == t).count();
+        let valid = acyclic
+            && count(START_TYPE) == 1
+            && count(END_TYPE) == 1
+            && (0..n).all(|v| g.types[v] == START_TYPE || !g.predecessors(v).is_empty())
+            && (0..n).all(|v| g.types[v] == END_TYPE || !succ[v].is_empty());
+        (acyclic, valid)
+    }
+
+    #[test]
+    fn bit_set_checks_agree_with_the_reference_on_random_graphs() {
+        let mut rng = crate::rng::Rng::new(11, 0);
+        let (mut cyclic, mut valid) = (0, 0);
+        for case in 0..20_000 {
+            let n = 1 + case % 9;
+            let types: Vec<u8> = (0..n)
+                .map(|v| match (v, rng.next_f64()) {
+                    (0, x) if x < 0.9 => START_TYPE,
+                    (v, x) if v == n - 1 && x < 0.9 => END_TYPE,
+                    (_, x) => (x * 5.0) as u8,
+                })
+                .collect();
+            // Mostly forward edges (as decoded graphs have), some backward ones and loops.
+            let mut edges = Vec::new();
+            for u in 0..n {
+                for v in 0..n {
+                    let p = if u < v { 0.4 } else { 0.03 };
+                    if rng.next_f64() < p {
+                        edges.push((u, v));
+                    }
+                }
+            }
+            let g = Dag::new(types, &edges);
+            let (a, v) = reference(&g);
+            assert_eq!((g.is_acyclic(), g.is_valid_dag()), (a, v), "{g:?}");
+            cyclic += usize::from(!a);
+            valid += usize::from(v);
+        }
+        assert!(
+            cyclic > 1000 && valid > 500,
+            "cyclic {cyclic}, valid {valid}"
+        );
     }
 }

@@ -637,8 +637,10 @@ impl DrawTree {
         let (nvt, max_n) = (dec.nvt, dec.max_n);
         let mut r = rng.clone();
         let mut node = if self.nodes.is_empty() { NO_NODE } else { 0 };
-        let mut types = vec![START_TYPE];
-        let mut preds = vec![0u64];
+        let mut types = Vec::with_capacity(max_n);
+        let mut preds = Vec::with_capacity(max_n);
+        types.push(START_TYPE);
+        preds.push(0u64);
         for idx in 1..max_n {
             let t = if idx == max_n - 1 {
                 END_TYPE

@@ -788,8 +788,18 @@ impl Engine {
             return Ok(self.decode_split(z, rngs, false)?.0);
         };
         tree.bind(&z[..nz]);
-        let mut out: Vec<Option<crate::model::Dag>> =
-            rngs.iter_mut().map(|r| tree.replay(dec, r)).collect();
+        let known: &DrawTree = tree;
+        let replay = |rs: &mut [Rng]| -> Vec<Option<crate::model::Dag>> {
+            rs.iter_mut().map(|r| known.replay(dec, r)).collect()
+        };
+        let mut out = if rngs.len() >= REPLAY_SPLIT {
+            let (a, b) = rngs.split_at_mut(rngs.len() / 2);
+            let (mut out, rest) = rayon::join(|| replay(a), || replay(b));
+            out.extend(rest);
+            out
+        } else {
+            replay(rngs)
+        };
         let novel: Vec<usize> = (0..out.len()).filter(|&g| out[g].is_none()).collect();
         if !novel.is_empty() {
             let mut streams: Vec<Rng> = novel.iter().map(|&g| rngs[g].clone()).collect();
@@ -1113,6 +1123,10 @@ fn sample_weights(ids: &[usize], distinct: usize) -> Vec<f32> {
 
 /// The fewest graphs a CPU generation batch decodes (two halves of at least 16 rows).
 const MIN_GENERATION_BATCH: usize = 32;
+
+/// Graphs replayed from a draw tree on both threads when at least this many (about a
+/// microsecond each).
+const REPLAY_SPLIT: usize = 128;
 
 /// The most graphs decoded at a time when every graph has the same latent (the more at a
 /// time, the more share their work; about 11 kB of per-vertex caches per group of graphs that
