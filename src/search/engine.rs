@@ -646,6 +646,7 @@ impl Engine {
 
     /// Graphs `range` of a search: their set samples and random streams (indexed by graph),
     /// then [`latents_and_decode`](Self::latents_and_decode).
+    #[allow(clippy::too_many_arguments)]
     fn decode_range(
         &self,
         sets: &mut SetEmbedder,
