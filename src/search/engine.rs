@@ -793,7 +793,9 @@ impl Engine {
         let replay = |rs: &mut [Rng]| -> Vec<Option<crate::model::Dag>> {
             rs.iter_mut().map(|r| known.replay(dec, r)).collect()
         };
-        let mut out = if rngs.len() >= REPLAY_SPLIT {
+        let mut out = if known.is_empty() {
+            vec![None; rngs.len()]
+        } else if rngs.len() >= REPLAY_SPLIT {
             let (a, b) = rngs.split_at_mut(rngs.len() / 2);
             let (mut out, rest) = rayon::join(|| replay(a), || replay(b));
             out.extend(rest);
