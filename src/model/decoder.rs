@@ -24,7 +24,9 @@
 //! Graphs with equal latents share their work: graphs that have drawn the same types and edges
 //! so far from the same latent have the same states, so each such group is computed once and
 //! splits when a draw differs (see `decode_in`). A search whose set samples are all the whole
-//! dataset decodes every graph from one latent; most of its graphs repeat earlier ones.
+//! dataset decodes every graph from one latent; most of its graphs repeat earlier ones, and a
+//! [`DrawTree`] of what its decoded graphs drew lets later graphs that draw the same be
+//! replayed without decoding.
 
 use super::dims::GeneratorDims;
 use crate::error::{Error, Result};
