@@ -594,11 +594,12 @@ pub fn sample_categorical(probs: &[f32], rng: &mut Rng) -> usize {
 pub struct DrawTree {
     /// The latent's bits (empty until [`bind`](Self::bind)).
     latent: Vec<u32>,
-    /// Per node: where its probabilities start in `probs` (`nvt` of them for a type draw, one
-    /// for an edge) and where its children start in `children` (`nvt` or 2, by outcome).
-    nodes: Vec<(usize, usize)>,
+    /// The nodes, each a record named by its offset: a type draw is `[at, child per type]`
+    /// with its probabilities at `probs[at..at + nvt]`; an edge draw is `[p, child if no
+    /// edge, child if an edge]` with its probability's bits `p`. [`NO_NODE`] for an outcome
+    /// not drawn yet. Offset 0 is the root (the type of vertex 1).
+    nodes: Vec<u32>,
     probs: Vec<f32>,
-    children: Vec<u32>,
 }
 
 const NO_NODE: u32 = u32::MAX;
@@ -623,11 +624,7 @@ impl DrawTree {
         }
     }
 
-    /// Nodes so far.
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
+    /// Whether no graph's draws are in the tree yet.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
@@ -647,9 +644,10 @@ impl DrawTree {
             let t = if idx == max_n - 1 {
                 END_TYPE
             } else {
-                let (pa, ca) = *self.nodes.get(node as usize)?;
-                let t = sample_categorical(&self.probs[pa..pa + nvt], &mut r);
-                node = self.children[ca + t];
+                let rec = self.record(node, nvt)?;
+                let at = rec[0] as usize;
+                let t = sample_categorical(&self.probs[at..at + nvt], &mut r);
+                node = rec[1 + t];
                 t as u8
             };
             types.push(t);
@@ -660,12 +658,12 @@ impl DrawTree {
                 break;
             }
             for vi in (0..idx).rev() {
-                let (pa, ca) = *self.nodes.get(node as usize)?;
-                let add = r.next_f32() < self.probs[pa];
+                let rec = self.record(node, 2)?;
+                let add = r.next_f32() < f32::from_bits(rec[0]);
                 if add {
                     preds[idx] |= 1 << vi;
                 }
-                node = self.children[ca + usize::from(add)];
+                node = rec[1 + usize::from(add)];
             }
         }
         *rng = r;
@@ -677,54 +675,73 @@ impl DrawTree {
     pub fn insert(&mut self, dec: &GraphDecoder, dag: &Dag, trace: &[f32]) {
         let (nvt, max_n) = (dec.nvt, dec.max_n);
         let mut at = 0;
-        // The current node, and where its id is kept (`None`: the root).
+        // The current node, and where its offset is kept (`None`: the root).
         let mut node = if self.nodes.is_empty() { NO_NODE } else { 0 };
         let mut kept: Option<usize> = None;
         for idx in 1..max_n.min(dag.types.len()) {
-            let ty = dag.types[idx];
+            let ty = dag.types[idx] as usize;
             if idx < max_n - 1 {
-                let ca = self.visit(node, kept, &trace[at..at + nvt], nvt);
+                let q = &trace[at..at + nvt];
                 at += nvt;
-                kept = Some(ca + ty as usize);
-                node = self.children[ca + ty as usize];
+                if node == NO_NODE {
+                    let pa = self.probs.len() as u32;
+                    self.probs.extend_from_slice(q);
+                    node = self.add(kept, pa, nvt);
+                }
+                debug_assert!(
+                    {
+                        let pa = self.nodes[node as usize] as usize;
+                        self.probs[pa..pa + nvt]
+                            .iter()
+                            .zip(q)
+                            .all(|(a, b)| a.to_bits() == b.to_bits())
+                    },
+                    "a known draw has the same probabilities"
+                );
+                let c = node as usize + 1 + ty;
+                kept = Some(c);
+                node = self.nodes[c];
             }
-            if ty == END_TYPE {
+            if ty == END_TYPE as usize {
                 break;
             }
             for vi in (0..idx).rev() {
-                let ca = self.visit(node, kept, &trace[at..at + 1], 2);
+                let p = trace[at];
                 at += 1;
-                let add = usize::from(dag.preds[idx] >> vi & 1 == 1);
-                kept = Some(ca + add);
-                node = self.children[ca + add];
+                if node == NO_NODE {
+                    node = self.add(kept, p.to_bits(), 2);
+                }
+                debug_assert_eq!(
+                    self.nodes[node as usize],
+                    p.to_bits(),
+                    "a known draw has the same probability"
+                );
+                let c = node as usize + 1 + usize::from(dag.preds[idx] >> vi & 1 == 1);
+                kept = Some(c);
+                node = self.nodes[c];
             }
         }
         debug_assert_eq!(at, trace.len(), "a trace holds every draw of its graph");
     }
 
-    /// The draw at `node` (a new one, its id kept at `children[kept]`, when `node` is
-    /// [`NO_NODE`]), with probabilities `q` and `k` outcomes: where its children start.
-    fn visit(&mut self, node: u32, kept: Option<usize>, q: &[f32], k: usize) -> usize {
-        if node != NO_NODE {
-            let (pa, ca) = self.nodes[node as usize];
-            debug_assert!(
-                self.probs[pa..pa + q.len()]
-                    .iter()
-                    .zip(q)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "a known draw has the same probabilities"
-            );
-            return ca;
+    /// Node `node`'s record with `k` outcomes; `None` for [`NO_NODE`].
+    fn record(&self, node: u32, k: usize) -> Option<&[u32]> {
+        if node == NO_NODE {
+            return None;
         }
+        self.nodes.get(node as usize..node as usize + 1 + k)
+    }
+
+    /// A new node `[head, NO_NODE x k]`, its offset written at `nodes[kept]` (none for the
+    /// root): the offset.
+    fn add(&mut self, kept: Option<usize>, head: u32, k: usize) -> u32 {
         let id = self.nodes.len() as u32;
-        let ca = self.children.len();
-        self.nodes.push((self.probs.len(), ca));
-        self.probs.extend_from_slice(q);
-        self.children.resize(ca + k, NO_NODE);
-        if let Some(s) = kept {
-            self.children[s] = id;
+        self.nodes.push(head);
+        self.nodes.resize(self.nodes.len() + k, NO_NODE);
+        if let Some(c) = kept {
+            self.nodes[c] = id;
         }
-        ca
+        id
     }
 }
 
