@@ -723,23 +723,7 @@ dot_tanh_lanes!(
 simd_fn! {
     /// `Σ_j w[j] · max(a[j] + b[j], 0)`.
     pub fn dot_relu(a: &[f32], b: &[f32], w: &[f32]) -> f32 {
-        let n = a.len().min(b.len()).min(w.len());
-        count_macs(n);
-        let (a, b, w) = (&a[..n], &b[..n], &w[..n]);
-        let mut acc = [0.0f32; 8];
-        let blocks = a.chunks_exact(8).zip(b.chunks_exact(8)).zip(w.chunks_exact(8));
-        for ((a8, b8), w8) in blocks {
-            let (a8, b8, w8): (&[f32; 8], &[f32; 8], &[f32; 8]) =
-                (a8.try_into().unwrap(), b8.try_into().unwrap(), w8.try_into().unwrap());
-            for l in 0..8 {
-                acc[l] += w8[l] * (a8[l] + b8[l]).max(0.0);
-            }
-        }
-        let mut tail = 0.0;
-        for j in n / 8 * 8..n {
-            tail += w[j] * (a[j] + b[j]).max(0.0);
-        }
-        acc.iter().sum::<f32>() + tail
+        dot_relu_n([a], [b], w)[0]
     }
 }
 
@@ -748,33 +732,40 @@ simd_fn! {
     /// the same order for each pair (so the same bits as four calls), as four independent
     /// chains.
     pub fn dot_relu4(a: [&[f32]; 4], b: [&[f32]; 4], w: &[f32]) -> [f32; 4] {
-        let mut n = w.len();
-        for i in 0..4 {
-            n = n.min(a[i].len()).min(b[i].len());
-        }
-        count_macs(4 * n);
-        let w = &w[..n];
-        let mut acc = [[0.0f32; 8]; 4];
-        for (blk, w8) in w.chunks_exact(8).enumerate() {
-            let w8: &[f32; 8] = w8.try_into().unwrap();
-            for i in 0..4 {
-                let a8: &[f32; 8] = a[i][blk * 8..blk * 8 + 8].try_into().unwrap();
-                let b8: &[f32; 8] = b[i][blk * 8..blk * 8 + 8].try_into().unwrap();
-                for l in 0..8 {
-                    acc[i][l] += w8[l] * (a8[l] + b8[l]).max(0.0);
-                }
-            }
-        }
-        let mut out = [0.0; 4];
-        for i in 0..4 {
-            let mut tail = 0.0;
-            for j in n / 8 * 8..n {
-                tail += w[j] * (a[i][j] + b[i][j]).max(0.0);
-            }
-            out[i] = acc[i].iter().sum::<f32>() + tail;
-        }
-        out
+        dot_relu_n(a, b, w)
     }
+}
+
+/// [`dot_relu`] of one `w` with `N` pairs, each summed in eight lanes over whole blocks of
+/// eight, then the lanes in order, then the tail: `N` independent chains.
+#[inline(always)]
+fn dot_relu_n<const N: usize>(a: [&[f32]; N], b: [&[f32]; N], w: &[f32]) -> [f32; N] {
+    let mut n = w.len();
+    for i in 0..N {
+        n = n.min(a[i].len()).min(b[i].len());
+    }
+    count_macs(N * n);
+    let w = &w[..n];
+    let mut acc = [[0.0f32; 8]; N];
+    for (blk, w8) in w.chunks_exact(8).enumerate() {
+        let w8: &[f32; 8] = w8.try_into().unwrap();
+        for i in 0..N {
+            let a8: &[f32; 8] = a[i][blk * 8..blk * 8 + 8].try_into().unwrap();
+            let b8: &[f32; 8] = b[i][blk * 8..blk * 8 + 8].try_into().unwrap();
+            for l in 0..8 {
+                acc[i][l] += w8[l] * (a8[l] + b8[l]).max(0.0);
+            }
+        }
+    }
+    let mut out = [0.0; N];
+    for i in 0..N {
+        let mut tail = 0.0;
+        for j in n / 8 * 8..n {
+            tail += w[j] * (a[i][j] + b[i][j]).max(0.0);
+        }
+        out[i] = acc[i].iter().sum::<f32>() + tail;
+    }
+    out
 }
 
 simd_fn! {
