@@ -244,13 +244,8 @@ impl GraphDecoder {
             step.cont.clear();
             for (i, &g) in step.active.iter().enumerate() {
                 if step.new_types[i] == END_TYPE {
-                    // Connect every loose end (no successor yet) to the new END vertex.
-                    let mut has_succ = 0u64;
-                    for v in 0..idx {
-                        has_succ |= c.preds[g][v];
-                    }
                     // (The END vertex's state is not computed: nothing reads it.)
-                    c.preds[g][idx] = !has_succ & ((1u64 << idx) - 1);
+                    c.preds[g][idx] = end_preds(&c.preds[g][..idx]);
                     c.finished[g] = true;
                 } else {
                     step.cont.push(g);
@@ -568,6 +563,13 @@ impl GraphDecoder {
     }
 }
 
+/// The predecessors of an END vertex added after the vertices whose predecessor masks are
+/// `preds`: every vertex without a successor (its loose ends).
+fn end_preds(preds: &[u64]) -> u64 {
+    let has_succ = preds.iter().fold(0, |a, &p| a | p);
+    !has_succ & ((1u64 << preds.len()) - 1)
+}
+
 /// Index drawn from a probability row (inverse CDF; a draw past the rounded total picks the
 /// last type with nonzero probability).
 pub fn sample_categorical(probs: &[f32], rng: &mut Rng) -> usize {
@@ -653,8 +655,7 @@ impl DrawTree {
             types.push(t);
             preds.push(0);
             if t == END_TYPE {
-                let has_succ = preds[..idx].iter().fold(0, |a, &p| a | p);
-                preds[idx] = !has_succ & ((1u64 << idx) - 1);
+                preds[idx] = end_preds(&preds[..idx]);
                 break;
             }
             for vi in (0..idx).rev() {
@@ -972,7 +973,11 @@ impl Caches {
 
     /// Where lead `g`'s values of vertex `v` are in a cache of width `w`.
     fn at(&self, g: usize, v: usize, w: usize) -> std::ops::Range<usize> {
-        let o = (self.slot[g] * self.max_n + v) * w;
+        self.slot_at(self.slot[g], v, w)
+    }
+    /// Where slot `s`'s values of vertex `v` are in a cache of width `w`.
+    fn slot_at(&self, s: usize, v: usize, w: usize) -> std::ops::Range<usize> {
+        let o = (s * self.max_n + v) * w;
         o..o + w
     }
     fn h(&self, g: usize, v: usize) -> &[f32] {
@@ -991,8 +996,7 @@ impl Caches {
     }
     /// The `add_edge` half of vertex `v` in slot `s`.
     fn slot_ea(&self, s: usize, v: usize) -> &[f32] {
-        let o = (s * self.max_n + v) * self.eh;
-        &self.ea[o..o + self.eh]
+        &self.ea[self.slot_at(s, v, self.eh)]
     }
     fn ea_mut(&mut self, g: usize, v: usize) -> &mut [f32] {
         let r = self.at(g, v, self.eh);
